@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make test` and `make demo` each build .venv on first
+# use. Lava needs Python 3.10; set PYTHON=/path/to/python3.10 to choose one yourself.
+
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# The first Python 3.10 that runs: $PYTHON, python3.10 on PATH, then pyenv's 3.10.x.
+PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
+
+.PHONY: test test-slow demo venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: no Python 3.10 found (Lava needs exactly 3.10)." >&2; \
+		echo "  get one with pyenv:  pyenv install 3.10.13   (then run make again)" >&2; \
+		echo "  or point at one:     make $(MAKECMDGOALS) PYTHON=/path/to/python3.10" >&2; \
+		exit 1; fi
+	@echo "using $(PYTHON) ($$($(PYTHON) -V))"
+	@echo "installing the Lava stack into $(VENV) (first time: about 2 minutes, 5.6 GB)"
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+test: $(STAMP)
+	$(VPY) -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(VPY) -m pytest -m slow
+
+demo: $(STAMP)
+	$(VPY) -m qffs_lava.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

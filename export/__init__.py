@@ -1,0 +1,1 @@
+"""The exporter (installed as ``qffs_lava.export``): model.pt -> integer SNN parameters -> net.h5."""

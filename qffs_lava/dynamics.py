@@ -1,0 +1,153 @@
+"""The QFFS dynamics, written once: Algorithm 1 (the neuron) and Algorithm 2 (event max pool).
+
+Every backend (the torch simulator, the Lava ProcessModels) calls these functions, so
+the paper's two algorithms live here and nowhere else. They are pure functions over
+integer arrays and use only operators and methods that numpy arrays and torch tensors
+share, so one code path serves both libraries. Batch dimensions lead; the neuron or
+pool dimension is last.
+
+Spec: DESIGN.md section 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence, Tuple
+
+import numpy as np
+
+Array = Any  # a numpy array or a torch tensor; the functions return the same kind
+
+#: Loihi 2 holds the membrane potential in 24-bit signed registers and saturates.
+V_MIN = -(2**23)
+V_MAX = 2**23 - 1
+
+
+class NeuronParams(NamedTuple):
+    """QFFS neuron parameters (scalars or arrays broadcastable to the neuron shape).
+
+    threshold: th > 0, the spike threshold; a spike subtracts it from v.
+    z_max:     the bound on the net spike count z (2^b - 1 for b-bit activations).
+    v_init:    the pre-charge, th // 2, so the neuron rounds to nearest like the ANN.
+    """
+
+    threshold: Array
+    z_max: Array
+    v_init: Array
+
+
+class NeuronState(NamedTuple):
+    """QFFS neuron state: membrane potential v and net spike count z (0 <= z <= z_max)."""
+
+    v: Array
+    z: Array
+
+
+def neuron_init(zeros: Array, params: NeuronParams) -> NeuronState:
+    """State before the first step: v = v_init, z = 0, shaped and typed like `zeros`."""
+    return NeuronState(v=zeros + params.v_init, z=zeros + 0)
+
+
+def neuron_step(current: Array, state: NeuronState, params: NeuronParams) -> Tuple[Array, NeuronState]:
+    """One step of the QFFS neuron (the paper's Algorithm 1). Returns (spikes, new state).
+
+        v <- clip(v + I, V_MIN, V_MAX)                       # 24-bit saturation
+        if   v >= th and z < z_max:  s = +1; v -= th; z += 1  # bounded positive spike
+        elif v <  0  and z > 0:      s = -1; v += th; z -= 1  # negative spike cancels noise
+        else:                        s =  0
+
+    Since th > 0 the two conditions exclude each other. After the input stops, the
+    neuron settles at z = clip(floor((sum(I) + v_init) / th), 0, z_max).
+    """
+    v = (state.v + current).clip(V_MIN, V_MAX)
+    fire = (v >= params.threshold) & (state.z < params.z_max)
+    cancel = (v < 0) & (state.z > 0)
+    spikes = fire * 1 - cancel * 1
+    return spikes, NeuronState(v=v - spikes * params.threshold, z=state.z + spikes)
+
+
+def settled_count(total_input: Array, params: NeuronParams) -> Array:
+    """Where a neuron's count ends after its input stops: clip(floor((sum I + v_init) / th), 0, z_max).
+
+    This is the integer quantized ANN's activation; it holds while v stays inside 24 bits.
+    """
+    return ((total_input + params.v_init) // params.threshold).clip(0, params.z_max)
+
+
+class PoolParams(NamedTuple):
+    """Event max pool wiring.
+
+    window_index: (n_out, k) integers; row j lists the flat input positions in output
+    j's pooling window. Padding positions repeat a valid position of the same window,
+    which leaves the maximum unchanged (`pool_windows` builds it).
+    """
+
+    window_index: Array
+
+
+class PoolState(NamedTuple):
+    """Event max pool state: cumulative input counts c (..., n_in), previous max m (..., n_out)."""
+
+    counts: Array
+    max_count: Array
+
+
+def pool_init(zeros_in: Array, zeros_out: Array) -> PoolState:
+    """State before the first step: all counts and maxima zero."""
+    return PoolState(counts=zeros_in + 0, max_count=zeros_out + 0)
+
+
+def window_max(counts: Array, params: PoolParams) -> Array:
+    """M_j = max over output j's window of the counts: the max pool of the flat input."""
+    gathered = counts[..., params.window_index]
+    result = gathered[..., 0]
+    for k in range(1, gathered.shape[-1]):
+        result = result.clip(min=gathered[..., k])
+    return result
+
+
+def pool_step(spikes_in: Array, state: PoolState, params: PoolParams) -> Tuple[Array, PoolState]:
+    """One step of event max pooling (the paper's Algorithm 2). Returns (spikes, new state).
+
+        c <- c + s_in;   M = maxpool(c);   s_out = M - m;   m <- M
+
+    so the output's cumulative sum equals the max pool of the cumulative input counts,
+    and when the inputs are in {-1, 0, +1} so is the output.
+    """
+    counts = state.counts + spikes_in
+    maximum = window_max(counts, params)
+    return maximum - state.max_count, PoolState(counts=counts, max_count=maximum)
+
+
+def pool_windows(
+    in_shape: Sequence[int],
+    kernel: Tuple[int, int],
+    stride: Tuple[int, int],
+    padding: Tuple[int, int] = (0, 0),
+) -> Tuple[PoolParams, Tuple[int, int, int]]:
+    """Build the window index of a 2-D max pool over a flat (C, H, W) input.
+
+    Output size follows torch's MaxPool2d (floor mode): Ho = (H + 2 ph - kh) // sh + 1.
+    Returns the params and the output shape (C, Ho, Wo). Both the input and the output
+    are flattened in C, H, W order; a backend with another layout permutes the index.
+    """
+    channels, height, width = (int(n) for n in in_shape)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1:
+        raise ValueError(f"pool kernel {kernel} and stride {stride} must be positive")
+    if not (0 <= ph <= kh // 2 and 0 <= pw <= kw // 2):
+        raise ValueError(f"pool padding {padding} must be between 0 and half the kernel {kernel}")
+    out_h = (height + 2 * ph - kh) // sh + 1
+    out_w = (width + 2 * pw - kw) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"pool kernel {kernel} does not fit the input {tuple(in_shape)}")
+    rows = np.arange(out_h)[:, None] * sh - ph + np.arange(kh)[None, :]  # (Ho, kh)
+    cols = np.arange(out_w)[:, None] * sw - pw + np.arange(kw)[None, :]  # (Wo, kw)
+    # A padded row (column) is moved to the nearest edge, which lies in the same window
+    # because padding is at most half the kernel.
+    rows, cols = rows.clip(0, height - 1), cols.clip(0, width - 1)
+    flat = (
+        np.arange(channels)[:, None, None, None, None] * (height * width)
+        + rows[None, :, None, :, None] * width
+        + cols[None, None, :, None, :]
+    )  # (C, Ho, Wo, kh, kw)
+    return PoolParams(flat.reshape(channels * out_h * out_w, kh * kw)), (channels, out_h, out_w)
