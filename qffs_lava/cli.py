@@ -1,0 +1,110 @@
+"""Command-line entry points. Each turns a QffsError into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable, List, Optional
+
+from qffs_lava.datasets import DATASETS
+from qffs_lava.errors import QffsError
+from qffs_lava.models import ARCHS
+
+
+def user_errors(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[List[str]]], int]:
+    """Run a CLI main: QffsError -> 'error: ...' on stderr and exit 2; Ctrl-C -> exit 130."""
+
+    @functools.wraps(main)
+    def wrapper(argv: Optional[List[str]] = None) -> int:
+        try:
+            return main(argv)
+        except QffsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits must be an integer in 1..8, got {text!r}") from None
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"bits must be in 1..8, got {value}")
+    return value
+
+
+def bits_list(text: str) -> List[int]:
+    return [bits(part) for part in text.split(",")]
+
+
+def weight_bits(text: str) -> Optional[int]:
+    if text == "none":
+        return None
+    value = bits(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("weight bits must be 2..8 (weights are signed) or none")
+    return value
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+@user_errors
+def train_main(argv: Optional[List[str]] = None) -> int:
+    from qffs_lava.train import DEFAULT_SCHEDULE, train
+
+    defaults = ", ".join(f"{d} {f}+{q} (batch {b})" for d, (f, q, b) in DEFAULT_SCHEDULE.items())
+    parser = argparse.ArgumentParser(
+        prog="qffs-train",
+        description=(
+            "Train a float model, then fine-tune it with LSQ into a quantized ANN (2-bit hidden "
+            "activations and a 3-bit output layer by default), and save it as a model file that "
+            "qffs-export reads. Seeded and deterministic on CPU."
+        ),
+        epilog=f"default epochs (float+QAT): {defaults}. "
+        "Example: qffs-train --dataset digits --arch mlp --out digits.pt",
+    )
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="digits needs no download")
+    parser.add_argument("--arch", required=True, choices=list(ARCHS),
+                        help="mlp (any input), lenet (CNN with max pooling), vgg11/vgg16 (32x32 RGB)")
+    parser.add_argument("--out", required=True, help="the model file to write (e.g. model.pt)")
+    parser.add_argument("--data-dir", default="data", help="torchvision-layout dataset folder (default: data)")
+    parser.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs internet)")
+    parser.add_argument("--act-bits", type=bits, default=2, help="hidden activation bits (default 2)")
+    parser.add_argument("--out-bits", type=bits, default=3, help="output layer bits (default 3)")
+    parser.add_argument("--layer-bits", type=bits_list, default=None,
+                        help="bits per activation layer, comma-separated, output last (overrides the two above)")
+    parser.add_argument("--weight-bits", type=weight_bits, default=None,
+                        help="'8' quantizes weights with LSQ too, so the exported integers are the trained ones "
+                             "(default: none, float weights as in the paper)")
+    parser.add_argument("--float-epochs", type=non_negative, default=None,
+                        help="epochs of float training (0 with --init)")
+    parser.add_argument("--qat-epochs", type=non_negative, default=None, help="epochs of LSQ fine-tuning")
+    parser.add_argument("--batch-size", type=non_negative, default=None)
+    parser.add_argument("--lr", type=float, default=1e-3, help="float training learning rate (AdamW, cosine)")
+    parser.add_argument("--qat-lr", type=float, default=5e-4, help="fine-tuning learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default=None, help="start from this model file instead of a fresh model")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    train(
+        args.dataset, args.arch, out=args.out, progress=not args.quiet,
+        data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
+        layer_bits=args.layer_bits, weight_bits=args.weight_bits, float_epochs=args.float_epochs,
+        qat_epochs=args.qat_epochs, batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr,
+        seed=args.seed, init=args.init,
+    )
+    return 0

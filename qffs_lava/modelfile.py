@@ -1,0 +1,75 @@
+"""The model file (model.pt): a quantized ANN as plain data, safe to load.
+
+A dict saved with torch.save that loads with `torch.load(path, weights_only=True)`:
+
+    format "qffs-model", version 1, arch (plain dicts, see models.py), state_dict,
+    quantized (bool), bits {act, out, weight, layers}, input_norm {mean, std},
+    dataset, input_shape, num_classes, input_levels, accuracy {float, qann}, train {...}
+
+Anything that would need arbitrary unpickling is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import nn
+
+from qffs_lava.errors import ModelFileError
+from qffs_lava.fileio import atomic_output
+from qffs_lava.models import build_model, set_quantized
+
+MODEL_FORMAT = "qffs-model"
+MODEL_VERSION = 1
+REQUIRED_KEYS = ("arch", "state_dict", "quantized", "bits", "input_norm", "dataset", "accuracy")
+
+
+def save_model_file(path: str | Path, model: nn.Module, record: Dict[str, Any]) -> Dict[str, Any]:
+    """Write `record` (everything but the state dict) plus the model's state dict, atomically."""
+    content = {"format": MODEL_FORMAT, "version": MODEL_VERSION, **record,
+               "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    with atomic_output(path) as tmp:
+        torch.save(content, tmp)
+        read_model_file(tmp)  # what we write must load safely, or it is not written
+    return content
+
+
+def read_model_file(path: str | Path) -> Dict[str, Any]:
+    """The model file's dict, loaded without arbitrary unpickling and checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise ModelFileError(
+            f"refused {path}: it needs arbitrary unpickling, which could run code ({first_line[:200]})"
+        ) from None
+    except Exception as err:  # truncated zip, not a torch file at all, ...
+        raise ModelFileError(f"cannot read model file {path}: {type(err).__name__}: {str(err)[:200]}") from None
+    if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path} is not a qffs model file (no format '{MODEL_FORMAT}'); make one with qffs-train")
+    if content.get("version") != MODEL_VERSION:
+        raise ModelFileError(
+            f"{path} is model file version {content.get('version')!r}; this qffs-lava reads version {MODEL_VERSION}"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in content]
+    if missing:
+        raise ModelFileError(f"{path} lacks {', '.join(missing)}")
+    return content
+
+
+def load_model_file(path: str | Path) -> Tuple[Dict[str, Any], nn.Sequential]:
+    """(content, model in eval mode): the architecture rebuilt from plain data and its weights loaded."""
+    content = read_model_file(path)
+    try:
+        model = build_model(content["arch"], weight_bits=content["bits"].get("weight"))
+        model.load_state_dict(content["state_dict"], strict=True)
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
+        raise ModelFileError(f"{path}: architecture and weights do not fit: {str(err)[:300]}") from None
+    set_quantized(model, bool(content["quantized"]))
+    return content, model.eval()

@@ -1,0 +1,212 @@
+"""Training: a float model first, then LSQ quantization-aware fine-tuning (DESIGN.md section 2).
+
+`train(...)` is the Python API behind `qffs-train`. It is seeded and deterministic on
+CPU: the same arguments give the same model file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from qffs_lava.datasets import dataset_info, load_dataset
+from qffs_lava.errors import QffsError
+from qffs_lava.fileio import check_writable
+from qffs_lava.lsq import LsqQuantizer
+from qffs_lava.modelfile import load_model_file, save_model_file
+from qffs_lava.models import build_model, make_arch, predict, set_layer_bits, set_quantized
+
+#: (float epochs, QAT epochs, batch size) per dataset when not given.
+DEFAULT_SCHEDULE = {
+    "digits": (40, 40, 64),
+    "mnist": (4, 4, 64),
+    "fashionmnist": (10, 10, 64),
+    "kmnist": (10, 10, 64),
+    "cifar10": (100, 60, 128),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (stored in the model file)."""
+
+    dataset: str
+    arch: str
+    data_dir: str = "data"
+    act_bits: int = 2
+    out_bits: int = 3
+    layer_bits: Optional[List[int]] = None  # per act layer, overrides act_bits/out_bits
+    weight_bits: Optional[int] = None
+    float_epochs: Optional[int] = None
+    qat_epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: float = 1e-3
+    qat_lr: float = 5e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+    download: bool = False
+    init: Optional[str] = None
+
+    def __post_init__(self):
+        info = dataset_info(self.dataset)
+        float_epochs, qat_epochs, batch_size = DEFAULT_SCHEDULE[info.name]
+        self.float_epochs = float_epochs if self.float_epochs is None else self.float_epochs
+        self.qat_epochs = qat_epochs if self.qat_epochs is None else self.qat_epochs
+        self.batch_size = batch_size if self.batch_size is None else self.batch_size
+        for name in ("act_bits", "out_bits") + (("weight_bits",) if self.weight_bits is not None else ()):
+            bits = getattr(self, name)
+            if not 1 <= bits <= 8:
+                raise QffsError(f"{name.replace('_', '-')} must be in 1..8, got {bits}")
+        if self.weight_bits is not None and self.weight_bits < 2:
+            raise QffsError("weight-bits must be at least 2 (weights are signed)")
+        for bits in self.layer_bits or ():
+            if not 1 <= bits <= 8:
+                raise QffsError(f"layer bits must be in 1..8, got {bits}")
+        if self.float_epochs < 0 or self.qat_epochs < 1 or self.batch_size < 1:
+            raise QffsError("need float-epochs >= 0, qat-epochs >= 1 and batch-size >= 1")
+        if self.float_epochs == 0 and self.init is None:
+            raise QffsError("float-epochs 0 needs --init with a trained model file")
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of the model in its current (float or quantized) mode, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            outputs = model(images[start:start + batch_size])
+            correct += int((predict(outputs) == labels[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / len(images)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """CIFAR-style augmentation for RGB batches: random crop with 4-pixel zero padding, random flip."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), generator=generator)
+    dx = torch.randint(0, 9, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+    cropped = padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
+    flip = torch.rand(n, generator=generator) < 0.5
+    cropped[flip] = cropped[flip].flip(-1)
+    return cropped
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam(W); no weight decay on LSQ steps, batchnorm parameters and biases."""
+    steps = {id(m.step) for m in model.modules() if isinstance(m, LsqQuantizer)}
+    decay = [p for p in model.parameters() if p.ndim > 1 and id(p) not in steps]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1 or id(p) in steps]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log) -> float:
+    """Train `epochs` epochs with a cosine learning rate; return the final test accuracy."""
+    (train_x, train_y), (test_x, test_y) = data
+    rgb = train_x.shape[1] == 3
+    optimizer = _optimizer(model, lr, cfg.weight_decay)
+    batches = math.ceil(len(train_x) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
+    test_acc = float("nan")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        bar = tqdm(range(batches), desc=f"{phase} {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
+        total_loss = 0.0
+        for b in bar:
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x = augment(train_x[idx], generator) if rgb else train_x[idx]
+            loss = F.cross_entropy(model(x), train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += float(loss)
+            bar.set_postfix(loss=f"{total_loss / (b + 1):.3f}")
+        test_acc = accuracy(model, test_x, test_y)
+        log(f"{phase} epoch {epoch}/{epochs}: loss {total_loss / batches:.4f}, test accuracy {100 * test_acc:.2f}%")
+    return test_acc
+
+
+def train(
+    dataset: str,
+    arch: str,
+    out: Optional[str | Path] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    **options,
+) -> dict:
+    """Train a float model (or load `init`), LSQ fine-tune it, and save the model file to `out`.
+
+    Options are TrainConfig's fields. Returns the model file's content, including the
+    measured float and QANN test accuracies.
+    """
+    cfg = TrainConfig(dataset=dataset, arch=arch, **options)
+    if out is not None:
+        check_writable(out)
+    info = dataset_info(cfg.dataset)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    data = (load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download),
+            load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download))
+    test_x, test_y = data[1]
+
+    if cfg.init is not None:
+        init, model = load_model_file(cfg.init)
+        architecture = init["arch"]
+        if init["dataset"] != cfg.dataset:
+            raise QffsError(f"--init {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}")
+        float_acc = init["accuracy"]["float"]
+    else:
+        try:
+            architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits)
+            if cfg.layer_bits:
+                architecture = set_layer_bits(architecture, cfg.layer_bits)
+        except ValueError as err:
+            raise QffsError(str(err)) from None
+        model = build_model(architecture, weight_bits=cfg.weight_bits)
+        float_acc = None
+    started = time.perf_counter()
+
+    if cfg.float_epochs > 0:
+        set_quantized(model, False)
+        float_acc = _fit(model, "float", cfg.float_epochs, cfg.lr, cfg, data, generator, progress, log)
+    set_quantized(model, True)
+    qann_acc = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log)
+    seconds = time.perf_counter() - started
+    log(f"float accuracy {100 * float_acc:.2f}%, QANN accuracy {100 * qann_acc:.2f}% "
+        f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s")
+
+    acts = [spec["bits"] for spec in architecture["layers"] if spec["type"] == "act"]
+    record = {
+        "arch": architecture,
+        "quantized": True,
+        "bits": {"act": max(acts[:-1], default=None), "out": acts[-1], "weight": cfg.weight_bits, "layers": acts},
+        "input_norm": {"mean": [0.0] * info.input_shape[0], "std": [1.0] * info.input_shape[0]},
+        "dataset": info.name,
+        "input_shape": list(info.input_shape),
+        "num_classes": info.num_classes,
+        "input_levels": info.levels,
+        "accuracy": {"float": float_acc, "qann": qann_acc},
+        "train": {**asdict(cfg), "seconds": seconds,
+                  "torch": str(torch.__version__)},
+    }
+    if out is None:
+        return {**record, "state_dict": model.state_dict()}
+    content = save_model_file(out, model, record)
+    log(f"wrote {out}")
+    return content
+

@@ -1,0 +1,31 @@
+"""Shared test fixtures: where the datasets are, and a small trained digits model."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("QFFS_DATA_DIR", REPO / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(data_dir) -> Path:
+    if not (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip(f"MNIST is not under {data_dir}: run `make data` (make test does)")
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def digits_model_file(tmp_path_factory) -> Path:
+    """A digits MLP trained briefly through the Python API (about 5 s)."""
+    from qffs_lava.train import train
+
+    path = tmp_path_factory.mktemp("models") / "digits.pt"
+    train("digits", "mlp", out=path, progress=False, log=lambda _: None, float_epochs=10, qat_epochs=10)
+    return path

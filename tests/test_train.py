@@ -1,0 +1,178 @@
+"""qffs-train: real training on digits, the safe model file, and clear errors."""
+
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qffs_lava.cli import train_main
+from qffs_lava.datasets import load_dataset
+from qffs_lava.errors import ModelFileError
+from qffs_lava.modelfile import MODEL_FORMAT, load_model_file, read_model_file
+from qffs_lava.models import QuantAct, predict
+from qffs_lava.train import accuracy, train
+
+
+def test_short_digits_run_reaches_a_real_accuracy(digits_model_file):
+    content, model = load_model_file(digits_model_file)
+    assert content["accuracy"]["float"] >= 0.94
+    assert content["accuracy"]["qann"] >= 0.92
+    test_x, test_y = load_dataset("digits", "test")
+    # the stored figure is what the loaded model measures
+    assert accuracy(model, test_x, test_y) == pytest.approx(content["accuracy"]["qann"])
+
+
+def test_model_file_loads_with_weights_only(digits_model_file):
+    content = torch.load(digits_model_file, weights_only=True)
+    assert content["format"] == MODEL_FORMAT and content["version"] == 1
+    assert content["quantized"] is True
+    assert content["dataset"] == "digits" and content["input_shape"] == [1, 8, 8]
+    assert content["bits"]["layers"] == [2, 2, 3] and content["bits"]["weight"] is None
+    assert content["input_levels"] == 16
+    assert all(isinstance(layer, dict) for layer in content["arch"]["layers"])
+    steps = [v for k, v in content["state_dict"].items() if k.endswith("quantizer.step")]
+    assert len(steps) == 3 and all(float(s) > 0 for s in steps)
+
+
+def test_model_file_round_trip_gives_the_same_outputs(digits_model_file, tmp_path):
+    from qffs_lava.modelfile import save_model_file
+
+    content, model = load_model_file(digits_model_file)
+    copy = tmp_path / "copy.pt"
+    save_model_file(copy, model, {k: v for k, v in content.items() if k not in ("format", "version", "state_dict")})
+    _, reloaded = load_model_file(copy)
+    x = load_dataset("digits", "test")[0][:50]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reloaded(x), rtol=0, atol=0)
+
+
+def test_training_is_deterministic():
+    kwargs = dict(progress=False, log=lambda _: None, float_epochs=2, qat_epochs=1)
+    a = train("digits", "mlp", **kwargs)
+    b = train("digits", "mlp", **kwargs)
+    assert a["accuracy"] == b["accuracy"]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_weight_quantization_gives_integer_weight_levels(tmp_path):
+    content = train("digits", "mlp", out=tmp_path / "w8.pt", progress=False, log=lambda _: None,
+                    float_epochs=3, qat_epochs=3, weight_bits=8)
+    assert content["bits"]["weight"] == 8
+    _, model = load_model_file(tmp_path / "w8.pt")
+    layer = model[1]
+    w = layer.effective_weight().detach() / layer.weight_quantizer.step.detach()
+    torch.testing.assert_close(w, w.round())
+    assert w.abs().max() <= 128
+
+
+def test_init_continues_from_a_model_file(digits_model_file, tmp_path):
+    content = train("digits", "mlp", out=tmp_path / "more.pt", progress=False, log=lambda _: None,
+                    float_epochs=0, qat_epochs=1, init=str(digits_model_file))
+    assert content["accuracy"]["float"] == read_model_file(digits_model_file)["accuracy"]["float"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import train_main; "
+                           "sys.exit(train_main())", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "imagenet", "--arch", "mlp"], "invalid choice: 'imagenet'"),
+        (["--dataset", "digits", "--arch", "resnet"], "invalid choice: 'resnet'"),
+        (["--dataset", "digits", "--arch", "mlp", "--act-bits", "0"], "bits must be in 1..8"),
+        (["--dataset", "digits", "--arch", "mlp", "--out-bits", "9"], "bits must be in 1..8"),
+        (["--dataset", "digits", "--arch", "vgg11"], "32x32"),
+    ],
+)
+def test_cli_refuses_bad_arguments_with_exit_2(args, message, tmp_path):
+    out = tmp_path / "m.pt"
+    result = run_cli(*args, "--out", str(out), "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_cli_missing_dataset_names_the_fetch_command(tmp_path):
+    out = tmp_path / "m.pt"
+    result = run_cli("--dataset", "mnist", "--arch", "lenet", "--data-dir", str(tmp_path / "empty"),
+                     "--out", str(out), "--quiet")
+    assert result.returncode == 2
+    assert "mnist not found" in result.stderr and "make data" in result.stderr
+    assert not out.exists()
+
+
+def test_cli_unwritable_output_fails_before_training(tmp_path):
+    result = run_cli("--dataset", "digits", "--arch", "mlp", "--out", str(tmp_path / "no" / "such" / "m.pt"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    result = run_cli("--dataset", "digits", "--arch", "mlp", "--out", str(tmp_path))
+    assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_cli_trains_and_writes_the_model_file(tmp_path):
+    out = tmp_path / "m.pt"
+    code = train_main(["--dataset", "digits", "--arch", "mlp", "--out", str(out), "--quiet",
+                       "--float-epochs", "2", "--qat-epochs", "1"])
+    assert code == 0 and out.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left
+
+
+class Payload:
+    """Unpickling this would create a file: the loader must refuse before that happens."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_model_file_needing_arbitrary_unpickling_is_refused(tmp_path):
+    target = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": MODEL_FORMAT, "version": 1, "x": Payload(str(target))}, evil)
+    assert not target.exists()
+    with pytest.raises(ModelFileError, match="arbitrary unpickling"):
+        read_model_file(evil)
+    assert not target.exists()
+    # and a plain pickle, not even a torch file
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps(Payload(str(target))))
+    with pytest.raises(ModelFileError):
+        read_model_file(plain)
+    assert not target.exists()
+
+
+def test_bad_model_files_give_clear_errors(digits_model_file, tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        read_model_file(tmp_path / "missing.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(digits_model_file.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="cannot read"):
+        read_model_file(truncated)
+    content = torch.load(digits_model_file, weights_only=True)
+    torch.save({**content, "version": 99}, tmp_path / "v99.pt")
+    with pytest.raises(ModelFileError, match="version 99"):
+        read_model_file(tmp_path / "v99.pt")
+    torch.save({"state_dict": content["state_dict"]}, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="not a qffs model file"):
+        read_model_file(tmp_path / "other.pt")
+    wrong = dict(content["state_dict"])
+    wrong["1.weight"] = torch.zeros(3, 3)
+    torch.save({**content, "state_dict": wrong}, tmp_path / "shape.pt")
+    with pytest.raises(ModelFileError, match="do not fit"):
+        load_model_file(tmp_path / "shape.pt")
+
+
+def test_output_prediction_uses_quantized_levels(digits_model_file):
+    _, model = load_model_file(digits_model_file)
+    assert all(m.quantized for m in model if isinstance(m, QuantAct))
+    x = load_dataset("digits", "test")[0][:20]
+    with torch.no_grad():
+        out = model(x)
+    assert predict(out).shape == (20,)
