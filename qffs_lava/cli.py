@@ -108,3 +108,48 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         seed=args.seed, init=args.init,
     )
     return 0
+
+
+@user_errors
+def export_main(argv: Optional[List[str]] = None) -> int:
+    from qffs_lava.export.exporter import export
+
+    parser = argparse.ArgumentParser(
+        prog="qffs-export",
+        description=(
+            "Convert a quantized model file (from qffs-train) into an integer QFFS spiking network "
+            "in lava-dl netx's HDF5 layout (net.h5). Checks Loihi 2's ranges, prints a per-layer "
+            "table, and measures the integer QANN against the model on the dataset's test split."
+        ),
+        epilog="Example: qffs-export digits.pt digits.h5",
+    )
+    parser.add_argument("model", help="model file written by qffs-train")
+    parser.add_argument("net", help="net.h5 to write (replaced atomically)")
+    parser.add_argument("--samples", type=non_negative, default=None,
+                        help="measure fidelity on the first N test samples (default: the whole test split)")
+    parser.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
+    parser.add_argument("--no-loihi-check", action="store_true",
+                        help="export even if weights, threshold, bias or membrane exceed Loihi 2's ranges (warns)")
+    args = parser.parse_args(argv)
+    export(args.model, args.net, samples=args.samples, data_dir=args.data_dir, loihi_check=not args.no_loihi_check)
+    return 0
+
+
+@user_errors
+def inspect_main(argv: Optional[List[str]] = None) -> int:
+    from qffs_lava.netfile import loihi_problems, read_net
+    from qffs_lava.summary import layer_table
+
+    parser = argparse.ArgumentParser(
+        prog="qffs-inspect",
+        description="Print a net.h5's per-layer table, its metadata and whether it fits Loihi 2's ranges.",
+    )
+    parser.add_argument("net", help="a net.h5 written by qffs-export")
+    args = parser.parse_args(argv)
+    network = read_net(args.net)
+    print(layer_table(network))
+    for key, value in network.meta.items():
+        print(f"{key}: {value}")
+    problems = loihi_problems(network)
+    print("Loihi 2 ranges: " + ("ok" if not problems else "EXCEEDED\n  " + "\n  ".join(problems)))
+    return 0

@@ -11,3 +11,7 @@ class DatasetNotFound(QffsError):
 
 class ModelFileError(QffsError):
     """A model file that is missing, unreadable, unsafe, or of the wrong format or version."""
+
+
+class QffsFormatError(QffsError, ValueError):
+    """A net file that cannot be run: the message names the layer and the key and what was expected."""

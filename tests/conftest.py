@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Lava calls multiprocessing.set_start_method('fork') when first imported, which fails once
+# anything (tqdm's lock, for one) has fixed the start method; import it before the tests do.
+import lava.lib.dl.netx  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("QFFS_DATA_DIR", REPO / "data"))
 

@@ -1,0 +1,238 @@
+"""qffs-export: hand-computed integers, netx compatibility, fidelity, Loihi ranges, and bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from qffs_lava.errors import ModelFileError, QffsError
+from qffs_lava.export.convert import convert
+from qffs_lava.export.exporter import export
+from qffs_lava.modelfile import MODEL_FORMAT, load_model_file, save_model_file
+from qffs_lava.models import build_model, set_quantized
+from qffs_lava.netfile import DenseLayer, loihi_problems, read_net
+from qffs_lava.qann import qann_forward
+
+TINY_ARCH = {
+    "name": "tiny", "input_shape": [1, 2, 2], "num_classes": 2,
+    "layers": [
+        {"type": "flatten"},
+        {"type": "linear", "in_features": 4, "out_features": 2},
+        {"type": "act", "bits": 2},
+        {"type": "linear", "in_features": 2, "out_features": 2},
+        {"type": "act", "bits": 3},
+    ],
+}
+
+
+def tiny_model():
+    model = build_model(TINY_ARCH)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.5, -0.25, 0.0, 1.0], [-1.0, 0.5, 0.25, 0.0]]))
+        model[1].bias.copy_(torch.tensor([0.1, -0.2]))
+        model[3].weight.copy_(torch.tensor([[1.0, -0.5], [0.25, 0.75]]))
+        model[3].bias.copy_(torch.tensor([0.0, 0.05]))
+        for index, step in ((2, 0.5), (4, 0.25)):
+            model[index].quantizer.step.fill_(step)
+            model[index].quantizer.initialized.fill_(True)
+    set_quantized(model, True)
+    content = {"arch": TINY_ARCH, "quantized": True, "bits": {"act": 2, "out": 3, "weight": None, "layers": [2, 3]},
+               "input_norm": {"mean": [0.0], "std": [1.0]}, "dataset": "digits", "input_shape": [1, 2, 2],
+               "num_classes": 2, "input_levels": 16, "accuracy": {"float": 0.0, "qann": 0.0}}
+    return content, model.eval()
+
+
+def test_tiny_model_integers_match_hand_computation():
+    network = convert(*tiny_model())
+    first, second = network.layers[2], network.layers[3]
+    assert network.bias_steps == 3
+    # layer 1 sees x_int = 16 x for K = 3 steps: A = W / 16, rows scaled by mu = 2032 and 2048
+    np.testing.assert_array_equal(first.weight, [[128, -64, 0, 254], [-256, 128, 64, 0]])
+    np.testing.assert_array_equal(first.neurons.threshold, [6096, 6144])  # 2 mu * K * 0.5
+    np.testing.assert_array_equal(first.neurons.v_init, [3048, 3072])
+    np.testing.assert_array_equal(first.bias, [406, -819])  # 2 mu * K * B / K
+    assert first.neurons.z_max == 3 and first.neurons.bias_steps == 3
+    # layer 2: A = W * 0.5, mu = 254 and 127 / 0.375
+    np.testing.assert_array_equal(second.weight, [[254, -126], [84, 254]])
+    np.testing.assert_array_equal(second.neurons.threshold, [127, 169])  # 2 mu * 0.25
+    np.testing.assert_array_equal(second.neurons.v_init, [63, 84])
+    np.testing.assert_array_equal(second.bias, [0, 11])  # 2 mu * 0.05 / 3
+    assert second.neurons.z_max == 7
+
+
+def test_tiny_model_integer_qann_equals_float_qann_levels():
+    content, model = tiny_model()
+    network = convert(content, model)
+    grid = torch.tensor([[a, b, c, d] for a in (0, 0.25, 1) for b in (0, 0.5, 1)
+                         for c in (0, 0.75) for d in (0, 0.5, 1)]).reshape(-1, 1, 2, 2)
+    with torch.no_grad():
+        levels = model(grid) / model[4].quantizer.step
+    torch.testing.assert_close(qann_forward(network, grid).double(), levels.double().round())
+
+
+def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_file):
+    from lava.lib.dl.netx.utils import NetDict
+
+    net_path = tmp_path / "digits.h5"
+    network = export(digits_model_file, net_path, log=lambda _: None)
+    again = read_net(net_path)
+    assert [type(layer) for layer in again.layers] == [type(layer) for layer in network.layers]
+    for a, b in zip(network.synaptic_layers, again.synaptic_layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.neurons.threshold, b.neurons.threshold)
+    net = NetDict(str(net_path))
+    layer = net["layer"]
+    assert [layer[str(i)]["type"] for i in range(len(layer))] == ["input", "flatten", "dense", "dense", "dense"]
+    dense = layer["2"]
+    assert dense["weight"].shape == (256, 64) and dense["weight"].dtype.kind == "i"
+    assert np.all(dense["weight"] % 2 == 0) and dense["weight"].min() >= -256 and dense["weight"].max() <= 254
+    assert dense["neuron"]["type"] == "QFFS"
+    np.testing.assert_array_equal(dense["neuron"]["vThMant"], network.layers[2].neurons.threshold)
+    assert again.meta["format"] == "qffs" and again.meta["dataset"] == "digits"
+    assert again.meta["K"] == 3 and again.meta["bits"] == [2, 2, 3]
+
+
+def test_digits_fidelity_on_the_full_test_split(tmp_path, digits_model_file):
+    network = export(digits_model_file, tmp_path / "d.h5", log=lambda _: None)
+    meta = network.meta
+    assert meta["fidelity_samples"] == 450
+    assert meta["qann_agreement"] >= 0.99
+    assert abs(meta["int_qann_accuracy"] - meta["float_qann_accuracy"]) <= 0.01
+    assert not loihi_problems(network)
+
+
+def test_lenet_with_max_pooling_exports_on_digits_images(tmp_path):
+    from qffs_lava.train import train
+
+    model_path = tmp_path / "lenet.pt"
+    train("digits", "lenet", out=model_path, progress=False, log=lambda _: None, float_epochs=3, qat_epochs=2)
+    network = export(model_path, tmp_path / "lenet.h5", log=lambda _: None)
+    kinds = [type(layer).__name__ for layer in network.layers]
+    assert kinds == ["InputLayer", "ConvLayer", "MaxPoolLayer", "ConvLayer", "MaxPoolLayer", "FlattenLayer",
+                     "DenseLayer", "DenseLayer"]
+    assert network.shapes()[1] == (16, 8, 8) and network.shapes()[4] == (32, 2, 2)
+    assert network.meta["qann_agreement"] >= 0.97  # briefly trained; the measured figure is in the README
+
+
+def test_avgpool_and_batchnorm_are_folded_into_synaptic_layers():
+    arch = {"name": "pooled", "input_shape": [1, 4, 4], "num_classes": 3, "layers": [
+        {"type": "conv", "in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 1, "padding": 1, "groups": 1},
+        {"type": "batchnorm", "num_features": 2},
+        {"type": "act", "bits": 2},
+        {"type": "avgpool", "kernel_size": 2, "stride": 2},
+        {"type": "flatten"},
+        {"type": "linear", "in_features": 8, "out_features": 3},
+        {"type": "act", "bits": 3},
+    ]}
+    torch.manual_seed(1)
+    model = build_model(arch)
+    set_quantized(model, True)
+    model.train()
+    model(torch.rand(64, 1, 4, 4))  # initialise steps and batchnorm statistics
+    model.eval()
+    content = {"arch": arch, "quantized": True, "bits": {"layers": [2, 3], "weight": None},
+               "input_norm": {"mean": [0.0], "std": [1.0]}, "dataset": "digits", "input_levels": 16}
+    network = convert(content, model)
+    assert [type(layer).__name__ for layer in network.layers] == ["InputLayer", "ConvLayer", "FlattenLayer",
+                                                                   "DenseLayer"]
+    assert network.layers[3].weight.shape == (3, 32)  # acts on the unpooled 2x4x4 map
+    x = torch.floor(torch.rand(200, 1, 4, 4) * 16) / 16
+    with torch.no_grad():
+        expected = model(x).argmax(1)
+    agreement = float((qann_forward(network, x).argmax(1) == expected).double().mean())
+    assert agreement >= 0.95
+
+
+def test_unsupported_layers_are_refused_by_name(tmp_path):
+    content, model = tiny_model()
+    bad_arch = {**TINY_ARCH, "layers": TINY_ARCH["layers"][:2] + [{"type": "layernorm"}] + TINY_ARCH["layers"][2:]}
+    path = tmp_path / "bad.pt"
+    torch.save({**content, "format": MODEL_FORMAT, "version": 1, "arch": bad_arch,
+                "state_dict": model.state_dict()}, path)
+    with pytest.raises(ModelFileError, match="layer 2: unsupported layer type 'layernorm'"):
+        load_model_file(path)
+
+
+def test_loihi_range_check_refuses_or_warns(tmp_path):
+    from qffs_lava.train import train
+
+    model_path = tmp_path / "wide.pt"
+    # 8-bit activations: K = 255 input steps make the first layer's worst case exceed 24 bits
+    train("digits", "mlp", out=model_path, progress=False, log=lambda _: None, float_epochs=1, qat_epochs=1,
+          act_bits=8, out_bits=8)
+    net_path = tmp_path / "wide.h5"
+    with pytest.raises(QffsError, match=r"layer 2: worst-case \|v\| \d+ is not below 2\^23"):
+        export(model_path, net_path, log=lambda _: None)
+    assert not net_path.exists()
+    messages = []
+    export(model_path, net_path, loihi_check=False, log=messages.append)
+    assert net_path.exists() and any(m.startswith("warning: layer 2: worst-case |v|") for m in messages)
+    assert read_net(net_path).meta["loihi_ranges"] is False
+
+
+def run_export(*args):
+    return subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import export_main; "
+                           "sys.exit(export_main())", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_prints_the_table_and_fidelity(tmp_path, digits_model_file):
+    result = run_export(str(digits_model_file), str(tmp_path / "n.h5"))
+    assert result.returncode == 0, result.stderr
+    assert "threshold" in result.stdout and "max |v| / 2^23" in result.stdout
+    assert "top-1 agreement" in result.stdout
+    inspect = subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import inspect_main; "
+                              "sys.exit(inspect_main())", str(tmp_path / "n.h5")], capture_output=True, text=True)
+    assert inspect.returncode == 0 and "Loihi 2 ranges: ok" in inspect.stdout
+    assert result.stdout.splitlines()[:8] == inspect.stdout.splitlines()[:8]
+
+
+def test_cli_bad_model_files_exit_2_and_leave_no_net(tmp_path, digits_model_file):
+    net = tmp_path / "n.h5"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(digits_model_file.read_bytes()[:2000])
+    content = torch.load(digits_model_file, weights_only=True)
+    torch.save({**content, "version": 7}, tmp_path / "v7.pt")
+    torch.save({**content, "format": "something-else"}, tmp_path / "fmt.pt")
+    cases = [(tmp_path / "missing.pt", "does not exist"), (truncated, "cannot read model file"),
+             (tmp_path / "v7.pt", "version 7"), (tmp_path / "fmt.pt", "not a qffs model file")]
+    for path, message in cases:
+        result = run_export(str(path), str(net))
+        assert result.returncode == 2 and message in result.stderr, (path, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert not net.exists()
+    result = run_export(str(digits_model_file), str(tmp_path / "no" / "dir" / "n.h5"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_a_refused_export_keeps_the_old_net_file(tmp_path, digits_model_file):
+    net = tmp_path / "n.h5"
+    net.write_bytes(b"old contents")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(digits_model_file.read_bytes()[:2000])
+    assert run_export(str(truncated), str(net)).returncode == 2
+    assert net.read_bytes() == b"old contents"
+
+
+def test_crafted_pickle_payload_never_runs(tmp_path):
+    target = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(target), "w"))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": MODEL_FORMAT, "version": 1, "arch": Payload()}, evil)
+    result = run_export(str(evil), str(tmp_path / "n.h5"))
+    assert result.returncode == 2 and "arbitrary unpickling" in result.stderr
+    assert not target.exists() and not (tmp_path / "n.h5").exists()
+
+
+def test_dense_layer_shapes_are_checked():
+    with pytest.raises(ValueError, match="does not map"):
+        from qffs_lava.netfile import InputLayer, Network, Neurons
+
+        neurons = Neurons(np.array([3, 3]), np.array([1, 1]), 3, 3)
+        Network([InputLayer((5,), 16.0), DenseLayer((2,), np.zeros((2, 4), np.int64), np.zeros(2, np.int64),
+                                                    neurons)]).shapes()
