@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import Callable, List, Optional
 
 from qffs_lava.datasets import DATASETS
@@ -152,4 +153,87 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
         print(f"{key}: {value}")
     problems = loihi_problems(network)
     print("Loihi 2 ranges: " + ("ok" if not problems else "EXCEEDED\n  " + "\n  ".join(problems)))
+    return 0
+
+
+def positive(text: str) -> int:
+    value = non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def load_inputs(args) -> tuple:
+    """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them."""
+    import numpy as np
+
+    from qffs_lava.datasets import load_dataset
+
+    if args.inputs is not None:
+        try:
+            x = np.load(args.inputs, allow_pickle=False)
+            labels = np.load(args.labels, allow_pickle=False) if args.labels else None
+        except (OSError, ValueError) as err:
+            raise QffsError(f"cannot read inputs: {err}") from None
+        description = str(args.inputs)
+    else:
+        x, labels = load_dataset(args.dataset, args.split, args.data_dir, download=args.download)
+        description = f"{args.dataset} {args.split} split"
+    if args.samples is not None:
+        x = x[:args.samples]
+        labels = labels[:args.samples] if labels is not None else None
+    return x, labels, description
+
+
+@user_errors
+def run_main(argv: Optional[List[str]] = None) -> int:
+    from qffs_lava.evaluate import BACKENDS, evaluate, format_report, plot_report, write_json
+    from qffs_lava.netfile import read_net
+    from qffs_lava.torch_sim import MODES
+
+    parser = argparse.ArgumentParser(
+        prog="qffs-run",
+        description=(
+            "Run a net.h5 on a batch of inputs and report accuracy and agreement with the integer "
+            "quantized ANN after every time step t = 1..T, and the step from which the spiking "
+            "network equals the QANN on every sample."
+        ),
+        epilog="Example: qffs-run digits.h5 --dataset digits --steps 8 --plot digits.png",
+    )
+    parser.add_argument("net", help="a net.h5 written by qffs-export")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=list(DATASETS), help="evaluate on a dataset split")
+    source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
+    parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--samples", type=positive, default=None, help="only the first N samples")
+    parser.add_argument("--steps", type=positive, default=16, help="T, synchronous time steps (default 16)")
+    parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
+                        help="qann: closed form; torch: PyTorch SNN; lava/lava-float/loihi2: Lava")
+    parser.add_argument("--mode", default="sync", choices=list(MODES),
+                        help="torch backend: synchronous steps, or pipelined with one step of delay per hop "
+                             "as Lava runs (results are reported in synchronous steps either way)")
+    parser.add_argument("--batch", type=positive, default=256,
+                        help="samples per batch (default 256; larger batches fall out of the CPU cache)")
+    parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
+    parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.labels and not args.inputs:
+        parser.error("--labels goes with --inputs")
+    if args.plot and args.backend == "qann":
+        parser.error("--plot needs a spiking backend; qann has no time steps")
+    network = read_net(args.net)
+    x, labels, description = load_inputs(args)
+    report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet)
+    report["net"], report["inputs"] = str(args.net), description
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_report(args.plot, {args.backend: report}, title=f"{Path(args.net).name} on {description}")
+        print(f"wrote {args.plot}")
     return 0

@@ -5,8 +5,9 @@ sees K * x_int), DESIGN.md section 3:
 
     z = clip(floor((W . z_prev + K * b + vInit) / th), 0, zMax)
 
-max pooling takes the max of the counts, flatten reshapes. Computed in float64 with
-torch, which is exact for these integers (all far below 2^53).
+max pooling takes the max of the counts, flatten reshapes. Computed with torch in
+`exact_dtype(network)`: float32 where every value the network can reach stays below
+2^24 in magnitude (every network inside Loihi 2's ranges), else float64.
 """
 
 from __future__ import annotations
@@ -18,7 +19,28 @@ import torch
 import torch.nn.functional as F
 
 from qffs_lava.dynamics import NeuronParams, settled_count
-from qffs_lava.netfile import ConvLayer, DenseLayer, FlattenLayer, InputLayer, MaxPoolLayer, Network
+from qffs_lava.netfile import (
+    ConvLayer,
+    DenseLayer,
+    FlattenLayer,
+    InputLayer,
+    MaxPoolLayer,
+    Network,
+    membrane_bounds,
+    presynaptic_count_bounds,
+)
+
+
+def exact_dtype(network: Network) -> torch.dtype:
+    """float32 when every count, current, membrane and QANN sum stays below 2^23 in magnitude, else float64."""
+    bounds = presynaptic_count_bounds(network)
+    worst = max(bounds)
+    for layer, bound in zip(network.synaptic_layers, bounds):
+        low, high = membrane_bounds(layer, bound, network.bias_steps)
+        fan_in = int(np.abs(layer.weight.reshape(layer.weight.shape[0], -1)).sum(1).max())
+        total = fan_in * bound + network.bias_steps * int(np.abs(layer.bias).max()) + int(layer.neurons.threshold.max())
+        worst = max(worst, -low, high, total)
+    return torch.float32 if worst < 2**23 else torch.float64
 
 
 def encode_inputs(x, input_layer: InputLayer) -> torch.Tensor:
@@ -35,13 +57,12 @@ def neuron_params(layer) -> NeuronParams:
                         v_init=torch.as_tensor(n.v_init).reshape(shape))
 
 
-def synaptic_input(layer, counts: torch.Tensor) -> torch.Tensor:
-    """W . counts for a dense or conv layer, in float64 (batch first, no bias)."""
-    weight = torch.as_tensor(layer.weight, dtype=torch.float64)
-    counts = counts.to(torch.float64)
+def synaptic_input(layer, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """W . inputs for a dense or conv layer (batch first, no bias), in the dtype of `weight`."""
+    inputs = inputs.to(weight.dtype)
     if isinstance(layer, DenseLayer):
-        return counts @ weight.T
-    return F.conv2d(counts, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        return inputs @ weight.T
+    return F.conv2d(inputs, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
 def layer_bias(layer, ndim: int) -> torch.Tensor:
@@ -55,19 +76,24 @@ def qann_forward(network: Network, x, all_layers: bool = False):
 
     x: dataset values (batch, *input shape), floats in [0, 1].
     """
+    dtype = exact_dtype(network)
     x_int = encode_inputs(x, network.input).reshape(-1, *network.input.shape)
-    counts = x_int * network.bias_steps  # the input is presented for K steps
+    counts = (x_int * network.bias_steps).to(dtype)  # the input is presented for K steps
     outputs: List[torch.Tensor] = [counts]
     for layer in network.layers[1:]:
         if isinstance(layer, (DenseLayer, ConvLayer)):
-            total = synaptic_input(layer, counts) + network.bias_steps * layer_bias(layer, counts.dim())
-            counts = settled_count(total, neuron_params(layer)).to(torch.int64)
+            weight = torch.as_tensor(layer.weight, dtype=dtype)
+            bias = layer_bias(layer, counts.dim()).to(dtype)
+            params = neuron_params(layer)
+            params = type(params)(params.threshold.to(dtype), params.z_max, params.v_init.to(dtype))
+            counts = settled_count(synaptic_input(layer, counts, weight) + network.bias_steps * bias, params)
         elif isinstance(layer, MaxPoolLayer):
-            counts = F.max_pool2d(counts.to(torch.float64), layer.kernel_size, layer.stride, layer.padding).to(torch.int64)
+            counts = F.max_pool2d(counts, layer.kernel_size, layer.stride, layer.padding)
         elif isinstance(layer, FlattenLayer):
             counts = counts.reshape(counts.shape[0], -1)
         outputs.append(counts)
-    return outputs if all_layers else counts
+    outputs = [c.to(torch.int64) for c in outputs]
+    return outputs if all_layers else outputs[-1]
 
 
 def qann_predict(network: Network, x, batch_size: int = 1000) -> torch.Tensor:

@@ -27,7 +27,7 @@ from qffs_lava.models import build_model, make_arch, predict, set_layer_bits, se
 #: (float epochs, QAT epochs, batch size) per dataset when not given.
 DEFAULT_SCHEDULE = {
     "digits": (40, 40, 64),
-    "mnist": (4, 4, 64),
+    "mnist": (4, 6, 64),
     "fashionmnist": (10, 10, 64),
     "kmnist": (10, 10, 64),
     "cifar10": (100, 60, 128),

@@ -1,0 +1,174 @@
+"""Accuracy against time steps: run a net.h5 on a backend and compare every step with the QANN.
+
+This is what `qffs-run` reports. Every backend returns output counts per synchronous
+step; the integer QANN (closed form) is the target they converge to.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from qffs_lava.errors import QffsError
+from qffs_lava.fileio import atomic_output
+from qffs_lava.netfile import Network
+from qffs_lava.qann import qann_forward
+from qffs_lava.torch_sim import MODES, simulate
+
+BACKENDS = ("qann", "torch", "lava", "lava-float", "loihi2")
+
+
+def check_inputs(network: Network, x) -> torch.Tensor:
+    """Dataset values shaped (N, *input shape) (or (N, prod(shape))) as float tensor; QffsError otherwise."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    shape = tuple(network.input.shape)
+    if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int64, torch.int32)):
+        raise QffsError(f"inputs must be real numbers, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise QffsError("no input samples")
+    if tuple(x.shape[1:]) != shape and not (x.ndim == 2 and x.shape[1] == int(np.prod(shape))):
+        raise QffsError(f"inputs have shape {tuple(x.shape)}; this network takes (N, {', '.join(map(str, shape))})")
+    x = x.to(torch.float64).reshape(-1, *shape)
+    if not torch.isfinite(x).all():
+        raise QffsError("inputs contain NaN or infinite values")
+    return x
+
+
+def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend: str, mode: str,
+                          batch_size: int, progress: bool) -> torch.Tensor:
+    """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
+    if backend in ("lava", "lava-float", "loihi2"):
+        raise QffsError(f"the {backend} backend is not available yet: it arrives with the Lava backend issue; "
+                        "use --backend torch (bit-identical by design) meanwhile")
+    chunks = []
+    for start in tqdm(range(0, len(x), batch_size), desc=f"{backend} ({mode})", unit="batch",
+                      disable=not progress, leave=False):
+        result = simulate(network, x[start:start + batch_size], steps, mode)
+        chunks.append(result.synchronous_counts())
+    return torch.cat(chunks, dim=1)
+
+
+def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
+             mode: str = "sync", batch_size: int = 256, progress: bool = True) -> Dict:
+    """Run and compare with the QANN after every step; returns the report (JSON-ready)."""
+    if backend not in BACKENDS:
+        raise QffsError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if mode not in MODES:
+        raise QffsError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if steps < 1:
+        raise QffsError(f"steps must be at least 1, got {steps}")
+    if batch_size < 1:
+        raise QffsError(f"batch size must be at least 1, got {batch_size}")
+    x = check_inputs(network, x)
+    if labels is not None:
+        labels = torch.as_tensor(np.asarray(labels)).reshape(-1).to(torch.int64)
+        if len(labels) != len(x):
+            raise QffsError(f"{len(labels)} labels for {len(x)} inputs")
+    started = time.perf_counter()
+    qann = torch.cat([qann_forward(network, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    qann_pred = qann.argmax(dim=1)
+    report = {
+        "backend": backend, "mode": mode, "steps": steps, "samples": len(x),
+        "pipeline_depth": network.pipeline_depth, "bias_steps": network.bias_steps,
+        "qann_accuracy": _accuracy(qann_pred, labels),
+    }
+    if backend == "qann":
+        counts, by_step = qann, None
+    else:
+        by_step = output_counts_by_step(network, x, steps, backend, mode, batch_size, progress)
+        counts = by_step[-1]
+    seconds = time.perf_counter() - started
+    predictions = counts.argmax(dim=1)
+    report.update({
+        "accuracy": _accuracy(predictions, labels),
+        "seconds": seconds,
+        "output_counts": counts.tolist(),
+        "predictions": predictions.tolist(),
+        "labels": labels.tolist() if labels is not None else None,
+        "qann_predictions": qann_pred.tolist(),
+    })
+    if by_step is not None:
+        equal = (by_step == qann.unsqueeze(0)).all(dim=2)  # (steps, N): counts equal the QANN's
+        pred_by_step = by_step.argmax(dim=2)
+        report.update({
+            "accuracy_by_step": [_accuracy(p, labels) for p in pred_by_step],
+            "agreement_by_step": [float((p == qann_pred).double().mean()) for p in pred_by_step],
+            "equal_counts_by_step": [float(e.double().mean()) for e in equal],
+            "equal_from_step": _equal_from_step(equal),
+        })
+    return report
+
+
+def _accuracy(predictions: torch.Tensor, labels: Optional[torch.Tensor]) -> Optional[float]:
+    return None if labels is None else float((predictions == labels).double().mean())
+
+
+def _equal_from_step(equal: torch.Tensor) -> Optional[int]:
+    """The first step t from which every sample's output counts equal the QANN's at every later step."""
+    all_equal = equal.all(dim=1).tolist()
+    if not all_equal[-1]:
+        return None
+    t = len(all_equal)
+    while t > 1 and all_equal[t - 2]:
+        t -= 1
+    return t
+
+
+def format_report(report: Dict) -> str:
+    """The table of accuracy and agreement with the QANN per step, and the summary lines."""
+    lines = [f"backend {report['backend']} ({report['mode']}), {report['samples']} samples, "
+             f"K = {report['bias_steps']}, pipeline depth D = {report['pipeline_depth']}"]
+    if report.get("accuracy_by_step") is not None:
+        lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}")
+        for t, (acc, agree, equal) in enumerate(zip(report["accuracy_by_step"], report["agreement_by_step"],
+                                                     report["equal_counts_by_step"]), start=1):
+            acc_text = "-" if acc is None else f"{100 * acc:.2f}%"
+            lines.append(f"{t:>4}  {acc_text:>9}  {100 * agree:>12.2f}%  {100 * equal:>13.2f}%")
+        where = report["equal_from_step"]
+        lines.append("SNN == QANN on every sample from step " + (f"t = {where}" if where else
+                     f"(not reached by t = {report['steps']})") + " (synchronous steps; Lava adds D = "
+                     f"{report['pipeline_depth']} steps of pipeline delay)")
+    if report["qann_accuracy"] is not None:
+        lines.append(f"QANN accuracy {100 * report['qann_accuracy']:.2f}%, {report['backend']} accuracy at "
+                     f"t = {report['steps']}: {100 * report['accuracy']:.2f}%")
+    lines.append(f"wall time {report['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, report: Dict) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
+
+
+def plot_report(path: str | Path, reports: Dict[str, Dict], title: str = "") -> None:
+    """Accuracy and agreement with the QANN against synchronous time step, one curve per report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for name, report in reports.items():
+        steps = range(1, len(report["agreement_by_step"]) + 1)
+        if report["accuracy_by_step"][0] is not None:
+            axes[0].plot(steps, [100 * a for a in report["accuracy_by_step"]], marker="o", label=name)
+        axes[1].plot(steps, [100 * a for a in report["agreement_by_step"]], marker="o", label=name)
+    first = next(iter(reports.values()))
+    if first["qann_accuracy"] is not None:
+        axes[0].axhline(100 * first["qann_accuracy"], color="gray", linestyle="--", label="QANN")
+    axes[0].set(xlabel="time step t (synchronous)", ylabel="accuracy (%)", title="SNN accuracy")
+    axes[1].set(xlabel="time step t (synchronous)", ylabel="agreement (%)", title="prediction == QANN's")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""The torch simulator against the closed-form QANN, pipelined against synchronous, and batch size."""
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from qffs_lava.evaluate import evaluate
+from qffs_lava.netfile import SYNAPTIC, MaxPoolLayer, read_net
+from qffs_lava.qann import qann_forward
+from qffs_lava.torch_sim import simulate
+from random_nets import random_inputs, random_network
+
+
+def settle_steps(network):
+    """Steps after which every layer has settled: K, then each layer needs at most zMax + 1."""
+    return network.bias_steps + sum(layer.neurons.z_max + 1 for layer in network.synaptic_layers) + 1
+
+
+def layer_counts(result):
+    """Each layer's net spike count at the last step (neurons: z; pools: the max of their inputs)."""
+    return [spikes.to(torch.int64).sum(dim=0) for spikes in result.spikes]
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "conv-only"])
+@pytest.mark.parametrize("seed", range(6))
+def test_synchronous_simulation_settles_at_the_qann_per_neuron(kind, seed):
+    rng = np.random.default_rng(seed)
+    network = random_network(rng, kind)
+    x = random_inputs(rng, network, 16)
+    result = simulate(network, x, settle_steps(network), "sync", record_spikes=True)
+    expected = qann_forward(network, x, all_layers=True)[1:]
+    for i, (got, want) in enumerate(zip(layer_counts(result), expected), start=1):
+        assert torch.equal(got.reshape(want.shape), want), f"layer {i}"
+    assert torch.equal(result.output_counts[-1], expected[-1].reshape(16, -1))
+    assert any(int(s.abs().sum()) for s in result.spikes[:-1])  # the network is not silent
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("seed", range(4))
+def test_pipelined_equals_synchronous_shifted_by_depth(kind, seed):
+    rng = np.random.default_rng(100 + seed)
+    network = random_network(rng, kind)
+    x = random_inputs(rng, network, 8)
+    steps = settle_steps(network)
+    sync = simulate(network, x, steps, "sync", record_spikes=True)
+    piped = simulate(network, x, steps, "pipelined", record_spikes=True)
+    assert piped.steps == steps + network.pipeline_depth
+    depth = 0
+    for layer, s_sync, s_piped in zip(network.layers[1:], sync.spikes, piped.spikes):
+        depth += isinstance(layer, SYNAPTIC)
+        assert torch.equal(s_piped[depth:depth + steps], s_sync), type(layer).__name__
+        assert not s_piped[:depth].any()  # nothing arrives before its hop count
+    assert torch.equal(piped.synchronous_counts(), sync.output_counts)
+
+
+def test_max_pool_layers_receive_and_send_in_the_same_step():
+    rng = np.random.default_rng(7)
+    network = random_network(rng, "conv")
+    x = random_inputs(rng, network, 4)
+    result = simulate(network, x, 20, "sync", record_spikes=True)
+    pool_index = next(i for i, layer in enumerate(network.layers) if isinstance(layer, MaxPoolLayer))
+    conv_spikes, pool_spikes = result.spikes[pool_index - 2], result.spikes[pool_index - 1]
+    first_conv = conv_spikes.reshape(20, 4, -1).any(dim=2).any(dim=1).nonzero()[0].item()
+    first_pool = pool_spikes.reshape(20, 4, -1).any(dim=2).any(dim=1).nonzero()[0].item()
+    assert first_pool == first_conv
+
+
+def test_results_do_not_depend_on_batch_size():
+    rng = np.random.default_rng(3)
+    network = random_network(rng, "conv")
+    x = random_inputs(rng, network, 23)
+    a = evaluate(network, x, None, 12, "torch", "sync", batch_size=23, progress=False)
+    b = evaluate(network, x, None, 12, "torch", "sync", batch_size=5, progress=False)
+    assert a["output_counts"] == b["output_counts"]
+    assert a["agreement_by_step"] == b["agreement_by_step"]
+
+
+@pytest.fixture(scope="module")
+def digits_net(tmp_path_factory, digits_model_file):
+    from qffs_lava.export.exporter import export
+
+    path = tmp_path_factory.mktemp("nets") / "digits.h5"
+    export(digits_model_file, path, log=lambda _: None)
+    return path
+
+
+def test_exported_digits_mlp_equals_qann_per_neuron(digits_net):
+    from qffs_lava.datasets import load_dataset
+
+    network = read_net(digits_net)
+    x, y = load_dataset("digits", "test")
+    result = simulate(network, x, 16, "sync", record_spikes=True)
+    expected = qann_forward(network, x, all_layers=True)[1:]
+    for got, want in zip(layer_counts(result), expected):
+        assert torch.equal(got.reshape(want.shape), want)
+    report = evaluate(network, x, y, 16, progress=False)
+    assert report["equal_from_step"] is not None and report["equal_from_step"] <= 16
+    assert report["accuracy"] == report["qann_accuracy"]
+    assert len(report["accuracy_by_step"]) == 16 and report["agreement_by_step"][-1] == 1.0
+
+
+def qffs_run(*args):
+    return subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import run_main; "
+                           "sys.exit(run_main())", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_writes_json_and_plot(digits_net, tmp_path):
+    import json
+
+    result = qffs_run(str(digits_net), "--dataset", "digits", "--steps", "8", "--samples", "100",
+                      "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "SNN == QANN on every sample from step" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    for key in ("backend", "mode", "steps", "samples", "pipeline_depth", "accuracy", "accuracy_by_step",
+                "qann_accuracy", "agreement_by_step", "output_counts", "predictions", "labels"):
+        assert key in report, key
+    assert report["samples"] == 100 and len(report["output_counts"]) == 100 and report["pipeline_depth"] == 3
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_inputs_from_npy_and_pipelined_mode(digits_net, tmp_path):
+    from qffs_lava.datasets import load_dataset
+
+    x, y = load_dataset("digits", "test")
+    np.save(tmp_path / "x.npy", x[:30].numpy())
+    np.save(tmp_path / "y.npy", y[:30].numpy())
+    result = qffs_run(str(digits_net), "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                      "--mode", "pipelined", "--steps", "10", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "backend torch (pipelined), 30 samples" in result.stdout
+
+
+def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 3, 3)))
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.create_group("layer")
+    cases = [
+        ([str(digits_model_file), "--dataset", "digits"], "not a readable HDF5 file"),
+        ([str(tmp_path / "other.h5"), "--dataset", "digits"], "not a QFFS net file"),
+        ([str(digits_net), "--inputs", str(tmp_path / "wrong.npy")], "this network takes (N, 1, 8, 8)"),
+        ([str(digits_net), "--dataset", "digits", "--steps", "0"], "expected an integer >= 1"),
+        ([str(digits_net), "--dataset", "digits", "--backend", "spinnaker"], "invalid choice: 'spinnaker'"),
+        ([str(digits_net), "--dataset", "digits", "--backend", "lava"], "lava backend is not available yet"),
+    ]
+    for args, message in cases:
+        result = qffs_run(*args, "--quiet")
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
