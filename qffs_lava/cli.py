@@ -214,7 +214,8 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                         help="qann: closed form; torch: PyTorch SNN; lava/lava-float/loihi2: Lava")
     parser.add_argument("--mode", default="sync", choices=list(MODES),
                         help="torch backend: synchronous steps, or pipelined with one step of delay per hop "
-                             "as Lava runs (results are reported in synchronous steps either way)")
+                             "as Lava runs (the Lava backends are always pipelined; results are reported in "
+                             "synchronous steps either way)")
     parser.add_argument("--batch", type=positive, default=256,
                         help="samples per batch (default 256; larger batches fall out of the CPU cache)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")

@@ -43,15 +43,18 @@ def check_inputs(network: Network, x) -> torch.Tensor:
 def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend: str, mode: str,
                           batch_size: int, progress: bool) -> torch.Tensor:
     """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
-    if backend in ("lava", "lava-float", "loihi2"):
-        raise QffsError(f"the {backend} backend is not available yet: it arrives with the Lava backend issue; "
-                        "use --backend torch (bit-identical by design) meanwhile")
-    chunks = []
-    for start in tqdm(range(0, len(x), batch_size), desc=f"{backend} ({mode})", unit="batch",
-                      disable=not progress, leave=False):
-        result = simulate(network, x[start:start + batch_size], steps, mode)
-        chunks.append(result.synchronous_counts())
-    return torch.cat(chunks, dim=1)
+    with tqdm(total=len(x), desc=f"{backend} ({mode})", unit="sample",
+              disable=not progress, leave=False) as bar:
+        if backend == "torch":
+            chunks = []
+            for start in range(0, len(x), batch_size):
+                chunks.append(simulate(network, x[start:start + batch_size], steps, mode).synchronous_counts())
+                bar.update(len(chunks[-1][0]))
+            return torch.cat(chunks, dim=1)
+        from qffs_lava.lava_backend import lava_network
+
+        with lava_network(network, steps, backend) as lava:
+            return lava.run(x, progress=bar.update).synchronous_counts()
 
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
@@ -66,6 +69,12 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
     if batch_size < 1:
         raise QffsError(f"batch size must be at least 1, got {batch_size}")
     x = check_inputs(network, x)
+    if backend in ("lava", "lava-float", "loihi2"):
+        mode = "pipelined"  # how Lava runs; results are still reported in synchronous steps
+    if backend == "loihi2":
+        from qffs_lava.lava_backend import require_lava_loihi
+
+        require_lava_loihi()
     if labels is not None:
         labels = torch.as_tensor(np.asarray(labels)).reshape(-1).to(torch.int64)
         if len(labels) != len(x):

@@ -33,3 +33,26 @@ def digits_model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "digits.pt"
     train("digits", "mlp", out=path, progress=False, log=lambda _: None, float_epochs=10, qat_epochs=10)
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_net(tmp_path_factory, digits_model_file) -> Path:
+    """The digits MLP exported to net.h5."""
+    from qffs_lava.export.exporter import export
+
+    path = tmp_path_factory.mktemp("nets") / "digits.h5"
+    export(digits_model_file, path, log=lambda _: None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_lenet_net(tmp_path_factory) -> Path:
+    """A LeNet (conv, max pool, conv, max pool, flatten, dense, dense) trained briefly on digits, exported."""
+    from qffs_lava.export.exporter import export
+    from qffs_lava.train import train
+
+    folder = tmp_path_factory.mktemp("lenet")
+    train("digits", "lenet", out=folder / "lenet.pt", progress=False, log=lambda _: None,
+          float_epochs=3, qat_epochs=2)
+    export(folder / "lenet.pt", folder / "lenet.h5", log=lambda _: None)
+    return folder / "lenet.h5"

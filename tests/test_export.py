@@ -103,12 +103,8 @@ def test_digits_fidelity_on_the_full_test_split(tmp_path, digits_model_file):
     assert not loihi_problems(network)
 
 
-def test_lenet_with_max_pooling_exports_on_digits_images(tmp_path):
-    from qffs_lava.train import train
-
-    model_path = tmp_path / "lenet.pt"
-    train("digits", "lenet", out=model_path, progress=False, log=lambda _: None, float_epochs=3, qat_epochs=2)
-    network = export(model_path, tmp_path / "lenet.h5", log=lambda _: None)
+def test_lenet_with_max_pooling_exports_on_digits_images(digits_lenet_net):
+    network = read_net(digits_lenet_net)
     kinds = [type(layer).__name__ for layer in network.layers]
     assert kinds == ["InputLayer", "ConvLayer", "MaxPoolLayer", "ConvLayer", "MaxPoolLayer", "FlattenLayer",
                      "DenseLayer", "DenseLayer"]

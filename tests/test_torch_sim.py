@@ -79,15 +79,6 @@ def test_results_do_not_depend_on_batch_size():
     assert a["agreement_by_step"] == b["agreement_by_step"]
 
 
-@pytest.fixture(scope="module")
-def digits_net(tmp_path_factory, digits_model_file):
-    from qffs_lava.export.exporter import export
-
-    path = tmp_path_factory.mktemp("nets") / "digits.h5"
-    export(digits_model_file, path, log=lambda _: None)
-    return path
-
-
 def test_exported_digits_mlp_equals_qann_per_neuron(digits_net):
     from qffs_lava.datasets import load_dataset
 
@@ -145,7 +136,7 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
         ([str(digits_net), "--inputs", str(tmp_path / "wrong.npy")], "this network takes (N, 1, 8, 8)"),
         ([str(digits_net), "--dataset", "digits", "--steps", "0"], "expected an integer >= 1"),
         ([str(digits_net), "--dataset", "digits", "--backend", "spinnaker"], "invalid choice: 'spinnaker'"),
-        ([str(digits_net), "--dataset", "digits", "--backend", "lava"], "lava backend is not available yet"),
+        ([str(digits_net), "--dataset", "digits", "--backend", "loihi2"], "needs lava-loihi"),
     ]
     for args, message in cases:
         result = qffs_run(*args, "--quiet")

@@ -1,0 +1,62 @@
+"""Benchmark: per-step cost of a QffsNeuron process against lava-nc's LIF fixed_pt model.
+
+Both neurons get the same shape and the same graded input from a RingBuffer source, run
+the same number of steps in Lava's CPU simulator (Loihi2SimCfg, fixed_pt), and the best
+of a few repeats is reported per step. The ratio QffsNeuron / LIF has a target of at
+most 1.2. Run it as `python bench/lava_neuron_speed.py [--shape 28 28 16] [--steps 500]`.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from qffs_lava.lava_backend import import_lava
+
+
+def time_neuron(make_neuron, shape, steps, repeats):
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.source import RingBuffer
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(-300, 300, size=shape + (64,)).astype(np.int32)
+    best = float("inf")
+    for _ in range(repeats):
+        source = RingBuffer(data=data)
+        neuron = make_neuron(shape)
+        source.s_out.connect(neuron.a_in)
+        try:
+            source.run(condition=RunSteps(num_steps=10), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))  # warm-up
+            start = time.perf_counter()
+            source.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            best = min(best, (time.perf_counter() - start) / steps)
+        finally:
+            source.stop()
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs="+", default=[28, 28, 16], help="neuron shape (default 28 28 16)")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import_lava()
+    from lava.proc.lif.process import LIF
+
+    from qffs_lava.procs.process import QffsNeuron
+
+    shape = tuple(args.shape)
+    lif = time_neuron(lambda s: LIF(shape=s, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0), shape,
+                      args.steps, args.repeats)
+    qffs = time_neuron(lambda s: QffsNeuron(shape=s, threshold=1000, v_init=500, z_max=3, bias=10, bias_start=2,
+                                            bias_steps=3, period=20), shape, args.steps, args.repeats)
+    print(f"shape {shape} ({int(np.prod(shape))} neurons), {args.steps} steps, best of {args.repeats}, fixed_pt")
+    print(f"  LIF (lava-nc)  {lif * 1e3:.3f} ms per step")
+    print(f"  QffsNeuron     {qffs * 1e3:.3f} ms per step")
+    print(f"  ratio QffsNeuron / LIF = {qffs / lif:.2f} (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

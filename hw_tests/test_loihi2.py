@@ -1,0 +1,39 @@
+"""Loihi 2 hardware: exported nets run with Loihi2HwCfg must spike exactly like the fixed_pt CPU run.
+
+Run on an INRC machine with lava-loihi installed: `pytest hw_tests`. Elsewhere every test
+here is skipped (see conftest.py).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from qffs_lava.datasets import load_dataset
+from qffs_lava.export.exporter import export
+from qffs_lava.lava_backend import lava_network
+from qffs_lava.netfile import read_net
+from qffs_lava.train import train
+
+STEPS = 10
+
+
+@pytest.fixture(scope="module", params=["mlp", "lenet"])
+def exported(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    train("digits", request.param, out=folder / "model.pt", progress=False, log=lambda _: None,
+          float_epochs=5, qat_epochs=3)
+    export(folder / "model.pt", folder / "net.h5", log=lambda _: None)
+    return read_net(folder / "net.h5")
+
+
+def test_loihi2_spikes_equal_the_fixed_point_cpu_run(exported):
+    x, _ = load_dataset("digits", "test")
+    x = x[:20]
+    with lava_network(exported, STEPS, "lava", chunk=10, record_spikes=True) as cpu:
+        expected = cpu.run(x)
+    with lava_network(exported, STEPS, "loihi2", chunk=10, record_spikes=True) as chip:
+        got = chip.run(x)
+    for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
+        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
+    assert torch.equal(got.output_counts, expected.output_counts)
+    assert np.array_equal(got.synchronous_counts()[-1].argmax(1), expected.synchronous_counts()[-1].argmax(1))

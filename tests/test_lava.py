@@ -1,0 +1,106 @@
+"""The Lava backends against the torch simulator, spike for spike, and clean runtimes."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qffs_lava.datasets import load_dataset
+from qffs_lava.evaluate import evaluate
+from qffs_lava.lava_backend import lava_network
+from qffs_lava.netfile import read_net
+from qffs_lava.torch_sim import simulate
+from random_nets import random_inputs, random_network
+
+STEPS = 10
+
+
+def assert_same_spike_trains(network, x, steps=STEPS):
+    """Every layer's spikes from Lava (fixed_pt and floating_pt) == the torch simulator's pipelined mode."""
+    torch_run = simulate(network, x, steps, "pipelined", record_spikes=True)
+    with lava_network(network, steps, "lava", chunk=8, record_spikes=True) as lava:
+        fixed = lava.run(x)
+    with lava_network(network, steps, "lava-float", chunk=8, record_spikes=True) as lava:
+        floating = lava.run(x)
+    assert len(fixed.spikes) == len(torch_run.spikes) == len(network.layers) - 1
+    for i, (a, b, c) in enumerate(zip(fixed.spikes, torch_run.spikes, floating.spikes), start=1):
+        assert a.shape == b.shape, f"layer {i}"
+        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ from torch"
+        assert torch.equal(a, c), f"layer {i}: fixed_pt and floating_pt differ"
+    assert torch.equal(fixed.output_counts, torch_run.output_counts)
+    assert any(int(s.abs().sum()) for s in fixed.spikes)  # not trivially silent
+    return fixed
+
+
+def test_digits_mlp_spikes_equal_torch_pipelined(digits_net):
+    network = read_net(digits_net)
+    x, _ = load_dataset("digits", "test")
+    assert_same_spike_trains(network, x[:20])
+
+
+def test_conv_net_with_max_pooling_spikes_equal_torch_pipelined(digits_lenet_net):
+    network = read_net(digits_lenet_net)
+    x, _ = load_dataset("digits", "test")
+    result = assert_same_spike_trains(network, x[20:40])
+    assert result.spikes[0].shape == (STEPS + 4, 20, 16, 8, 8)
+
+
+def test_strided_grouped_conv_and_padded_pool_equal_torch(tmp_path):
+    rng = np.random.default_rng(11)
+    network = random_network(rng, "conv")
+    assert_same_spike_trains(network, random_inputs(rng, network, 20), steps=14)
+
+
+def test_qffs_run_lava_backend_matches_torch_backend(digits_net):
+    network = read_net(digits_net)
+    x, y = load_dataset("digits", "test")
+    lava = evaluate(network, x[:60], y[:60], 8, "lava", progress=False)
+    torch_report = evaluate(network, x[:60], y[:60], 8, "torch", progress=False)
+    assert lava["mode"] == "pipelined"
+    assert lava["output_counts"] == torch_report["output_counts"]
+    assert lava["accuracy_by_step"] == torch_report["accuracy_by_step"]
+    assert lava["predictions"] == torch_report["predictions"]
+
+
+def live_children():
+    """Child processes of this one that are still running (not zombies)."""
+    me, children = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(me) and not fields.get("State", "").startswith("Z"):
+            children.append(int(entry.name))
+    return children
+
+
+def shared_memory_segments():
+    return set(os.listdir("/dev/shm"))
+
+
+def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
+    network = read_net(digits_net)
+    x, _ = load_dataset("digits", "test")
+    children, segments = live_children(), shared_memory_segments()
+    for _ in range(20):
+        with lava_network(network, 4, "lava", chunk=2) as lava:
+            lava.run(x[:2])
+    assert live_children() == children
+    assert shared_memory_segments() == segments
+
+
+def test_runtime_is_stopped_when_the_run_fails(digits_net):
+    network = read_net(digits_net)
+    children, segments = live_children(), shared_memory_segments()
+    with pytest.raises(ValueError):
+        with lava_network(network, 4, "lava", chunk=2) as lava:
+            lava.run(np.zeros((2, 1, 8, 8)))
+            raise ValueError("failure inside the block")
+    assert live_children() == children
+    assert shared_memory_segments() == segments
