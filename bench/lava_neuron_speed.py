@@ -36,26 +36,34 @@ def time_neuron(make_neuron, shape, steps, repeats):
     return best
 
 
+def measure(shape=(28, 28, 16), steps: int = 500, repeats: int = 3) -> dict:
+    """Best per-step time of LIF (fixed_pt) and of QffsNeuron on the same shape and input, and the ratio."""
+    import_lava()
+    from lava.proc.lif.process import LIF
+
+    from qffs_lava.procs.process import QffsNeuron
+
+    shape = tuple(shape)
+    lif = time_neuron(lambda s: LIF(shape=s, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0), shape,
+                      steps, repeats)
+    qffs = time_neuron(lambda s: QffsNeuron(shape=s, threshold=1000, v_init=500, z_max=3, bias=10, bias_start=2,
+                                            bias_steps=3, period=20), shape, steps, repeats)
+    return {"shape": list(shape), "steps": steps, "lif_step_s": lif, "qffs_step_s": qffs, "ratio": qffs / lif}
+
+
+def report(figures: dict) -> str:
+    return (f"shape {tuple(figures['shape'])}, {figures['steps']} steps, fixed_pt: LIF {figures['lif_step_s'] * 1e3:.3f} "
+            f"ms per step, QffsNeuron {figures['qffs_step_s'] * 1e3:.3f} ms per step, ratio "
+            f"{figures['ratio']:.2f} (target <= 1.2)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[28, 28, 16], help="neuron shape (default 28 28 16)")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    import_lava()
-    from lava.proc.lif.process import LIF
-
-    from qffs_lava.procs.process import QffsNeuron
-
-    shape = tuple(args.shape)
-    lif = time_neuron(lambda s: LIF(shape=s, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0), shape,
-                      args.steps, args.repeats)
-    qffs = time_neuron(lambda s: QffsNeuron(shape=s, threshold=1000, v_init=500, z_max=3, bias=10, bias_start=2,
-                                            bias_steps=3, period=20), shape, args.steps, args.repeats)
-    print(f"shape {shape} ({int(np.prod(shape))} neurons), {args.steps} steps, best of {args.repeats}, fixed_pt")
-    print(f"  LIF (lava-nc)  {lif * 1e3:.3f} ms per step")
-    print(f"  QffsNeuron     {qffs * 1e3:.3f} ms per step")
-    print(f"  ratio QffsNeuron / LIF = {qffs / lif:.2f} (target <= 1.2)")
+    print(report(measure(args.shape, args.steps, args.repeats)))
 
 
 if __name__ == "__main__":

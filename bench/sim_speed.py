@@ -7,7 +7,6 @@ run it as `python bench/sim_speed.py NET.h5 --dataset mnist`.
 """
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -19,12 +18,36 @@ from qffs_lava.torch_sim import simulate
 
 
 def best_of(repeats, fn):
+    """(best, median) wall time of `repeats` calls."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
+    return min(times), sorted(times)[len(times) // 2]
+
+
+def measure(network, x, steps: int = 16, repeats: int = 3) -> dict:
+    """Best-of-`repeats` times of one QANN forward and of T simulated steps, per mode, and their ratios."""
+    torch.set_grad_enabled(False)
+    qann_forward(network, x)  # warm-up
+    qann_best, _ = best_of(repeats, lambda: qann_forward(network, x))
+    figures = {"batch": len(x), "steps": steps, "dtype": str(exact_dtype(network)),
+               "threads": torch.get_num_threads(), "qann_forward_s": qann_best}
+    for mode in ("sync", "pipelined"):
+        sim_best, _ = best_of(repeats, lambda: simulate(network, x, steps, mode))
+        figures[f"{mode}_s"] = sim_best
+        figures[f"{mode}_ratio"] = sim_best / (steps * qann_best)
+    return figures
+
+
+def report(figures: dict) -> str:
+    lines = [f"batch {figures['batch']}, {figures['dtype']}, {figures['threads']} threads: one QANN forward "
+             f"{figures['qann_forward_s'] * 1000:.1f} ms"]
+    for mode in ("sync", "pipelined"):
+        lines.append(f"  {mode:9} T = {figures['steps']}: {figures[mode + '_s'] * 1000:.1f} ms, ratio "
+                     f"time(T steps) / (T * QANN forward) = {figures[mode + '_ratio']:.2f} (target <= 2)")
+    return "\n".join(lines)
 
 
 def main():
@@ -38,18 +61,7 @@ def main():
     args = parser.parse_args()
     network = read_net(args.net)
     x, _ = load_dataset(args.dataset, "test", args.data_dir)
-    x = x[:args.batch]
-    torch.set_grad_enabled(False)
-    qann_forward(network, x)  # warm-up
-    qann_best, qann_median = best_of(args.repeats, lambda: qann_forward(network, x))
-    for mode in ("sync", "pipelined"):
-        sim_best, sim_median = best_of(args.repeats, lambda: simulate(network, x, args.steps, mode))
-        print(f"{args.net}: batch {len(x)}, dtype {exact_dtype(network)}, {torch.get_num_threads()} threads, "
-              f"mode {mode}")
-        print(f"  one QANN forward: {qann_best * 1000:.1f} ms (median {qann_median * 1000:.1f} ms)")
-        print(f"  simulate T = {args.steps}: {sim_best * 1000:.1f} ms (median {sim_median * 1000:.1f} ms), "
-              f"{sim_best / args.steps * 1000:.1f} ms per step")
-        print(f"  ratio time(T steps) / (T * QANN forward) = {sim_best / (args.steps * qann_best):.2f} (target <= 2)")
+    print(f"{args.net}: " + report(measure(network, x[:args.batch], args.steps, args.repeats)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 
 from qffs_lava.datasets import load_dataset
 from qffs_lava.export.exporter import export
-from qffs_lava.lava_backend import lava_network
+from qffs_lava.lava_backend import run_lava
 from qffs_lava.netfile import read_net
 from qffs_lava.train import train
 
@@ -29,10 +29,8 @@ def exported(request, tmp_path_factory):
 def test_loihi2_spikes_equal_the_fixed_point_cpu_run(exported):
     x, _ = load_dataset("digits", "test")
     x = x[:20]
-    with lava_network(exported, STEPS, "lava", chunk=10, record_spikes=True) as cpu:
-        expected = cpu.run(x)
-    with lava_network(exported, STEPS, "loihi2", chunk=10, record_spikes=True) as chip:
-        got = chip.run(x)
+    expected = run_lava(exported, x, STEPS, "lava", chunk=10, record_spikes=True)
+    got = run_lava(exported, x, STEPS, "loihi2", chunk=10, record_spikes=True)
     for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
         assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
     assert torch.equal(got.output_counts, expected.output_counts)

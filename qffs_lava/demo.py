@@ -1,41 +1,117 @@
-"""`make demo`: the QFFS neuron on the paper's two occasional-noise examples (section 4.3).
+"""`make demo`: the whole pipeline on scikit-learn's digits, no download, a few minutes on a CPU.
 
-An ANN input of 0.4 over 10 steps should give 4 spikes (threshold 1, scaled here to
-10 so the half-threshold pre-charge is an integer). The QFFS neuron ends at 4 in both
-cases: late spikes follow in the extended steps, wrong spikes are cancelled.
+Trains the MLP (float, then LSQ 2-bit), exports net.h5, inspects it, runs the qann,
+torch and lava backends on the test split, prints one table and writes the
+accuracy-against-steps plot.
 """
 
-import numpy as np
+from __future__ import annotations
 
-from qffs_lava.dynamics import NeuronParams, neuron_init, neuron_step
+import argparse
+import time
+from pathlib import Path
+from typing import Dict
 
-EXAMPLES = {
-    "-1 x9 then +13 (too few spikes in the window)": [-10] * 9 + [130],
-    "+1 x8 then -2 x2 (too many spikes in the window)": [10] * 8 + [-20] * 2,
-}
-
-
-def trace(inputs, threshold=10, z_max=10, idle_steps=5):
-    """Spikes, v and z of one QFFS neuron per step, with idle steps after the input."""
-    params = NeuronParams(threshold=threshold, z_max=z_max, v_init=threshold // 2)
-    state = neuron_init(np.zeros(1, dtype=np.int64), params)
-    rows = []
-    for current in inputs + [0] * idle_steps:
-        spike, state = neuron_step(np.array([current]), state, params)
-        rows.append((current, int(spike[0]), int(state.v[0]), int(state.z[0])))
-    return rows
+from qffs_lava.datasets import load_dataset
+from qffs_lava.evaluate import evaluate, plot_report, write_json
+from qffs_lava.export.exporter import export
+from qffs_lava.netfile import loihi_problems, read_net
+from qffs_lava.summary import layer_table
+from qffs_lava.train import train
 
 
-def main():
-    for title, inputs in EXAMPLES.items():
-        print(f"\n{title}: sum of inputs {sum(inputs)}, threshold 10, pre-charge 5")
-        print(f"{'t':>3} {'input':>6} {'spike':>6} {'v':>5} {'z':>3}")
-        for t, (current, spike, v, z) in enumerate(trace(inputs), start=1):
-            note = "   (input off)" if t == len(inputs) + 1 else ""
-            print(f"{t:>3} {current:>6} {spike if spike <= 0 else '+1':>6} {v:>5} {z:>3}{note}")
-    print("\nBoth end at z = 4 = floor((40 + 5) / 10): the quantized ANN's activation.")
-    print("The full pipeline demo (train, export, Lava) arrives with the later issues.")
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | None = None,
+             progress: bool = True, log=print) -> Dict:
+    """Run the pipeline; return the summary (also written to OUT_DIR/summary.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, net_path = out / "digits.pt", out / "digits.h5"
+    quiet = lambda _: None  # noqa: E731
+
+    log(f"$ qffs-train --dataset digits --arch mlp --out {model_path}")
+    content, train_s = _timed(lambda: train("digits", "mlp", out=model_path, progress=False, log=quiet))
+    log(f"  float {100 * content['accuracy']['float']:.2f}%, QANN {100 * content['accuracy']['qann']:.2f}% "
+        f"({train_s:.1f} s)")
+    log(f"$ qffs-export {model_path} {net_path}")
+    _, export_s = _timed(lambda: export(model_path, net_path, log=quiet))
+    log(f"$ qffs-inspect {net_path}")
+    network = read_net(net_path)
+    log(layer_table(network))
+    log("Loihi 2 ranges: " + ("ok" if not loihi_problems(network) else "EXCEEDED"))
+
+    x, y = load_dataset("digits", "test")
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+    reports, seconds = {}, {}
+    for backend in ("qann", "torch", "lava"):
+        log(f"$ qffs-run {net_path} --dataset digits --backend {backend} --steps {steps}")
+        reports[backend], seconds[backend] = _timed(
+            lambda: evaluate(network, x, y, steps, backend, progress=progress))
+
+    torch_report, lava_report = reports["torch"], reports["lava"]
+    lava_agrees = lava_report["output_counts"] == torch_report["output_counts"]
+    summary = {
+        "samples": len(x), "steps": steps, "pipeline_depth": network.pipeline_depth,
+        "float_accuracy": content["accuracy"]["float"],
+        "float_qann_accuracy": network.meta["float_qann_accuracy"],
+        "int_qann_accuracy": reports["qann"]["accuracy"],
+        "qann_agreement": network.meta["qann_agreement"],
+        "accuracy_by_step": {b: reports[b]["accuracy_by_step"] for b in ("torch", "lava")},
+        "equal_from_step": {b: reports[b]["equal_from_step"] for b in ("torch", "lava")},
+        "lava_equals_torch": lava_agrees,
+        "lava_prediction_agreement": sum(a == b for a, b in zip(lava_report["predictions"], torch_report["predictions"]))
+        / len(x),
+        "seconds": {"train": train_s, "export": export_s, **seconds},
+    }
+    plot_path = out / "accuracy_vs_steps.png"
+    plot_report(plot_path, {b: reports[b] for b in ("torch", "lava")},
+                title=f"digits MLP, {len(x)} test samples (2-bit hidden, 3-bit output)")
+    write_json(out / "summary.json", summary)
+    log("")
+    log(summary_table(summary))
+    log(f"\nplot: {plot_path}\nsummary: {out / 'summary.json'}")
+    return summary
+
+
+def summary_table(summary: Dict) -> str:
+    """The demo's one table."""
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    lines = [
+        f"digits MLP, {summary['samples']} test samples, pipeline depth D = {summary['pipeline_depth']}",
+        f"  float model accuracy               {pct(summary['float_accuracy'])}",
+        f"  float QANN accuracy (model.pt)     {pct(summary['float_qann_accuracy'])}",
+        f"  integer QANN accuracy (net.h5)     {pct(summary['int_qann_accuracy'])}",
+        f"  integer vs float QANN agreement    {pct(summary['qann_agreement'])}",
+        "",
+        "  t  " + "  ".join(f"{b:>8}" for b in summary["accuracy_by_step"]),
+    ]
+    rows = zip(*summary["accuracy_by_step"].values())
+    for t, accs in enumerate(rows, start=1):
+        lines.append(f"{t:>3}  " + "  ".join(f"{pct(a):>8}" for a in accs))
+    for backend, step in summary["equal_from_step"].items():
+        lines.append(f"  {backend}: SNN == QANN on every sample from t = {step}" if step else
+                     f"  {backend}: SNN != QANN at t = {summary['steps']}")
+    lines.append(f"  Lava (fixed_pt) output counts equal torch's at every step: {summary['lava_equals_torch']}; "
+                 f"prediction agreement {pct(summary['lava_prediction_agreement'])}")
+    lines.append("  wall time: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary["seconds"].items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qffs_lava.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/demo", help="folder for the model, net and plot (default runs/demo)")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    run_demo(args.out, args.steps, progress=not args.quiet)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -51,10 +51,9 @@ def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend
                 chunks.append(simulate(network, x[start:start + batch_size], steps, mode).synchronous_counts())
                 bar.update(len(chunks[-1][0]))
             return torch.cat(chunks, dim=1)
-        from qffs_lava.lava_backend import lava_network
+        from qffs_lava.lava_backend import run_lava
 
-        with lava_network(network, steps, backend) as lava:
-            return lava.run(x, progress=bar.update).synchronous_counts()
+        return run_lava(network, x, steps, backend, progress=bar.update).synchronous_counts()
 
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",

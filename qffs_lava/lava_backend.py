@@ -7,17 +7,19 @@ and the next dense layer's columns are permuted from torch's C, H, W order to ma
 
 Time is pipelined (each Dense/Conv hop delays one step; DESIGN.md section 3): layer d's
 bias window starts at local step d + 1, and a sample occupies `period = T + D` steps.
-All samples run back to back in one runtime: the input ring buffer holds each sample's
-K steps of graded input followed by silence, and every QffsNeuron and EventMaxPool
-resets itself at the start of each period. The runtime is always stopped, also on
-errors and Ctrl-C.
+A chunk of samples runs back to back in one runtime: the input ring buffer holds each
+sample's K steps of graded input followed by silence, and every QffsNeuron and
+EventMaxPool resets itself at the start of each period. The runtime is always stopped,
+also on errors and Ctrl-C.
 """
 
 from __future__ import annotations
 
-import contextlib
+import shutil
+import tempfile
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -85,33 +87,37 @@ class LavaResult:
         return self.output_counts[self.pipeline_depth:]
 
 
-class LavaNetwork:
-    """The Lava Processes of a network, built once and run for any number of samples.
+class LavaRun:
+    """One Lava runtime for a chunk of samples: the network's Processes, built, run, read, and stopped.
 
-    Use as a context manager; `run(x)` runs chunks of `chunk` samples per runtime call.
+    A context manager: the runtime is stopped and the recordings deleted however the block
+    ends. The input is the source ring buffer's initial data (K steps of graded input per
+    sample, then silence), so nothing large travels through Lava's Var channels; spikes
+    are read from file-backed recordings (SpikeRecorder).
     """
 
-    def __init__(self, network: Network, steps: int, backend: str = "lava", chunk: int = 50,
+    def __init__(self, network: Network, x_int: np.ndarray, steps: int, backend: str = "lava",
                  record_spikes: bool = False):
         if backend not in TAGS:
-            raise QffsError(f"unknown Lava backend {backend!r}")
+            raise QffsError(f"unknown Lava backend {backend!r} (choose from {', '.join(TAGS)})")
         if backend == "loihi2":
             require_lava_loihi()
         import_lava()
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
-        from lava.proc.io.sink import RingBuffer as Sink
         from lava.proc.io.source import RingBuffer as Source
 
-        from qffs_lava.procs.process import EventMaxPool, QffsNeuron
+        from qffs_lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
 
-        self.network, self.backend, self.steps, self.chunk = network, backend, steps, chunk
+        self.network, self.backend, self.samples = network, backend, len(x_int)
         self.depth = network.pipeline_depth
         self.period = steps + self.depth
         self.shapes = network.shapes()
-        buffer = chunk * self.period
-        self.source = Source(data=np.zeros(lava_shape(self.shapes[0]) + (buffer,), dtype=np.int32))
-        port, self.sinks, self.procs = self.source.s_out, [], [self.source]
+        self.total_steps = self.samples * self.period
+        self.folder = Path(tempfile.mkdtemp(prefix="qffs-lava-"))
+        self.started = False
+        self.source = Source(data=self._input_buffer(x_int))
+        port, self.recorders = self.source.s_out, []
         depth = 0
         flat_order = whc_order(self.shapes[0])  # torch's flat index of each of `port`'s flat positions
         for i, layer in enumerate(network.layers[1:], start=1):
@@ -126,43 +132,36 @@ class LavaNetwork:
                                    input_shape=lava_shape(in_chw), stride=layer.stride[::-1],
                                    padding=layer.padding[::-1], dilation=layer.dilation[::-1],
                                    groups=layer.groups, num_message_bits=MESSAGE_BITS, name=f"layer{i}-conv")
-                shape = lava_shape(out_chw)
                 per_channel = (slice(None),) if len(out_chw) == 1 else (None, None, slice(None))
                 neurons = QffsNeuron(
-                    shape=shape, threshold=layer.neurons.threshold[per_channel],
+                    shape=lava_shape(out_chw), threshold=layer.neurons.threshold[per_channel],
                     v_init=layer.neurons.v_init[per_channel], z_max=layer.neurons.z_max,
                     bias=layer.bias[per_channel], bias_start=depth + 1, bias_steps=network.bias_steps,
                     period=self.period, name=f"layer{i}-qffs")
                 port.connect(synapse.s_in)
                 synapse.a_out.connect(neurons.a_in)
                 port, flat_order = neurons.s_out, whc_order(out_chw)
-                self.procs += [synapse, neurons]
             elif isinstance(layer, MaxPoolLayer):
                 pool = EventMaxPool(in_shape=lava_shape(in_chw), out_shape=lava_shape(out_chw),
                                     window_index=lava_pool_windows(in_chw, layer), period=self.period,
                                     name=f"layer{i}-maxpool")
                 port.connect(pool.s_in)
                 port, flat_order = pool.s_out, whc_order(out_chw)
-                self.procs.append(pool)
             elif isinstance(layer, FlattenLayer):
                 port = port.reshape(lava_shape(out_chw))  # flat_order keeps the order before flattening
             if record_spikes or i == len(network.layers) - 1:
-                sink = Sink(shape=lava_shape(out_chw), buffer=buffer)
-                port.connect(sink.a_in)
-                self.sinks.append((i, sink, flat_order))
-        self._started = False
+                path = self.folder / f"layer{i}.i32"
+                shape = lava_shape(out_chw)
+                np.memmap(path, dtype=np.int32, mode="w+", shape=(self.total_steps,) + shape).flush()
+                recorder = SpikeRecorder(shape=shape, buffer=self.total_steps, path=str(path))
+                port.connect(recorder.a_in)
+                self.recorders.append((i, path, shape, flat_order))
 
-    def __enter__(self) -> "LavaNetwork":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop the runtime (its processes and shared memory); safe to call more than once."""
-        if self._started:
-            self._started = False
-            self.source.stop()
+    def _input_buffer(self, x_int: np.ndarray) -> np.ndarray:
+        """(*lava input shape, samples * period) int32: each sample's x_int for K steps, then zeros."""
+        data = np.zeros((self.samples, self.period) + lava_shape(self.shapes[0]), dtype=np.int32)
+        data[:, :self.network.bias_steps] = to_lava_layout(x_int, self.shapes[0])[:, None]
+        return np.moveaxis(data.reshape((self.total_steps,) + data.shape[2:]), 0, -1)
 
     def _run_config(self):
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -173,46 +172,59 @@ class LavaNetwork:
             return Loihi2HwCfg(select_tag=TAGS[self.backend])
         return Loihi2SimCfg(select_tag=TAGS[self.backend])
 
-    def _input_buffer(self, x_int: np.ndarray) -> np.ndarray:
-        """(W, H, C, chunk * period) int32: each sample's x_int for K steps, then zeros."""
-        data = np.zeros((self.chunk, self.period) + lava_shape(self.shapes[0]), dtype=np.int32)
-        data[:len(x_int), :self.network.bias_steps] = to_lava_layout(x_int, self.shapes[0])[:, None]
-        data = data.reshape((self.chunk * self.period,) + data.shape[2:])
-        return np.moveaxis(data, 0, -1)
+    def __enter__(self) -> "LavaRun":
+        return self
 
-    def run(self, x, progress=None) -> LavaResult:
-        """Run dataset values x (N, *input shape) through Lava, `chunk` samples per runtime call."""
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the runtime (its processes and shared memory) and delete the recordings; idempotent."""
+        try:
+            if self.started:
+                self.started = False
+                self.source.stop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def run(self) -> Dict[int, np.ndarray]:
+        """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes."""
         from lava.magma.core.run_conditions import RunSteps
 
-        x_int = encode_inputs(x, self.network.input).reshape(-1, *self.shapes[0]).numpy()
-        recorded = {i: [] for i, _, _ in self.sinks}
-        for start in range(0, len(x_int), self.chunk):
-            part = x_int[start:start + self.chunk]
-            data = self._input_buffer(part)
-            if self._started:
-                self.source.data.set(data)
-            else:
-                self.source.data.init = data
-            self.source.run(condition=RunSteps(num_steps=self.chunk * self.period), run_cfg=self._run_config())
-            self._started = True
-            for i, sink, flat_order in self.sinks:
-                got = np.moveaxis(np.asarray(sink.data.get()), -1, 0)  # (chunk * period, *lava shape)
-                got = got.reshape((self.chunk, self.period) + got.shape[1:])[:len(part)]
-                if got.ndim == 5:  # (N, steps, W, H, C) -> (N, steps, C, H, W)
-                    got = got.transpose(0, 1, 4, 3, 2)
-                else:  # flat in Lava's order -> torch's
-                    got = got[..., np.argsort(flat_order)]
-                recorded[i].append(np.rint(got).astype(np.int8))
-            if progress is not None:
-                progress(len(part))
-        layers = {i: torch.from_numpy(np.concatenate(parts)).transpose(0, 1) for i, parts in recorded.items()}
-        last = len(self.network.layers) - 1
-        counts = layers[last].reshape(self.period, len(x_int), -1).to(torch.int64).cumsum(dim=0)
-        spikes = [layers[i] for i in range(1, last + 1)] if len(layers) == last else None
-        return LavaResult(counts, self.depth, spikes)
+        self.started = True
+        self.source.run(condition=RunSteps(num_steps=self.total_steps), run_cfg=self._run_config())
+        recorded = {}
+        for i, path, shape, flat_order in self.recorders:
+            got = np.array(np.memmap(path, dtype=np.int32, mode="r", shape=(self.total_steps,) + shape))
+            got = got.reshape((self.samples, self.period) + shape)
+            if got.ndim == 5:  # (N, steps, W, H, C) -> (N, steps, C, H, W)
+                got = got.transpose(0, 1, 4, 3, 2)
+            else:  # flat in Lava's order -> torch's
+                got = got[..., np.argsort(flat_order)]
+            recorded[i] = got.astype(np.int8)
+        return recorded
+
+
+def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int = 100,
+             record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None) -> LavaResult:
+    """Run dataset values x (N, *input shape) through Lava, one runtime per `chunk` samples."""
+    x_int = encode_inputs(x, network.input).reshape(-1, *network.input.shape).numpy()
+    parts: Dict[int, List[np.ndarray]] = {}
+    for start in range(0, len(x_int), chunk):
+        with LavaRun(network, x_int[start:start + chunk], steps, backend, record_spikes) as lava:
+            for i, spikes in lava.run().items():
+                parts.setdefault(i, []).append(spikes)
+        if progress is not None:
+            progress(len(x_int[start:start + chunk]))
+    layers = {i: torch.from_numpy(np.concatenate(p)).transpose(0, 1) for i, p in parts.items()}
+    last = len(network.layers) - 1
+    counts = layers[last].reshape(steps + network.pipeline_depth, len(x_int), -1).to(torch.int64).cumsum(dim=0)
+    spikes = [layers[i] for i in range(1, last + 1)] if record_spikes else None
+    return LavaResult(counts, network.pipeline_depth, spikes)
 
 
 def require_lava_loihi() -> None:
+    """Raise a clear QffsError unless lava-loihi (Loihi 2 hardware support) is installed."""
     try:
         from lava.utils.loihi import is_installed
     except ImportError:
@@ -222,14 +234,3 @@ def require_lava_loihi() -> None:
             "the loihi2 backend needs lava-loihi (Intel's Loihi 2 extension of Lava, available to INRC "
             "members) and access to a Loihi 2 system; it is not installed here. Run --backend lava for "
             "the bit-accurate CPU simulation of the same network.")
-
-
-@contextlib.contextmanager
-def lava_network(network: Network, steps: int, backend: str = "lava", chunk: int = 50,
-                 record_spikes: bool = False) -> Iterator[LavaNetwork]:
-    """A LavaNetwork that is stopped however the block ends (error, Ctrl-C, or normally)."""
-    built = LavaNetwork(network, steps, backend, chunk, record_spikes)
-    try:
-        yield built
-    finally:
-        built.stop()

@@ -120,12 +120,12 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log) -> float
     batches = math.ceil(len(train_x) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
     test_acc = float("nan")
+    bar = tqdm(total=epochs * batches, desc=phase, disable=not progress, unit="batch", mininterval=1.0)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
-        bar = tqdm(range(batches), desc=f"{phase} {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
         total_loss = 0.0
-        for b in bar:
+        for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x = augment(train_x[idx], generator) if rgb else train_x[idx]
             loss = F.cross_entropy(model(x), train_y[idx])
@@ -134,9 +134,11 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log) -> float
             optimizer.step()
             schedule.step()
             total_loss += float(loss)
-            bar.set_postfix(loss=f"{total_loss / (b + 1):.3f}")
+            bar.update(1)
         test_acc = accuracy(model, test_x, test_y)
+        bar.set_postfix(epoch=epoch, loss=f"{total_loss / batches:.4f}", test=f"{100 * test_acc:.2f}%")
         log(f"{phase} epoch {epoch}/{epochs}: loss {total_loss / batches:.4f}, test accuracy {100 * test_acc:.2f}%")
+    bar.close()
     return test_acc
 
 
@@ -145,7 +147,7 @@ def train(
     arch: str,
     out: Optional[str | Path] = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = tqdm.write,
     **options,
 ) -> dict:
     """Train a float model (or load `init`), LSQ fine-tune it, and save the model file to `out`.

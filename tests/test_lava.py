@@ -9,7 +9,7 @@ import torch
 
 from qffs_lava.datasets import load_dataset
 from qffs_lava.evaluate import evaluate
-from qffs_lava.lava_backend import lava_network
+from qffs_lava.lava_backend import LavaRun, run_lava
 from qffs_lava.netfile import read_net
 from qffs_lava.torch_sim import simulate
 from random_nets import random_inputs, random_network
@@ -20,10 +20,8 @@ STEPS = 10
 def assert_same_spike_trains(network, x, steps=STEPS):
     """Every layer's spikes from Lava (fixed_pt and floating_pt) == the torch simulator's pipelined mode."""
     torch_run = simulate(network, x, steps, "pipelined", record_spikes=True)
-    with lava_network(network, steps, "lava", chunk=8, record_spikes=True) as lava:
-        fixed = lava.run(x)
-    with lava_network(network, steps, "lava-float", chunk=8, record_spikes=True) as lava:
-        floating = lava.run(x)
+    fixed = run_lava(network, x, steps, "lava", chunk=8, record_spikes=True)
+    floating = run_lava(network, x, steps, "lava-float", chunk=8, record_spikes=True)
     assert len(fixed.spikes) == len(torch_run.spikes) == len(network.layers) - 1
     for i, (a, b, c) in enumerate(zip(fixed.spikes, torch_run.spikes, floating.spikes), start=1):
         assert a.shape == b.shape, f"layer {i}"
@@ -89,8 +87,7 @@ def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
     x, _ = load_dataset("digits", "test")
     children, segments = live_children(), shared_memory_segments()
     for _ in range(20):
-        with lava_network(network, 4, "lava", chunk=2) as lava:
-            lava.run(x[:2])
+        run_lava(network, x[:2], 4, "lava")
     assert live_children() == children
     assert shared_memory_segments() == segments
 
@@ -99,8 +96,9 @@ def test_runtime_is_stopped_when_the_run_fails(digits_net):
     network = read_net(digits_net)
     children, segments = live_children(), shared_memory_segments()
     with pytest.raises(ValueError):
-        with lava_network(network, 4, "lava", chunk=2) as lava:
-            lava.run(np.zeros((2, 1, 8, 8)))
+        with LavaRun(network, np.zeros((2, 1, 8, 8), np.int64), 4, "lava") as lava:
+            lava.run()
             raise ValueError("failure inside the block")
+    assert not lava.folder.exists()
     assert live_children() == children
     assert shared_memory_segments() == segments

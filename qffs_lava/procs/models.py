@@ -14,7 +14,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from qffs_lava.dynamics import NeuronParams, NeuronState, PoolParams, PoolState, neuron_step, pool_step
-from qffs_lava.procs.process import EventMaxPool, QffsNeuron
+from qffs_lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
 
 
 def local_step(time_step: int, period: int) -> int:
@@ -122,3 +122,30 @@ class PyEventMaxPoolModelFixed(AbstractPyEventMaxPoolModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
     max_count: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+
+
+class AbstractPySpikeRecorderModel(PyLoihiProcessModel):
+    """Writes each step's input to row (t - 1) % buffer of the memory-mapped recording."""
+
+    a_in = None
+
+    def run_spk(self) -> None:
+        data = self.a_in.recv()
+        if not hasattr(self, "recording"):
+            shape = (self.proc_params["buffer"],) + tuple(self.proc_params["shape"])
+            self.recording = np.memmap(self.proc_params["path"], dtype=np.int32, mode="r+", shape=shape)
+        self.recording[(self.time_step - 1) % self.recording.shape[0]] = np.rint(data)
+
+
+@implements(proc=SpikeRecorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySpikeRecorderModelFloat(AbstractPySpikeRecorderModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+
+
+@implements(proc=SpikeRecorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PySpikeRecorderModelFixed(AbstractPySpikeRecorderModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)

@@ -55,3 +55,15 @@ class EventMaxPool(AbstractProcess):
         self.counts = Var(shape=in_shape, init=0)
         self.max_count = Var(shape=out_shape, init=0)
         self.period = Var(shape=(1,), init=period)
+
+
+class SpikeRecorder(AbstractProcess):
+    """Records what arrives at a_in each step into a file-backed array of shape (buffer, *shape).
+
+    The file (`path`, created by the caller) is memory-mapped by the model, so the host
+    reads the recording without copying it through Lava's Var channel.
+    """
+
+    def __init__(self, *, shape: Tuple[int, ...], buffer: int, path: str, name: Optional[str] = None) -> None:
+        super().__init__(shape=shape, buffer=buffer, path=path, name=name)
+        self.a_in = InPort(shape=shape)
