@@ -220,6 +220,8 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                         help="samples per batch (default 256; larger batches fall out of the CPU cache)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
+    parser.add_argument("--no-loihi-check", action="store_true",
+                        help="run a network outside Loihi 2's ranges on the Lava backends anyway (values saturate)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.labels and not args.inputs:
@@ -228,7 +230,8 @@ def run_main(argv: Optional[List[str]] = None) -> int:
         parser.error("--plot needs a spiking backend; qann has no time steps")
     network = read_net(args.net)
     x, labels, description = load_inputs(args)
-    report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet)
+    report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet,
+                      loihi_check=not args.no_loihi_check)
     report["net"], report["inputs"] = str(args.net), description
     print(format_report(report))
     if args.json:

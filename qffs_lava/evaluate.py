@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qffs_lava.errors import QffsError
+from qffs_lava.errors import QffsError, QffsFormatError
 from qffs_lava.fileio import atomic_output
-from qffs_lava.netfile import Network
+from qffs_lava.netfile import Network, loihi_problems
 from qffs_lava.qann import qann_forward
 from qffs_lava.torch_sim import MODES, simulate
 
@@ -26,7 +26,10 @@ BACKENDS = ("qann", "torch", "lava", "lava-float", "loihi2")
 
 def check_inputs(network: Network, x) -> torch.Tensor:
     """Dataset values shaped (N, *input shape) (or (N, prod(shape))) as float tensor; QffsError otherwise."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    try:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise QffsError(f"inputs are not a numeric array: {err}") from None
     shape = tuple(network.input.shape)
     if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int64, torch.int32)):
         raise QffsError(f"inputs must be real numbers, got dtype {x.dtype}")
@@ -37,6 +40,8 @@ def check_inputs(network: Network, x) -> torch.Tensor:
     x = x.to(torch.float64).reshape(-1, *shape)
     if not torch.isfinite(x).all():
         raise QffsError("inputs contain NaN or infinite values")
+    if x.min() < 0 or x.max() > 1:
+        raise QffsError(f"inputs must be dataset values in [0, 1], got [{float(x.min()):g}, {float(x.max()):g}]")
     return x
 
 
@@ -57,8 +62,13 @@ def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend
 
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
-             mode: str = "sync", batch_size: int = 256, progress: bool = True) -> Dict:
-    """Run and compare with the QANN after every step; returns the report (JSON-ready)."""
+             mode: str = "sync", batch_size: int = 256, progress: bool = True, loihi_check: bool = True) -> Dict:
+    """Run and compare with the QANN after every step; returns the report (JSON-ready).
+
+    The Lava backends refuse (QffsFormatError) a network outside Loihi 2's ranges unless
+    loihi_check is False; then weights, currents and membranes saturate as the
+    fixed-point models do.
+    """
     if backend not in BACKENDS:
         raise QffsError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if mode not in MODES:
@@ -70,6 +80,10 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
     x = check_inputs(network, x)
     if backend in ("lava", "lava-float", "loihi2"):
         mode = "pipelined"  # how Lava runs; results are still reported in synchronous steps
+        problems = loihi_problems(network)
+        if problems and loihi_check:
+            raise QffsFormatError("the network leaves Loihi 2's ranges, which the Lava backends model "
+                                  "(--no-loihi-check runs it anyway): " + "; ".join(problems))
     if backend == "loihi2":
         from qffs_lava.lava_backend import require_lava_loihi
 

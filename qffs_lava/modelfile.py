@@ -67,8 +67,18 @@ def load_model_file(path: str | Path) -> Tuple[Dict[str, Any], nn.Sequential]:
     """(content, model in eval mode): the architecture rebuilt from plain data and its weights loaded."""
     content = read_model_file(path)
     try:
-        model = build_model(content["arch"], weight_bits=content["bits"].get("weight"))
-        model.load_state_dict(content["state_dict"], strict=True)
+        weight_bits = content["bits"].get("weight")
+        with torch.device("meta"):  # shapes only: nothing is allocated for a hostile architecture
+            skeleton = build_model(content["arch"], weight_bits=weight_bits).state_dict()
+        state = content["state_dict"]
+        if not isinstance(state, dict) or set(state) != set(skeleton):
+            raise ValueError(f"the state dict's keys do not match the architecture's ({len(skeleton)} expected)")
+        for key, expected in skeleton.items():
+            if not isinstance(state[key], torch.Tensor) or state[key].shape != expected.shape:
+                got = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
+                raise ValueError(f"{key} is {got}, the architecture needs {tuple(expected.shape)}")
+        model = build_model(content["arch"], weight_bits=weight_bits)
+        model.load_state_dict(state, strict=True)
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
         raise ModelFileError(f"{path}: architecture and weights do not fit: {str(err)[:300]}") from None
     set_quantized(model, bool(content["quantized"]))

@@ -24,6 +24,12 @@ from qffs_lava.fileio import atomic_output
 NET_FORMAT = "qffs"
 NET_VERSION = 1
 
+#: What any backend accepts: integers within int32 (Lava's fixed-point Vars), at most
+#: MAX_NEURONS per layer and MAX_ELEMENTS per stored array.
+INT_LIMIT = 2**31
+MAX_NEURONS = 2**24
+MAX_ELEMENTS = 2**26
+
 #: Loihi 2 ranges (DESIGN.md section 3).
 WEIGHT_MIN, WEIGHT_MAX = -256, 254  # even integers: 8-bit mantissa in mixed-sign mode
 STATE_LIMIT = 2**23  # 24-bit signed membrane; threshold and worst-case |v| below this
@@ -262,9 +268,13 @@ class _Layer:
     def raw(self, key: str) -> np.ndarray:
         if key not in self.group:
             raise self.fail(key, "it to be present (missing)")
+        if not isinstance(self.group.get(key, getlink=True), h5py.HardLink):
+            raise self.fail(key, "data stored in this file, not a link")
         item = self.group[key]
         if not isinstance(item, h5py.Dataset):
             raise self.fail(key, "a dataset, found a group")
+        if item.size > MAX_ELEMENTS:
+            raise self.fail(key, f"at most {MAX_ELEMENTS} values", item.size)
         try:
             return np.asarray(item[()])
         except Exception as err:  # unreadable data in a damaged file
@@ -279,11 +289,11 @@ class _Layer:
 
     def ints(self, key: str, ndim: Optional[int] = None, size: Optional[int] = None, minimum=None) -> np.ndarray:
         value = self.raw(key)
-        if value.dtype.kind not in "iu":
-            if value.dtype.kind == "f" and np.all(np.isfinite(value)) and np.all(value == np.round(value)):
-                value = value.astype(np.int64)
-            else:
-                raise self.fail(key, "integers", f"dtype {value.dtype}")
+        if value.dtype.kind not in "iuf" or (value.dtype.kind == "f" and not (
+                np.all(np.isfinite(value)) and np.all(value == np.round(value)))):
+            raise self.fail(key, "integers", f"dtype {value.dtype}")
+        if value.size and (value.max() >= INT_LIMIT or value.min() < -INT_LIMIT):
+            raise self.fail(key, "values that fit 32-bit signed integers", f"range [{value.min()}, {value.max()}]")
         value = value.astype(np.int64)
         if ndim is not None and value.ndim != ndim:
             raise self.fail(key, f"{ndim} dimensions", f"shape {value.shape}")
@@ -311,8 +321,9 @@ class _Layer:
         return np.broadcast_to(value.reshape(-1), (channels,)).copy()
 
     def neurons(self, channels: int) -> Neurons:
-        if "neuron" not in self.group or not isinstance(self.group["neuron"], h5py.Group):
-            raise self.fail("neuron", "a neuron group (missing)")
+        if "neuron" not in self.group or not isinstance(self.group.get("neuron", getlink=True), h5py.HardLink) \
+                or not isinstance(self.group["neuron"], h5py.Group):
+            raise self.fail("neuron", "a neuron group stored in this file")
         n = _Layer(self.group["neuron"], f"{self.where} neuron")
         kind = n.string("type")
         if kind != "QFFS":
@@ -330,12 +341,13 @@ def _read_layer(group: h5py.Group, index: int) -> Layer:
     reader.where = f"layer {index} ({kind})"
     if kind == "input":
         scale = reader.raw("inputScale")
-        if scale.size != 1 or scale.dtype.kind not in "iuf" or not np.isfinite(scale).all() or float(scale) <= 0:
-            raise reader.fail("inputScale", "one positive number", repr(scale)[:80])
+        if scale.size != 1 or scale.dtype.kind not in "iuf" or not np.isfinite(scale).all() \
+                or not 0 < float(scale.reshape(-1)[0]) <= 2**16:
+            raise reader.fail("inputScale", "one number in (0, 65536]", repr(scale)[:80])
         shape = reader.ints("shape", ndim=1, minimum=1)
         if shape.size not in (1, 3):
             raise reader.fail("shape", "(C, H, W) or (N,)", tuple(shape))
-        return InputLayer(tuple(int(s) for s in shape), float(scale))
+        return InputLayer(tuple(int(s) for s in shape), float(scale.reshape(-1)[0]))
     if kind == "dense":
         weight = reader.ints("weight", ndim=2)
         return DenseLayer(tuple(int(s) for s in reader.ints("shape", size=1, minimum=1)), weight,
@@ -387,25 +399,36 @@ def read_net(path: str | Path) -> Network:
     except Exception as err:
         raise QffsFormatError(f"{path} is not a readable HDF5 file ({type(err).__name__})") from None
     with f:
-        meta = _read_meta(f)
-        if "layer" not in f or not isinstance(f["layer"], h5py.Group):
-            raise QffsFormatError("group 'layer' missing")
-        count = len(f["layer"])
-        names = [str(i) for i in range(count)]
-        if sorted(f["layer"].keys(), key=lambda k: (len(k), k)) != names:
-            raise QffsFormatError(f"group 'layer' must hold subgroups 0..{count - 1}, got {sorted(f['layer'].keys())}")
-        layers = []
-        for i in range(count):
-            group = f["layer"][str(i)]
-            if not isinstance(group, h5py.Group):
-                raise QffsFormatError(f"layer {i}: expected a group")
-            try:
-                layers.append(_read_layer(group, i))
-            except ValueError as err:
-                if isinstance(err, QffsFormatError):
-                    raise
-                raise QffsFormatError(f"layer {i}: {err}") from None
+        try:
+            meta = _read_meta(f)
+            layers = _read_layers(f)
+        except QffsFormatError:
+            raise
+        except Exception as err:  # h5py's errors on a damaged file
+            raise QffsFormatError(f"{path} is damaged: {type(err).__name__}: {str(err)[:200]}") from None
     return _checked(Network(layers, meta))
+
+
+def _read_layers(f: h5py.File) -> List[Layer]:
+    if "layer" not in f or not isinstance(f.get("layer", getlink=True), h5py.HardLink) \
+            or not isinstance(f["layer"], h5py.Group):
+        raise QffsFormatError("group 'layer' missing")
+    count = len(f["layer"])
+    names = [str(i) for i in range(count)]
+    if sorted(f["layer"].keys(), key=lambda k: (len(k), k)) != names:
+        raise QffsFormatError(f"group 'layer' must hold subgroups 0..{count - 1}, got {sorted(f['layer'].keys())[:20]}")
+    layers = []
+    for i in range(count):
+        if not isinstance(f["layer"].get(str(i), getlink=True), h5py.HardLink) \
+                or not isinstance(f["layer"][str(i)], h5py.Group):
+            raise QffsFormatError(f"layer {i}: expected a group stored in this file")
+        try:
+            layers.append(_read_layer(f["layer"][str(i)], i))
+        except QffsFormatError:
+            raise
+        except ValueError as err:
+            raise QffsFormatError(f"layer {i}: {err}") from None
+    return layers
 
 
 def _checked(network: Network) -> Network:
@@ -416,9 +439,12 @@ def _checked(network: Network) -> Network:
     if not isinstance(layers[-1], SYNAPTIC):
         raise QffsFormatError(f"layer {len(layers) - 1}: the network must end in a dense or conv layer (the output)")
     try:
-        network.shapes()
+        shapes = network.shapes()
     except ValueError as err:
         raise QffsFormatError(str(err)) from None
+    for i, shape in enumerate(shapes):
+        if int(np.prod(shape)) > MAX_NEURONS:
+            raise QffsFormatError(f"layer {i}: {int(np.prod(shape))} values per sample, more than {MAX_NEURONS}")
     windows = {layer.neurons.bias_steps for layer in network.synaptic_layers}
     if len(windows) != 1:
         raise QffsFormatError(f"neuron key 'biasSteps': all layers need the same bias window, got {sorted(windows)}")

@@ -1,7 +1,6 @@
 """The Lava backends against the torch simulator, spike for spike, and clean runtimes."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from qffs_lava.evaluate import evaluate
 from qffs_lava.lava_backend import LavaRun, run_lava
 from qffs_lava.netfile import read_net
 from qffs_lava.torch_sim import simulate
+from processes import children_of, shared_memory_segments
 from random_nets import random_inputs, random_network
 
 STEPS = 10
@@ -62,43 +62,23 @@ def test_qffs_run_lava_backend_matches_torch_backend(digits_net):
     assert lava["predictions"] == torch_report["predictions"]
 
 
-def live_children():
-    """Child processes of this one that are still running (not zombies)."""
-    me, children = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if fields.get("PPid", "").strip() == str(me) and not fields.get("State", "").startswith("Z"):
-            children.append(int(entry.name))
-    return children
-
-
-def shared_memory_segments():
-    return set(os.listdir("/dev/shm"))
-
-
 def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
     network = read_net(digits_net)
     x, _ = load_dataset("digits", "test")
-    children, segments = live_children(), shared_memory_segments()
+    children, segments = children_of(os.getpid()), shared_memory_segments()
     for _ in range(20):
         run_lava(network, x[:2], 4, "lava")
-    assert live_children() == children
+    assert children_of(os.getpid()) == children
     assert shared_memory_segments() == segments
 
 
 def test_runtime_is_stopped_when_the_run_fails(digits_net):
     network = read_net(digits_net)
-    children, segments = live_children(), shared_memory_segments()
+    children, segments = children_of(os.getpid()), shared_memory_segments()
     with pytest.raises(ValueError):
         with LavaRun(network, np.zeros((2, 1, 8, 8), np.int64), 4, "lava") as lava:
             lava.run()
             raise ValueError("failure inside the block")
     assert not lava.folder.exists()
-    assert live_children() == children
+    assert children_of(os.getpid()) == children
     assert shared_memory_segments() == segments

@@ -1,0 +1,167 @@
+"""Hostile and broken input, overflow, atomic writes, and clean shutdown of Lava runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from qffs_lava.dynamics import V_MAX, V_MIN
+from qffs_lava.errors import ModelFileError, QffsError, QffsFormatError
+from qffs_lava.evaluate import evaluate, write_json
+from qffs_lava.lava_backend import import_lava, run_lava
+from qffs_lava.modelfile import MODEL_FORMAT, load_model_file
+from qffs_lava.netfile import DenseLayer, InputLayer, Network, Neurons, loihi_problems, read_net, write_net
+from processes import alive, children_of, shared_memory_segments
+
+
+def test_sigint_stops_a_lava_run_without_orphans_or_shared_memory(digits_net):
+    shm = shared_memory_segments()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; from qffs_lava.cli import run_main; "
+                              "sys.exit(run_main())", str(digits_net), "--dataset", "digits", "--backend", "lava",
+                              "--steps", "16", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline and len(workers) < 5:  # wait until Lava's processes run
+        time.sleep(0.5)
+        workers = children_of(child.pid)
+    assert len(workers) >= 5, "the Lava runtime never started"
+    time.sleep(1)
+    child.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, err = child.communicate(timeout=30)
+    assert time.monotonic() - start < 10
+    assert child.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    time.sleep(1)
+    assert not [pid for pid in workers if alive(pid)], "Lava processes outlived the run"
+    assert shared_memory_segments() == shm
+
+
+def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net):
+    network = read_net(digits_net)
+    before, shm = children_of(os.getpid()), shared_memory_segments()
+    x = np.random.default_rng(0).integers(0, 17, size=(400, 1, 8, 8)) / 16
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C mid-run
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_lava(network, x, 16, "lava", chunk=400)
+    timer.cancel()
+    assert time.monotonic() - started < 15  # interrupted, not run to the end
+    assert children_of(os.getpid()) == before
+    assert shared_memory_segments() == shm
+
+
+def overflowing_network():
+    """One dense layer of 2 neurons over 200 inputs at full scale: 200 * 254 * 255 per step, past 2^23."""
+    weight = np.stack([np.full(200, 254), np.full(200, -256)]).astype(np.int64)
+    neurons = Neurons(np.array([2**22, 2**22]), np.array([0, 0]), 1, 1)
+    return Network([InputLayer((200,), 255.0), DenseLayer((2,), weight, np.zeros(2, np.int64), neurons)])
+
+
+def test_overflowing_network_is_refused_for_lava_and_saturates_when_bypassed():
+    network = overflowing_network()
+    assert any("worst-case |v|" in p for p in loihi_problems(network))
+    x = np.ones((2, 200))
+    with pytest.raises(QffsFormatError, match=r"worst-case \|v\|"):
+        evaluate(network, x, None, 4, "lava", progress=False)
+    torch_report = evaluate(network, x, None, 4, "torch", "pipelined", progress=False)
+    lava_report = evaluate(network, x, None, 4, "lava", progress=False, loihi_check=False)
+    assert lava_report["output_counts"] == torch_report["output_counts"] == [[1, 0], [1, 0]]
+
+
+@pytest.mark.parametrize("tag", ["fixed_pt", "floating_pt"])
+def test_membrane_saturates_at_24_bits_in_the_lava_models(tag):
+    import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+
+    from qffs_lava.procs.process import QffsNeuron
+
+    network = overflowing_network()
+    source = RingBuffer(data=np.full((200, 8), 255, dtype=np.int32))
+    dense = Dense(weights=network.layers[1].weight, num_message_bits=24)
+    neuron = QffsNeuron(shape=(2,), threshold=2**22, v_init=0, z_max=1, bias=0, bias_start=1, bias_steps=1,
+                        period=100)
+    source.s_out.connect(dense.s_in)
+    dense.a_out.connect(neuron.a_in)
+    try:
+        # step 1 drops the input; step 2: v = clip(12954000) = 2^23 - 1, one spike takes 2^22 off;
+        # step 3: v saturates again and the count bound stops further spikes.
+        source.run(condition=RunSteps(num_steps=2), run_cfg=Loihi2SimCfg(select_tag=tag))
+        assert neuron.v.get().tolist() == [V_MAX - 2**22, V_MIN]
+        source.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag=tag))
+        assert neuron.v.get().tolist() == [V_MAX, V_MIN]
+        assert neuron.z.get().tolist() == [1, 0]
+    finally:
+        source.stop()
+
+
+def test_a_crash_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
+    net_path = tmp_path / "net.h5"
+    write_net(net_path, overflowing_network())
+    before = net_path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    import h5py
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_net(net_path, overflowing_network())
+    monkeypatch.undo()
+    assert net_path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["net.h5"]
+
+    report = tmp_path / "report.json"
+    write_json(report, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(report, {"not serialisable": object()})
+    assert json.loads(report.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.h5", "report.json"]
+
+
+def test_hostile_architecture_is_refused_before_anything_is_allocated(digits_model_file, tmp_path):
+    content = torch.load(digits_model_file, weights_only=True)
+    arch = json.loads(json.dumps(content["arch"]))
+    arch["layers"][1]["out_features"] = 10**9  # a 64 GB weight if it were built
+    arch["layers"][2]["num_features"] = 10**9
+    arch["layers"][4]["in_features"] = 10**9
+    torch.save({**content, "arch": arch}, tmp_path / "huge.pt")
+    with pytest.raises(ModelFileError, match=r"1\.weight is \(256, 64\), the architecture needs \(1000000000, 64\)"):
+        load_model_file(tmp_path / "huge.pt")
+
+
+def test_code_execution_payloads_never_run(tmp_path):
+    marker = tmp_path / "payload-ran"
+
+    class ShellPayload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": MODEL_FORMAT, "version": 1, "state_dict": {"w": ShellPayload()}}, path)
+    with pytest.raises(ModelFileError, match="arbitrary unpickling"):
+        load_model_file(path)
+    result = subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import export_main; "
+                             "sys.exit(export_main())", str(path), str(tmp_path / "n.h5")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "arbitrary unpickling" in result.stderr
+    assert not marker.exists()
+
+
+def test_inputs_outside_the_dataset_range_are_refused(digits_net):
+    network = read_net(digits_net)
+    with pytest.raises(QffsError, match=r"inputs must be dataset values in \[0, 1\]"):
+        evaluate(network, np.full((2, 1, 8, 8), 16.0), None, 4, progress=False)
+    with pytest.raises(QffsError, match="NaN"):
+        evaluate(network, np.full((2, 64), np.nan), None, 4, progress=False)
