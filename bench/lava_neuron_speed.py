@@ -52,7 +52,8 @@ def measure(shape=(28, 28, 16), steps: int = 500, repeats: int = 3) -> dict:
 
 
 def report(figures: dict) -> str:
-    return (f"shape {tuple(figures['shape'])}, {figures['steps']} steps, fixed_pt: LIF {figures['lif_step_s'] * 1e3:.3f} "
+    return (f"shape {tuple(figures['shape'])}, {figures['steps']} steps, fixed_pt: "
+            f"LIF {figures['lif_step_s'] * 1e3:.3f} "
             f"ms per step, QffsNeuron {figures['qffs_step_s'] * 1e3:.3f} ms per step, ratio "
             f"{figures['ratio']:.2f} (target <= 1.2)")
 

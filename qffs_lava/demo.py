@@ -65,8 +65,8 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | N
         "accuracy_by_step": {b: reports[b]["accuracy_by_step"] for b in ("torch", "lava")},
         "equal_from_step": {b: reports[b]["equal_from_step"] for b in ("torch", "lava")},
         "lava_equals_torch": lava_agrees,
-        "lava_prediction_agreement": sum(a == b for a, b in zip(lava_report["predictions"], torch_report["predictions"]))
-        / len(x),
+        "lava_prediction_agreement": sum(
+            a == b for a, b in zip(lava_report["predictions"], torch_report["predictions"])) / len(x),
         "seconds": {"train": train_s, "export": export_s, **seconds},
     }
     plot_path = out / "accuracy_vs_steps.png"

@@ -26,7 +26,7 @@ import torch
 
 from qffs_lava.dynamics import pool_windows
 from qffs_lava.errors import QffsError
-from qffs_lava.netfile import SYNAPTIC, ConvLayer, DenseLayer, FlattenLayer, MaxPoolLayer, Network
+from qffs_lava.netfile import SYNAPTIC, DenseLayer, FlattenLayer, MaxPoolLayer, Network
 from qffs_lava.qann import encode_inputs
 
 TAGS = {"lava": "fixed_pt", "lava-float": "floating_pt", "loihi2": "fixed_pt"}

@@ -510,9 +510,11 @@ def loihi_problems(network: Network) -> List[str]:
     for (i, layer), count_bound in zip(synaptic, bounds):
         w = layer.weight
         if w.size and (w.min() < WEIGHT_MIN or w.max() > WEIGHT_MAX):
-            problems.append(f"layer {i}: weights span [{w.min()}, {w.max()}], Loihi 2 holds [{WEIGHT_MIN}, {WEIGHT_MAX}]")
+            problems.append(f"layer {i}: weights span [{w.min()}, {w.max()}], "
+                            f"Loihi 2 holds [{WEIGHT_MIN}, {WEIGHT_MAX}]")
         if np.any(w % 2):
-            problems.append(f"layer {i}: {int(np.count_nonzero(w % 2))} odd weights; mixed-sign weights must be even")
+            odd = int(np.count_nonzero(w % 2))
+            problems.append(f"layer {i}: {odd} odd weights; mixed-sign weights must be even")
         if layer.neurons.threshold.max() >= STATE_LIMIT:
             problems.append(f"layer {i}: threshold {layer.neurons.threshold.max()} is not below 2^23")
         for b in np.unique(layer.bias):

@@ -97,7 +97,8 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     dx = torch.randint(0, 9, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    cropped = padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
+    channels = torch.arange(images.shape[1])[None, :, None, None]
+    cropped = padded[torch.arange(n)[:, None, None, None], channels, rows, cols]
     flip = torch.rand(n, generator=generator) < 0.5
     cropped[flip] = cropped[flip].flip(-1)
     return cropped

@@ -1,6 +1,5 @@
 """Small random integer QFFS networks for exactness tests (valid by construction)."""
 
-import numpy as np
 
 from qffs_lava.netfile import ConvLayer, DenseLayer, FlattenLayer, InputLayer, MaxPoolLayer, Network, Neurons
 

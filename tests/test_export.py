@@ -10,7 +10,7 @@ import torch
 from qffs_lava.errors import ModelFileError, QffsError
 from qffs_lava.export.convert import convert
 from qffs_lava.export.exporter import export
-from qffs_lava.modelfile import MODEL_FORMAT, load_model_file, save_model_file
+from qffs_lava.modelfile import MODEL_FORMAT, load_model_file
 from qffs_lava.models import build_model, set_quantized
 from qffs_lava.netfile import DenseLayer, loihi_problems, read_net
 from qffs_lava.qann import qann_forward
