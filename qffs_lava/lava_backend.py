@@ -183,6 +183,13 @@ class LavaRun:
         try:
             if self.started:
                 self.started = False
+                runtime = self.source.runtime
+                if runtime is not None and not getattr(runtime, "_is_started", True):
+                    # Interrupted while Lava was starting: its processes wait for commands that
+                    # will never come, and Lava's stop() would join them forever.
+                    for actor in getattr(getattr(runtime, "_messaging_infrastructure", None), "actors", []):
+                        if actor.is_alive():
+                            actor.terminate()
                 self.source.stop()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
