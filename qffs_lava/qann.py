@@ -49,12 +49,12 @@ def encode_inputs(x, input_layer: InputLayer) -> torch.Tensor:
     return torch.floor(x * input_layer.input_scale + 0.5).to(torch.int64)
 
 
-def neuron_params(layer) -> NeuronParams:
-    """A layer's QFFS parameters as int64 tensors broadcasting over (batch, N) or (batch, C, H, W)."""
+def neuron_params(layer, dtype: torch.dtype) -> NeuronParams:
+    """A layer's QFFS parameters as `dtype` tensors broadcasting over (batch, N) or (batch, C, H, W)."""
     n = layer.neurons
     shape = (-1,) if isinstance(layer, DenseLayer) else (-1, 1, 1)
-    return NeuronParams(threshold=torch.as_tensor(n.threshold).reshape(shape), z_max=n.z_max,
-                        v_init=torch.as_tensor(n.v_init).reshape(shape))
+    return NeuronParams(threshold=torch.as_tensor(n.threshold, dtype=dtype).reshape(shape), z_max=n.z_max,
+                        v_init=torch.as_tensor(n.v_init, dtype=dtype).reshape(shape))
 
 
 def synaptic_input(layer, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -65,10 +65,10 @@ def synaptic_input(layer, inputs: torch.Tensor, weight: torch.Tensor) -> torch.T
     return F.conv2d(inputs, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
-def layer_bias(layer, ndim: int) -> torch.Tensor:
-    """The per-step bias, shaped to broadcast over (batch, N) or (batch, C, H, W)."""
-    bias = torch.as_tensor(layer.bias, dtype=torch.float64)
-    return bias if ndim == 2 else bias[:, None, None]
+def layer_bias(layer, dtype: torch.dtype) -> torch.Tensor:
+    """The per-step bias as `dtype`, shaped to broadcast over (batch, N) or (batch, C, H, W)."""
+    bias = torch.as_tensor(layer.bias, dtype=dtype)
+    return bias if isinstance(layer, DenseLayer) else bias[:, None, None]
 
 
 def qann_forward(network: Network, x, all_layers: bool = False):
@@ -83,10 +83,8 @@ def qann_forward(network: Network, x, all_layers: bool = False):
     for layer in network.layers[1:]:
         if isinstance(layer, (DenseLayer, ConvLayer)):
             weight = torch.as_tensor(layer.weight, dtype=dtype)
-            bias = layer_bias(layer, counts.dim()).to(dtype)
-            params = neuron_params(layer)
-            params = type(params)(params.threshold.to(dtype), params.z_max, params.v_init.to(dtype))
-            counts = settled_count(synaptic_input(layer, counts, weight) + network.bias_steps * bias, params)
+            total = synaptic_input(layer, counts, weight) + network.bias_steps * layer_bias(layer, dtype)
+            counts = settled_count(total, neuron_params(layer, dtype))
         elif isinstance(layer, MaxPoolLayer):
             counts = F.max_pool2d(counts, layer.kernel_size, layer.stride, layer.padding)
         elif isinstance(layer, FlattenLayer):

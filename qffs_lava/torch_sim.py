@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from qffs_lava.dynamics import PoolParams, neuron_init, neuron_step, pool_init, pool_step, pool_windows
-from qffs_lava.netfile import SYNAPTIC, DenseLayer, FlattenLayer, MaxPoolLayer, Network
+from qffs_lava.netfile import SYNAPTIC, FlattenLayer, MaxPoolLayer, Network
 from qffs_lava.qann import encode_inputs, exact_dtype, layer_bias, neuron_params, synaptic_input
 
 MODES = ("sync", "pipelined")
@@ -55,10 +55,9 @@ class _Wiring:
         for i, layer in enumerate(network.layers):
             if isinstance(layer, SYNAPTIC):
                 self.depth[i] = len(self.depth) + 1  # d: this layer's synaptic hop count
-                p = neuron_params(layer)
-                self.params[i] = type(p)(p.threshold.to(dtype), p.z_max, p.v_init.to(dtype))
+                self.params[i] = neuron_params(layer, dtype)
                 self.weight[i] = torch.as_tensor(layer.weight, dtype=dtype)
-                self.bias[i] = layer_bias(layer, 2 if isinstance(layer, DenseLayer) else 4).to(dtype)
+                self.bias[i] = layer_bias(layer, dtype)
             elif isinstance(layer, MaxPoolLayer):
                 pool, _ = pool_windows(self.shapes[i - 1], layer.kernel_size, layer.stride, layer.padding)
                 self.pools[i] = PoolParams(torch.as_tensor(pool.window_index))
