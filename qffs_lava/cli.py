@@ -99,6 +99,8 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--qat-lr", type=float, default=5e-4, help="fine-tuning learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None, help="start from this model file instead of a fresh model")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where to train (default cpu, deterministic); cuda for a GPU, e.g. for vgg11/vgg16")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     train(
@@ -106,7 +108,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
         layer_bits=args.layer_bits, weight_bits=args.weight_bits, float_epochs=args.float_epochs,
         qat_epochs=args.qat_epochs, batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr,
-        seed=args.seed, init=args.init,
+        seed=args.seed, init=args.init, device=args.device,
     )
     return 0
 

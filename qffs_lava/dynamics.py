@@ -61,7 +61,8 @@ def neuron_step(current: Array, state: NeuronState, params: NeuronParams) -> Tup
     v = (state.v + current).clip(V_MIN, V_MAX)
     fire = (v >= params.threshold) & (state.z < params.z_max)
     cancel = (v < 0) & (state.z > 0)
-    spikes = fire * 1 - cancel * 1
+    one = params.threshold ** 0  # 1 in the threshold's type, so spikes keep the state's dtype
+    spikes = fire * one - cancel * one
     return spikes, NeuronState(v=v - spikes * params.threshold, z=state.z + spikes)
 
 

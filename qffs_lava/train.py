@@ -27,7 +27,7 @@ from qffs_lava.models import build_model, make_arch, predict, set_layer_bits, se
 #: (float epochs, QAT epochs, batch size) per dataset when not given.
 DEFAULT_SCHEDULE = {
     "digits": (40, 40, 64),
-    "mnist": (4, 6, 64),
+    "mnist": (4, 10, 64),
     "fashionmnist": (10, 10, 64),
     "kmnist": (10, 10, 64),
     "cifar10": (100, 60, 128),
@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     download: bool = False
     init: Optional[str] = None
+    device: str = "cpu"
 
     def __post_init__(self):
         info = dataset_info(self.dataset)
@@ -74,6 +75,10 @@ class TrainConfig:
             raise QffsError("need float-epochs >= 0, qat-epochs >= 1 and batch-size >= 1")
         if self.float_epochs == 0 and self.init is None:
             raise QffsError("float-epochs 0 needs --init with a trained model file")
+        if self.device not in ("cpu", "cuda"):
+            raise QffsError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise QffsError("--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
@@ -153,6 +158,8 @@ def train(
 ) -> dict:
     """Train a float model (or load `init`), LSQ fine-tune it, and save the model file to `out`.
 
+    Deterministic on the CPU (the default device); `device="cuda"` trains on a GPU.
+
     Options are TrainConfig's fields. Returns the model file's content, including the
     measured float and QANN test accuracies.
     """
@@ -163,8 +170,9 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)
-    data = (load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download),
-            load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download))
+    device = torch.device(cfg.device)
+    data = tuple(tuple(t.to(device) for t in load_dataset(cfg.dataset, split, cfg.data_dir, cfg.download))
+                 for split in ("train", "test"))
     test_x, test_y = data[1]
 
     if cfg.init is not None:
@@ -182,6 +190,7 @@ def train(
             raise QffsError(str(err)) from None
         model = build_model(architecture, weight_bits=cfg.weight_bits)
         float_acc = None
+    model.to(device)
     started = time.perf_counter()
 
     if cfg.float_epochs > 0:
