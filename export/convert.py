@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from qffs_lava.errors import QffsError
-from qffs_lava.models import output_shape
+from qffs_lava.models import output_shape, pair
 from qffs_lava.netfile import (
     ConvLayer,
     DenseLayer,
@@ -44,10 +44,6 @@ from qffs_lava.netfile import (
     pool_output_shape,
     representable_bias,
 )
-
-
-def _pair(value) -> Tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 def fold_batchnorm(weight: np.ndarray, bias: np.ndarray, bn: nn.Module) -> Tuple[np.ndarray, np.ndarray]:
@@ -108,7 +104,7 @@ def real_layers(content: Dict[str, Any], model: nn.Sequential) -> Iterator[Union
             module = model[i]
             weight = module.effective_weight().detach().double().numpy()
             bias = module.bias.detach().double().numpy()
-            stride, padding = _pair(spec.get("stride", 1)), _pair(spec.get("padding", 0))
+            stride, padding = pair(spec.get("stride", 1)), pair(spec.get("padding", 0))
             if pool is not None:
                 if kind == "conv" and len(pooled_shape) != 3:
                     raise QffsError(f"layer {i}: a conv after average pooling and flatten is not supported")
@@ -130,7 +126,7 @@ def real_layers(content: Dict[str, Any], model: nn.Sequential) -> Iterator[Union
             pool, i = None, j + 1
             continue
         if kind == "avgpool":
-            k, s = _pair(spec["kernel_size"]), _pair(spec["stride"])
+            k, s = pair(spec["kernel_size"]), pair(spec["stride"])
             if k != s or k[0] != k[1] or pool is not None:
                 raise QffsError(f"layer {i}: only one square average pool with kernel == stride can be folded")
             if shape[1] % k[0] or shape[2] % k[0]:
@@ -192,7 +188,7 @@ def convert(content: Dict[str, Any], model: nn.Sequential) -> Network:
                 layers.append(DenseLayer((weight.shape[0],), weight_int, bias_int, neurons))
             prev_step = item.step
         elif item["type"] == "maxpool":
-            layers.append(MaxPoolLayer(_pair(item["kernel_size"]), _pair(item["stride"]), _pair(item["padding"])))
+            layers.append(MaxPoolLayer(pair(item["kernel_size"]), pair(item["stride"]), pair(item["padding"])))
         else:
             layers.append(FlattenLayer())
     return Network(layers, {

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -28,6 +27,7 @@ from qffs_lava.dynamics import pool_windows
 from qffs_lava.errors import QffsError
 from qffs_lava.netfile import SYNAPTIC, DenseLayer, FlattenLayer, MaxPoolLayer, Network
 from qffs_lava.qann import encode_inputs
+from qffs_lava.torch_sim import SimResult
 
 TAGS = {"lava": "fixed_pt", "lava-float": "floating_pt", "loihi2": "fixed_pt"}
 MESSAGE_BITS = 24  # graded messages carry signed spikes and the integer input
@@ -73,18 +73,6 @@ def lava_pool_windows(in_chw, layer: MaxPoolLayer) -> np.ndarray:
     chw_to_whc[in_whc] = np.arange(in_whc.size)
     rows = params.window_index[whc_order(out_chw)]
     return chw_to_whc[rows].astype(np.int32)
-
-
-@dataclass
-class LavaResult:
-    """Pipelined steps 1..T+D per sample. spikes: per layer after the input, (steps, N, *shape_chw) int8."""
-
-    output_counts: torch.Tensor  # (T + D, N, classes)
-    pipeline_depth: int
-    spikes: Optional[List[torch.Tensor]] = None
-
-    def synchronous_counts(self) -> torch.Tensor:
-        return self.output_counts[self.pipeline_depth:]
 
 
 class LavaRun:
@@ -213,8 +201,11 @@ class LavaRun:
 
 
 def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int = 100,
-             record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None) -> LavaResult:
-    """Run dataset values x (N, *input shape) through Lava, one runtime per `chunk` samples."""
+             record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None) -> SimResult:
+    """Run dataset values x (N, *input shape) through Lava, one runtime per `chunk` samples.
+
+    Returns what the torch simulator's pipelined mode returns (steps 1..T+D).
+    """
     x_int = encode_inputs(x, network.input).reshape(-1, *network.input.shape).numpy()
     parts: Dict[int, List[np.ndarray]] = {}
     for start in range(0, len(x_int), chunk):
@@ -227,7 +218,7 @@ def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int 
     last = len(network.layers) - 1
     counts = layers[last].reshape(steps + network.pipeline_depth, len(x_int), -1).to(torch.int64).cumsum(dim=0)
     spikes = [layers[i] for i in range(1, last + 1)] if record_spikes else None
-    return LavaResult(counts, network.pipeline_depth, spikes)
+    return SimResult("pipelined", steps + network.pipeline_depth, network.pipeline_depth, counts, spikes)
 
 
 def require_lava_loihi() -> None:

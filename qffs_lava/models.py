@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qffs_lava.lsq import LsqQuantizer
+from qffs_lava.netfile import pool_output_shape
 
 LayerSpec = Dict[str, object]
 Arch = Dict[str, object]
@@ -98,7 +99,8 @@ class QuantLinear(_WeightQuantMixin, nn.Linear):
         return F.linear(x, self.effective_weight(), self.bias)
 
 
-def _pair(value) -> Tuple[int, int]:
+def pair(value) -> Tuple[int, int]:
+    """An (H, W) pair from an int or a pair."""
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
@@ -121,11 +123,9 @@ def output_shape(spec: LayerSpec, shape: Tuple[int, ...]) -> Tuple[int, ...]:
     if kind in ("conv", "maxpool", "avgpool"):
         if len(shape) != 3:
             raise ValueError(f"{kind} needs a (C, H, W) input, got shape {shape}")
-        c, h, w = shape
-        kh, kw = _pair(spec["kernel_size"])
-        sh, sw = _pair(spec["stride"])
-        ph, pw = _pair(spec.get("padding", 0))
-        out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        c = shape[0]
+        out_h, out_w = pool_output_shape(shape, pair(spec["kernel_size"]), pair(spec["stride"]),
+                                         pair(spec.get("padding", 0)))
         if out_h < 1 or out_w < 1:
             raise ValueError(f"{kind} kernel {spec['kernel_size']} does not fit input {shape}")
         if kind != "conv":
@@ -207,8 +207,8 @@ def build_model(arch: Arch, weight_bits: Optional[int] = None) -> nn.Sequential:
         if kind == "conv":
             modules.append(
                 QuantConv2d(
-                    spec["in_channels"], spec["out_channels"], _pair(spec["kernel_size"]),
-                    stride=_pair(spec["stride"]), padding=_pair(spec["padding"]), groups=spec["groups"],
+                    spec["in_channels"], spec["out_channels"], pair(spec["kernel_size"]),
+                    stride=pair(spec["stride"]), padding=pair(spec["padding"]), groups=spec["groups"],
                     weight_bits=weight_bits,
                 )
             )
@@ -220,9 +220,9 @@ def build_model(arch: Arch, weight_bits: Optional[int] = None) -> nn.Sequential:
         elif kind == "act":
             modules.append(QuantAct(spec["bits"], output=i == last_act))
         elif kind == "maxpool":
-            modules.append(nn.MaxPool2d(_pair(spec["kernel_size"]), _pair(spec["stride"]), _pair(spec["padding"])))
+            modules.append(nn.MaxPool2d(pair(spec["kernel_size"]), pair(spec["stride"]), pair(spec["padding"])))
         elif kind == "avgpool":
-            modules.append(nn.AvgPool2d(_pair(spec["kernel_size"]), _pair(spec["stride"])))
+            modules.append(nn.AvgPool2d(pair(spec["kernel_size"]), pair(spec["stride"])))
         else:
             modules.append(nn.Flatten())
     return nn.Sequential(*modules)
