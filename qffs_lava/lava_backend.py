@@ -15,8 +15,12 @@ also on errors and Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -75,6 +79,75 @@ def lava_pool_windows(in_chw, layer: MaxPoolLayer) -> np.ndarray:
     return chw_to_whc[rows].astype(np.int32)
 
 
+class MainProcessInterrupts:
+    """SIGINT while Lava's worker processes live: KeyboardInterrupt in this process only.
+
+    A terminal's Ctrl-C goes to its whole foreground process group, and Lava's workers are
+    forked from this process into that group. Killed mid-message, they leave Lava's
+    `Runtime.stop()` waiting for replies that never come. The handler installed here is
+    inherited by every worker forked while it is in place; there it ignores the signal,
+    so only this process gets KeyboardInterrupt and stops the workers in order. Inside
+    `held()` an interrupt is kept until the block ends, then raised.
+    Installed only from the main thread (Python delivers signals there).
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.previous = None
+        self.holding = self.pending = False
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked Lava worker: the main process stops it
+        if self.holding:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        if self.previous is None and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def stop_runtime(runtime) -> None:
+    """Stop a Lava runtime in any state: its worker processes ended, its shared memory released.
+
+    Lava's own stop() asks every worker to terminate and waits for each reply, so it is
+    used as such only when the runtime has started and all workers are alive. Otherwise
+    (stopped before the run began, or a worker died) the workers are terminated first
+    and stop() only joins them and releases the shared memory.
+    """
+    if runtime is None:
+        return
+    infrastructure = runtime._messaging_infrastructure
+    actors = list(infrastructure.actors) if infrastructure is not None else []
+    if not (runtime._is_started and all(actor.is_alive() for actor in actors)):
+        for actor in actors:
+            if actor.is_alive():
+                actor.terminate()
+        runtime._is_started = False
+        manager = getattr(getattr(infrastructure, "smm", None), "_manager", None)
+        if not hasattr(manager, "shutdown"):  # multiprocessing adds it once the manager has started
+            return  # stopped before Lava allocated any shared memory
+    runtime.stop()
+
+
 class LavaRun:
     """One Lava runtime for a chunk of samples: the network's Processes, built, run, read, and stopped.
 
@@ -104,6 +177,7 @@ class LavaRun:
         self.total_steps = self.samples * self.period
         self.folder = Path(tempfile.mkdtemp(prefix="qffs-lava-"))
         self.started = False
+        self.interrupts = MainProcessInterrupts()
         self.source = Source(data=self._input_buffer(x_int))
         port, self.recorders = self.source.s_out, []
         depth = 0
@@ -167,27 +241,29 @@ class LavaRun:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the runtime (its processes and shared memory) and delete the recordings; idempotent."""
+        """Stop the runtime (its processes and shared memory) and delete the recordings; idempotent.
+
+        A Ctrl-C that arrives meanwhile is held back until everything is stopped, then raised.
+        """
         try:
-            if self.started:
-                self.started = False
-                runtime = self.source.runtime
-                if runtime is not None and not getattr(runtime, "_is_started", True):
-                    # Interrupted while Lava was starting: its processes wait for commands that
-                    # will never come, and Lava's stop() would join them forever.
-                    for actor in getattr(getattr(runtime, "_messaging_infrastructure", None), "actors", []):
-                        if actor.is_alive():
-                            actor.terminate()
-                self.source.stop()
+            with self.interrupts.held():
+                if self.started:
+                    self.started = False
+                    stop_runtime(self.source.runtime)
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+            self.interrupts.uninstall()
 
     def run(self) -> Dict[int, np.ndarray]:
         """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes."""
         from lava.magma.core.run_conditions import RunSteps
 
+        executable = self.source.compile(self._run_config())
+        self.interrupts.install()  # before Lava forks its workers, which inherit the handler
         self.started = True
-        self.source.run(condition=RunSteps(num_steps=self.total_steps), run_cfg=self._run_config())
+        with self.interrupts.held():  # a Ctrl-C while the workers are forked waits until all exist
+            self.source.create_runtime(executable=executable)
+        self.source.run(condition=RunSteps(num_steps=self.total_steps))
         recorded = {}
         for i, path, shape, flat_order in self.recorders:
             got = np.array(np.memmap(path, dtype=np.int32, mode="r", shape=(self.total_steps,) + shape))

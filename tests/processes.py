@@ -1,6 +1,7 @@
 """Looking for leaked processes and shared memory after Lava runs."""
 
 import os
+import tempfile
 from pathlib import Path
 
 #: multiprocessing starts one resource tracker per parent process on first use and keeps
@@ -35,3 +36,8 @@ def alive(pid: int) -> bool:
 
 def shared_memory_segments():
     return set(os.listdir("/dev/shm"))
+
+
+def lava_scratch_folders():
+    """The Lava backend's temporary recording folders (qffs-lava-*) that exist now."""
+    return set(Path(tempfile.gettempdir()).glob("qffs-lava-*"))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,29 +19,38 @@ from qffs_lava.evaluate import evaluate, write_json
 from qffs_lava.lava_backend import import_lava, run_lava
 from qffs_lava.modelfile import MODEL_FORMAT, load_model_file
 from qffs_lava.netfile import DenseLayer, InputLayer, Network, Neurons, loihi_problems, read_net, write_net
-from processes import alive, children_of, shared_memory_segments
+from processes import alive, children_of, lava_scratch_folders, shared_memory_segments
+from terminal import MOMENTS, ctrl_c_in_a_terminal
 
 
-def test_sigint_stops_a_lava_run_without_orphans_or_shared_memory(digits_net):
-    shm = shared_memory_segments()
-    child = subprocess.Popen([sys.executable, "-c", "import sys; from qffs_lava.cli import run_main; "
-                              "sys.exit(run_main())", str(digits_net), "--dataset", "digits", "--backend", "lava",
-                              "--steps", "16", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    workers = []
-    while time.monotonic() < deadline and len(workers) < 5:  # wait until Lava's processes run
-        time.sleep(0.5)
-        workers = children_of(child.pid)
-    assert len(workers) >= 5, "the Lava runtime never started"
+def press_ctrl_c_during_a_lava_run(net, moment):
+    """Ctrl-C in a terminal running `qffs-run --backend lava` (2 runtimes of 100 samples): one line,
+    exit code 130 within a few seconds, and no process, shared memory or temporary file left."""
+    shm, scratch = shared_memory_segments(), lava_scratch_folders()
+    qffs_run = str(Path(sys.executable).parent / "qffs-run")
+    run = ctrl_c_in_a_terminal([qffs_run, str(net), "--dataset", "digits", "--samples", "200", "--backend",
+                                "lava", "--steps", "16", "--quiet"], moment, dict(os.environ))
+    lines = [line.strip() for line in run.output.replace("^C", "").splitlines() if line.strip()]
+    assert run.exit_code == 130, run.output
+    assert lines == ["interrupted"], run.output
+    assert run.seconds_to_exit < 10
     time.sleep(1)
-    child.send_signal(signal.SIGINT)
-    start = time.monotonic()
-    _, err = child.communicate(timeout=30)
-    assert time.monotonic() - start < 10
-    assert child.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    time.sleep(1)
-    assert not [pid for pid in workers if alive(pid)], "Lava processes outlived the run"
+    assert not [pid for pid in run.workers if alive(pid)], "processes outlived the run"
     assert shared_memory_segments() == shm
+    assert lava_scratch_folders() == scratch, "temporary files left"
+    return run
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment):
+    press_ctrl_c_during_a_lava_run(digits_net, moment)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_ten_times_in_a_row_at_each_moment(digits_net):
+    for moment in MOMENTS:
+        seconds = [press_ctrl_c_during_a_lava_run(digits_net, moment).seconds_to_exit for _ in range(10)]
+        print(f"Ctrl-C while {moment}: exit 130 after {min(seconds):.2f}-{max(seconds):.2f} s (10 runs)")
 
 
 def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net):
