@@ -10,7 +10,7 @@ import torch
 from qffs_lava.datasets import load_dataset
 from qffs_lava.errors import QffsError
 from qffs_lava.export.convert import convert
-from qffs_lava.fileio import check_writable
+from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.modelfile import load_model_file
 from qffs_lava.models import predict
 from qffs_lava.netfile import Network, loihi_problems, write_net
@@ -35,10 +35,14 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
            loihi_check: bool = True, log: Callable[[str], None] = print) -> Network:
     """Convert, check Loihi 2's ranges, measure fidelity, and write net.h5 (atomically).
 
+    `samples` limits the fidelity measurement to the first test samples; 0 skips it, so
+    no dataset is needed.
+
     Refuses (QffsError, nothing written) when the network leaves Loihi 2's ranges,
     unless loihi_check is False, which writes it with a warning.
     """
     check_writable(net_path)
+    check_outputs({"net": net_path}, {"model": model_path})
     content, model = load_model_file(model_path)
     network = convert(content, model)
     problems = loihi_problems(network)
@@ -47,22 +51,25 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
                         + "\n  ".join(problems))
     for problem in problems:
         log(f"warning: {problem}")
-    images, labels = load_dataset(content["dataset"], "test", data_dir)
-    if samples is not None:
-        images, labels = images[:samples], labels[:samples]
-    figures = fidelity(network, model, images, labels)
-    network.meta.update({
-        "float_accuracy": content["accuracy"]["float"],
-        "float_qann_accuracy": figures["float_qann_accuracy"],
-        "int_qann_accuracy": figures["int_qann_accuracy"],
-        "qann_agreement": figures["agreement"],
-        "fidelity_samples": figures["samples"],
-        "loihi_ranges": not problems,
-    })
+    network.meta.update({"float_accuracy": content["accuracy"]["float"], "loihi_ranges": not problems})
     log(layer_table(network))
-    log(f"fidelity on {figures['samples']} {content['dataset']} test samples: "
-        f"float QANN {100 * figures['float_qann_accuracy']:.2f}%, integer QANN "
-        f"{100 * figures['int_qann_accuracy']:.2f}%, top-1 agreement {100 * figures['agreement']:.2f}%")
+    if samples == 0:
+        network.meta["fidelity_samples"] = 0
+        log("fidelity not measured (--samples 0)")
+    else:
+        images, labels = load_dataset(content["dataset"], "test", data_dir)
+        if samples is not None:
+            images, labels = images[:samples], labels[:samples]
+        figures = fidelity(network, model, images, labels)
+        network.meta.update({
+            "float_qann_accuracy": figures["float_qann_accuracy"],
+            "int_qann_accuracy": figures["int_qann_accuracy"],
+            "qann_agreement": figures["agreement"],
+            "fidelity_samples": figures["samples"],
+        })
+        log(f"fidelity on {figures['samples']} {content['dataset']} test samples: "
+            f"float QANN {100 * figures['float_qann_accuracy']:.2f}%, integer QANN "
+            f"{100 * figures['int_qann_accuracy']:.2f}%, top-1 agreement {100 * figures['agreement']:.2f}%")
     write_net(net_path, network)
     log(f"wrote {net_path}")
     return network

@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 
 from qffs_lava.datasets import DATASETS
 from qffs_lava.errors import QffsError
+from qffs_lava.fileio import check_outputs, file_kind
 from qffs_lava.models import ARCHS
 
 
@@ -30,13 +31,28 @@ def user_errors(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optiona
     return wrapper
 
 
+def integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum, with the rule stated in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
 def bits(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bits must be an integer in 1..8, got {text!r}") from None
-    if not 1 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"bits must be in 1..8, got {value}")
+        value = None
+    if value is None or not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"bits must be an integer in 1..8, got {text!r}")
     return value
 
 
@@ -53,14 +69,17 @@ def weight_bits(text: str) -> Optional[int]:
     return value
 
 
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=integer_at_least(1), default=None,
+                        help="PyTorch CPU threads (default: PyTorch's choice, one per core). On a machine where "
+                             "other jobs hold cores, --threads 1 can be several times faster")
+
+
+def set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @user_errors
@@ -91,10 +110,10 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--weight-bits", type=weight_bits, default=None,
                         help="'8' quantizes weights with LSQ too, so the exported integers are the trained ones "
                              "(default: none, float weights as in the paper)")
-    parser.add_argument("--float-epochs", type=non_negative, default=None,
+    parser.add_argument("--float-epochs", type=integer_at_least(0), default=None,
                         help="epochs of float training (0 with --init)")
-    parser.add_argument("--qat-epochs", type=non_negative, default=None, help="epochs of LSQ fine-tuning")
-    parser.add_argument("--batch-size", type=non_negative, default=None)
+    parser.add_argument("--qat-epochs", type=integer_at_least(1), default=None, help="epochs of LSQ fine-tuning")
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=None)
     parser.add_argument("--lr", type=float, default=1e-3, help="float training learning rate (AdamW, cosine)")
     parser.add_argument("--qat-lr", type=float, default=5e-4, help="fine-tuning learning rate")
     parser.add_argument("--seed", type=int, default=0)
@@ -102,7 +121,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where to train (default cpu, deterministic); cuda for a GPU, e.g. for vgg11/vgg16")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     train(
         args.dataset, args.arch, out=args.out, progress=not args.quiet,
         data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
@@ -128,12 +149,15 @@ def export_main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("model", help="model file written by qffs-train")
     parser.add_argument("net", help="net.h5 to write (replaced atomically)")
-    parser.add_argument("--samples", type=non_negative, default=None,
-                        help="measure fidelity on the first N test samples (default: the whole test split)")
+    parser.add_argument("--samples", type=integer_at_least(0), default=None,
+                        help="measure fidelity on the first N test samples (default: the whole test split; "
+                             "0: no dataset needed, fidelity not measured)")
     parser.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
     parser.add_argument("--no-loihi-check", action="store_true",
                         help="export even if weights, threshold, bias or membrane exceed Loihi 2's ranges (warns)")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     export(args.model, args.net, samples=args.samples, data_dir=args.data_dir, loihi_check=not args.no_loihi_check)
     return 0
 
@@ -158,25 +182,32 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def positive(text: str) -> int:
-    value = non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def read_npy(path: str, option: str):
+    """A numeric array from a .npy file, or a QffsError that says what the file is instead."""
+    import numpy as np
+
+    if not Path(path).is_file():
+        raise QffsError(f"{option} {path} does not exist")
+    kind = file_kind(path)
+    if kind != "a NumPy .npy array":
+        raise QffsError(f"{option} {path} is not a .npy file: it is {kind}; save the array with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise QffsError(f"{option} {path} holds Python objects, not numbers; save a numeric array") from None
+        raise QffsError(f"cannot read {option} {path}: {err}") from None
+    except OSError as err:
+        raise QffsError(f"cannot read {option} {path}: {err}") from None
 
 
 def load_inputs(args) -> tuple:
     """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them."""
-    import numpy as np
-
     from qffs_lava.datasets import load_dataset
 
     if args.inputs is not None:
-        try:
-            x = np.load(args.inputs, allow_pickle=False)
-            labels = np.load(args.labels, allow_pickle=False) if args.labels else None
-        except (OSError, ValueError) as err:
-            raise QffsError(f"cannot read inputs: {err}") from None
+        x = read_npy(args.inputs, "--inputs")
+        labels = read_npy(args.labels, "--labels") if args.labels else None
         description = str(args.inputs)
     else:
         x, labels = load_dataset(args.dataset, args.split, args.data_dir, download=args.download)
@@ -210,24 +241,29 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     parser.add_argument("--split", default="test", choices=["train", "test"])
-    parser.add_argument("--samples", type=positive, default=None, help="only the first N samples")
-    parser.add_argument("--steps", type=positive, default=16, help="T, synchronous time steps (default 16)")
+    parser.add_argument("--samples", type=integer_at_least(1), default=None, help="only the first N samples")
+    parser.add_argument("--steps", type=integer_at_least(1), default=16,
+                        help="T, synchronous time steps (default 16; at least the K steps the input lasts)")
     parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
                         help="qann: closed form; torch: PyTorch SNN; lava/lava-float/loihi2: Lava")
     parser.add_argument("--mode", default="sync", choices=list(MODES),
                         help="torch backend: synchronous steps, or pipelined with one step of delay per hop "
                              "as Lava runs (the Lava backends are always pipelined; results are reported in "
                              "synchronous steps either way)")
-    parser.add_argument("--batch", type=positive, default=256,
+    parser.add_argument("--batch", type=integer_at_least(1), default=256,
                         help="samples per batch (default 256; larger batches fall out of the CPU cache)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
     parser.add_argument("--no-loihi-check", action="store_true",
                         help="run a network outside Loihi 2's ranges on the Lava backends anyway (values saturate)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
     if args.labels and not args.inputs:
         parser.error("--labels goes with --inputs")
+    check_outputs({"--json": args.json, "--plot": args.plot},
+                  {"net": args.net, "--inputs": args.inputs, "--labels": args.labels})
+    set_threads(args.threads)
     if args.plot and args.backend == "qann":
         parser.error("--plot needs a spiking backend; qann has no time steps")
     network = read_net(args.net)

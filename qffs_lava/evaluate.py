@@ -45,6 +45,29 @@ def check_inputs(network: Network, x) -> torch.Tensor:
     return x
 
 
+def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
+    """N class indices in 0..classes-1 as int64; QffsError naming what is wrong otherwise."""
+    values = np.asarray(labels)
+    if values.ndim == 2 and values.shape == (samples, classes) and np.isin(values, (0, 1)).all() \
+            and (values.sum(axis=1) == 1).all():
+        raise QffsError(f"labels are one-hot {values.shape}; give the {samples} class indices instead "
+                        "(labels.argmax(axis=1))")
+    if values.ndim != 1:
+        raise QffsError(f"labels must be one class index per sample, shape ({samples},); got shape {values.shape}")
+    if len(values) != samples:
+        raise QffsError(f"{len(values)} labels for {samples} inputs")
+    if values.dtype.kind not in "iuf" or (values.dtype.kind == "f" and not (
+            np.isfinite(values).all() and (values == np.round(values)).all())):
+        raise QffsError(f"labels must be whole numbers (class indices), got dtype {values.dtype}"
+                        + (f" with value {values[values != np.round(values)][0]}" if values.dtype.kind == "f" else ""))
+    outside = (values < 0) | (values >= classes)
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise QffsError(f"labels must be class indices 0..{classes - 1} (the network has {classes} outputs); "
+                        f"labels[{index}] is {values[index]:g}")
+    return torch.as_tensor(values.astype(np.int64))
+
+
 def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend: str, mode: str,
                           batch_size: int, progress: bool) -> torch.Tensor:
     """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
@@ -73,8 +96,9 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
         raise QffsError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if mode not in MODES:
         raise QffsError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if steps < 1:
-        raise QffsError(f"steps must be at least 1, got {steps}")
+    if backend != "qann" and steps < network.bias_steps:
+        raise QffsError(f"T = {steps} steps: the network needs at least K = {network.bias_steps} steps, "
+                        f"the steps over which its input is presented")
     if batch_size < 1:
         raise QffsError(f"batch size must be at least 1, got {batch_size}")
     x = check_inputs(network, x)
@@ -89,9 +113,7 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
 
         require_lava_loihi()
     if labels is not None:
-        labels = torch.as_tensor(np.asarray(labels)).reshape(-1).to(torch.int64)
-        if len(labels) != len(x):
-            raise QffsError(f"{len(labels)} labels for {len(x)} inputs")
+        labels = check_labels(labels, len(x), network.num_classes)
     started = time.perf_counter()
     qann = torch.cat([qann_forward(network, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     qann_pred = qann.argmax(dim=1)
@@ -144,7 +166,8 @@ def _equal_from_step(equal: torch.Tensor) -> Optional[int]:
 
 def format_report(report: Dict) -> str:
     """The table of accuracy and agreement with the QANN per step, and the summary lines."""
-    lines = [f"backend {report['backend']} ({report['mode']}), {report['samples']} samples, "
+    lines = [f"backend qann (the closed form, no time steps), {report['samples']} samples" if report["backend"] ==
+             "qann" else f"backend {report['backend']} ({report['mode']}), {report['samples']} samples, "
              f"K = {report['bias_steps']}, pipeline depth D = {report['pipeline_depth']}"]
     if report.get("accuracy_by_step") is not None:
         lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}")
@@ -157,8 +180,9 @@ def format_report(report: Dict) -> str:
                      f"(not reached by t = {report['steps']})") + " (synchronous steps; Lava adds D = "
                      f"{report['pipeline_depth']} steps of pipeline delay)")
     if report["qann_accuracy"] is not None:
-        lines.append(f"QANN accuracy {100 * report['qann_accuracy']:.2f}%, {report['backend']} accuracy at "
-                     f"t = {report['steps']}: {100 * report['accuracy']:.2f}%")
+        lines.append(f"QANN accuracy {100 * report['qann_accuracy']:.2f}%" + (
+            "" if report["backend"] == "qann" else
+            f", {report['backend']} accuracy at t = {report['steps']}: {100 * report['accuracy']:.2f}%"))
     lines.append(f"wall time {report['seconds']:.1f} s")
     return "\n".join(lines)
 

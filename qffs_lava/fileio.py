@@ -1,18 +1,52 @@
-"""Output files are written atomically: into a temporary file beside the target, then renamed.
+"""Files in and out: what kind a file is, and output written atomically and never over an input.
 
-A crash or a refused write therefore leaves any earlier file at that path intact and no
-half-written file behind.
+Outputs go into a temporary file beside the target and are renamed into place, so a
+crash or a refused write leaves any earlier file at that path intact and no half-written
+file behind. The result gets the permissions a plain `open()` would give it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from qffs_lava.errors import QffsError
+
+#: Leading bytes of the formats a user might pass by mistake, and what to call them.
+SIGNATURES = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"PK\x03\x04", "a zip archive"),  # torch.save's format, and NumPy's .npz
+    (b"\x1f\x8b", "a gzip file"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def file_kind(path: str | Path) -> str:
+    """What the file is by its first bytes: one of SIGNATURES' names, 'a pickle', 'a text file',
+    'an empty file' or 'binary data of an unknown kind'."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    for signature, name in SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[:1] == b"\x80":
+        return "a pickle"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # possibly a multi-byte character cut at byte 512
+        text = head[:-3].decode("utf-8", "replace")
+    if all(c.isprintable() or c in "\t\r\n" for c in text.rstrip("\ufffd")):
+        return "a text file"
+    return "binary data of an unknown kind"
 
 
 def check_writable(path: str | Path) -> Path:
@@ -28,14 +62,48 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(outputs: dict, inputs: dict) -> None:
+    """Refuse any output that is one of the inputs, or another output, before anything runs.
+
+    outputs, inputs: {what the user called it (e.g. '--json'): path or None}.
+    """
+    given = {name: Path(path) for name, path in outputs.items() if path is not None}
+    sources = {name: Path(path) for name, path in inputs.items() if path is not None}
+    names = list(given)
+    for i, name in enumerate(names):
+        for other, source in list(sources.items()) + [(n, given[n]) for n in names[:i]]:
+            if _same_file(given[name], source):
+                raise QffsError(f"{name} {given[name]} is the same file as {other} {source}: writing it would "
+                                "destroy it; choose another output path")
+
+
+def _open_mode(path: Path) -> int:
+    """The permission bits `open(path, 'w')` would leave: an existing file's own, else 0666 minus the umask."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success rename it to `path`, on any error delete it."""
+    """Yield a temporary path to write; on success rename it to `path`, on any error delete it.
+
+    The file gets the permissions `open()` would give it (mkstemp creates it 0600).
+    """
     path = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _open_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from qffs_lava.errors import ModelFileError
-from qffs_lava.fileio import atomic_output
+from qffs_lava.fileio import atomic_output, file_kind
 from qffs_lava.models import build_model, set_quantized
 
 MODEL_FORMAT = "qffs-model"
@@ -37,19 +37,31 @@ def save_model_file(path: str | Path, model: nn.Module, record: Dict[str, Any]) 
     return content
 
 
+def _unpickling_refusal(err: pickle.UnpicklingError) -> str:
+    """What torch's weights-only loader found: the text after 'WeightsUnpickler error:', whole words."""
+    text = " ".join(str(err).split())
+    reason = text.split("WeightsUnpickler error:", 1)[-1].strip() if "WeightsUnpickler error:" in text else text
+    return reason if len(reason) <= 200 else reason[:200].rsplit(" ", 1)[0] + " ..."
+
+
 def read_model_file(path: str | Path) -> Dict[str, Any]:
     """The model file's dict, loaded without arbitrary unpickling and checked for format and version."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    kind = file_kind(path)
+    if kind == "an HDF5 file":
+        raise ModelFileError(f"{path} is an HDF5 file (a net.h5?), not a PyTorch model file: give the model file "
+                             "that qffs-train wrote (did you swap the arguments? qffs-export MODEL.pt NET.h5)")
+    if kind not in ("a zip archive", "a pickle"):
+        raise ModelFileError(f"{path} is not a PyTorch model file: it is {kind}; give the model file that "
+                             "qffs-train wrote")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise ModelFileError(
-            f"refused {path}: it needs arbitrary unpickling, which could run code ({first_line[:200]})"
-        ) from None
-    except Exception as err:  # truncated zip, not a torch file at all, ...
+        raise ModelFileError(f"refused {path}: loading it needs arbitrary unpickling, which could run code "
+                             f"({_unpickling_refusal(err)})") from None
+    except Exception as err:  # truncated zip, a zip that torch did not write, ...
         raise ModelFileError(f"cannot read model file {path}: {type(err).__name__}: {str(err)[:200]}") from None
     if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not a qffs model file (no format '{MODEL_FORMAT}'); make one with qffs-train")

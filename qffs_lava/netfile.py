@@ -367,8 +367,26 @@ def _read_layer(group: h5py.Group, index: int) -> Layer:
     raise reader.fail("type", "one of input, dense, conv, maxpool, flatten", repr(kind))
 
 
+def _netx_neuron_types(f: h5py.File) -> List[str]:
+    """The neuron types of a lava-dl netx file's layers (CUBA, ...), read without trusting the file."""
+    found = set()
+    layers = f.get("layer", getlink=True)
+    if isinstance(layers, h5py.HardLink) and isinstance(f["layer"], h5py.Group):
+        for group in f["layer"].values():
+            try:
+                found.add(_Layer(group["neuron"], "").string("type"))
+            except (QffsFormatError, KeyError, TypeError, AttributeError):
+                continue
+    return sorted(found)
+
+
 def _read_meta(f: h5py.File) -> Dict[str, Any]:
     if "meta" not in f:
+        neuron_types = _netx_neuron_types(f)
+        if neuron_types:
+            raise QffsFormatError(f"this is a lava-dl netx network of {', '.join(neuron_types)} neurons, not a QFFS "
+                                  "network: qffs-lava runs the net files qffs-export writes; run this one with "
+                                  "lava.lib.dl.netx.hdf5.Network")
         raise QffsFormatError("group 'meta' missing: not a QFFS net file (make one with qffs-export)")
     meta = {}
     for key, value in f["meta"].attrs.items():

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from qffs_lava.datasets import dataset_info, load_dataset
 from qffs_lava.errors import QffsError
-from qffs_lava.fileio import check_writable
+from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.lsq import LsqQuantizer
 from qffs_lava.modelfile import load_model_file, save_model_file
 from qffs_lava.models import build_model, make_arch, predict, set_layer_bits, set_quantized
@@ -71,8 +71,10 @@ class TrainConfig:
         for bits in self.layer_bits or ():
             if not 1 <= bits <= 8:
                 raise QffsError(f"layer bits must be in 1..8, got {bits}")
-        if self.float_epochs < 0 or self.qat_epochs < 1 or self.batch_size < 1:
-            raise QffsError("need float-epochs >= 0, qat-epochs >= 1 and batch-size >= 1")
+        for name, minimum in (("float_epochs", 0), ("qat_epochs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise QffsError(f"--{name.replace('_', '-')}: must be an integer >= {minimum}, got {value!r}")
         if self.float_epochs == 0 and self.init is None:
             raise QffsError("float-epochs 0 needs --init with a trained model file")
         if self.device not in ("cpu", "cuda"):
@@ -166,6 +168,7 @@ def train(
     cfg = TrainConfig(dataset=dataset, arch=arch, **options)
     if out is not None:
         check_writable(out)
+        check_outputs({"--out": out}, {"--init": cfg.init})
     info = dataset_info(cfg.dataset)
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -134,7 +134,7 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
         ([str(digits_model_file), "--dataset", "digits"], "not a readable HDF5 file"),
         ([str(tmp_path / "other.h5"), "--dataset", "digits"], "not a QFFS net file"),
         ([str(digits_net), "--inputs", str(tmp_path / "wrong.npy")], "this network takes (N, 1, 8, 8)"),
-        ([str(digits_net), "--dataset", "digits", "--steps", "0"], "expected an integer >= 1"),
+        ([str(digits_net), "--dataset", "digits", "--steps", "0"], "must be an integer >= 1"),
         ([str(digits_net), "--dataset", "digits", "--backend", "spinnaker"], "invalid choice: 'spinnaker'"),
         ([str(digits_net), "--dataset", "digits", "--backend", "loihi2"], "needs lava-loihi"),
     ]
