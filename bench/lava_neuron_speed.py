@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from qffs_lava.lava_backend import import_lava
+from qffs_lava.backends.lava.runner import import_lava
 
 
 def time_neuron(make_neuron, shape, steps, repeats):
@@ -41,7 +41,7 @@ def measure(shape=(28, 28, 16), steps: int = 500, repeats: int = 3) -> dict:
     import_lava()
     from lava.proc.lif.process import LIF
 
-    from qffs_lava.procs.process import QffsNeuron
+    from qffs_lava.backends.lava.procs.process import QffsNeuron
 
     shape = tuple(shape)
     lif = time_neuron(lambda s: LIF(shape=s, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0), shape,

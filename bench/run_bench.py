@@ -9,16 +9,16 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
 import lava_neuron_speed
 import sim_speed
-from qffs_lava.datasets import load_dataset
-from qffs_lava.evaluate import evaluate, format_report, plot_report, write_json
+import torch
 from qffs_lava.export.exporter import export
-from qffs_lava.modelfile import read_model_file
-from qffs_lava.netfile import read_net
-from qffs_lava.train import train
+
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.modelfile import read_model_file
+from qffs_lava.ann.train import train
+from qffs_lava.evaluate import evaluate, format_report, plot_report, write_json
+from qffs_lava.ir.netfile import read_net
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from qffs_lava.train import train
+from qffs_lava.ann.train import train
 
 
 def main():

@@ -11,10 +11,9 @@ import time
 
 import torch
 
-from qffs_lava.datasets import load_dataset
-from qffs_lava.netfile import read_net
-from qffs_lava.qann import exact_dtype, qann_forward
-from qffs_lava.torch_sim import simulate
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.ir.netfile import read_net
 
 
 def best_of(repeats, fn):
@@ -30,12 +29,13 @@ def best_of(repeats, fn):
 def measure(network, x, steps: int = 16, repeats: int = 3) -> dict:
     """Best-of-`repeats` times of one QANN forward and of T simulated steps, per mode, and their ratios."""
     torch.set_grad_enabled(False)
-    qann_forward(network, x)  # warm-up
-    qann_best, _ = best_of(repeats, lambda: qann_forward(network, x))
-    figures = {"batch": len(x), "steps": steps, "dtype": str(exact_dtype(network)),
+    net = TorchNetwork(network)  # built once, as qffs-run does
+    net.qann(x)  # warm-up
+    qann_best, _ = best_of(repeats, lambda: net.qann(x))
+    figures = {"batch": len(x), "steps": steps, "dtype": str(net.dtype),
                "threads": torch.get_num_threads(), "qann_forward_s": qann_best}
     for mode in ("sync", "pipelined"):
-        sim_best, _ = best_of(repeats, lambda: simulate(network, x, steps, mode))
+        sim_best, _ = best_of(repeats, lambda: net.simulate(x, steps, mode))
         figures[f"{mode}_s"] = sim_best
         figures[f"{mode}_ratio"] = sim_best / (steps * qann_best)
     return figures

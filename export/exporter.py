@@ -6,15 +6,17 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-
-from qffs_lava.datasets import load_dataset
-from qffs_lava.errors import QffsError
 from qffs_lava.export.convert import convert
+
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.modelfile import load_model_file
+from qffs_lava.ann.models import predict
+from qffs_lava.backends.pytorch import qann_predict
+from qffs_lava.errors import QffsError
 from qffs_lava.fileio import check_outputs, check_writable
-from qffs_lava.modelfile import load_model_file
-from qffs_lava.models import predict
-from qffs_lava.netfile import Network, loihi_problems, write_net
-from qffs_lava.qann import qann_predict
+from qffs_lava.ir.loihi import loihi_problems
+from qffs_lava.ir.netfile import write_net
+from qffs_lava.ir.network import Network
 from qffs_lava.summary import layer_table
 
 

@@ -7,12 +7,12 @@ here is skipped (see conftest.py).
 import numpy as np
 import pytest
 import torch
-
-from qffs_lava.datasets import load_dataset
 from qffs_lava.export.exporter import export
-from qffs_lava.lava_backend import run_lava
-from qffs_lava.netfile import read_net
-from qffs_lava.train import train
+
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.train import train
+from qffs_lava.backends.lava.runner import run_lava
+from qffs_lava.ir.netfile import read_net
 
 STEPS = 10
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from qffs_lava.datasets import DATASETS
+from qffs_lava.ann.archs import ARCH_HELP, ARCHS
+from qffs_lava.ann.datasets import DATASETS
 from qffs_lava.errors import QffsError
 from qffs_lava.fileio import check_outputs, file_kind
-from qffs_lava.models import ARCHS
 
 
 def user_errors(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[List[str]]], int]:
@@ -84,7 +84,7 @@ def set_threads(threads: Optional[int]) -> None:
 
 @user_errors
 def train_main(argv: Optional[List[str]] = None) -> int:
-    from qffs_lava.train import DEFAULT_SCHEDULE, train
+    from qffs_lava.ann.train import DEFAULT_SCHEDULE, train
 
     defaults = ", ".join(f"{d} {f}+{q} (batch {b})" for d, (f, q, b) in DEFAULT_SCHEDULE.items())
     parser = argparse.ArgumentParser(
@@ -98,8 +98,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         "Example: qffs-train --dataset digits --arch mlp --out digits.pt",
     )
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="digits needs no download")
-    parser.add_argument("--arch", required=True, choices=list(ARCHS),
-                        help="mlp (any input), lenet (CNN with max pooling), vgg11/vgg16 (32x32 RGB)")
+    parser.add_argument("--arch", required=True, choices=list(ARCHS), help=ARCH_HELP)
     parser.add_argument("--out", required=True, help="the model file to write (e.g. model.pt)")
     parser.add_argument("--data-dir", default="data", help="torchvision-layout dataset folder (default: data)")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs internet)")
@@ -164,7 +163,8 @@ def export_main(argv: Optional[List[str]] = None) -> int:
 
 @user_errors
 def inspect_main(argv: Optional[List[str]] = None) -> int:
-    from qffs_lava.netfile import loihi_problems, read_net
+    from qffs_lava.ir.loihi import loihi_problems
+    from qffs_lava.ir.netfile import read_net
     from qffs_lava.summary import layer_table
 
     parser = argparse.ArgumentParser(
@@ -203,7 +203,7 @@ def read_npy(path: str, option: str):
 
 def load_inputs(args) -> tuple:
     """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them."""
-    from qffs_lava.datasets import load_dataset
+    from qffs_lava.ann.datasets import load_dataset
 
     if args.inputs is not None:
         x = read_npy(args.inputs, "--inputs")
@@ -221,8 +221,8 @@ def load_inputs(args) -> tuple:
 @user_errors
 def run_main(argv: Optional[List[str]] = None) -> int:
     from qffs_lava.evaluate import BACKENDS, evaluate, format_report, plot_report, write_json
-    from qffs_lava.netfile import read_net
-    from qffs_lava.torch_sim import MODES
+    from qffs_lava.ir.netfile import read_net
+    from qffs_lava.ir.network import MODES
 
     parser = argparse.ArgumentParser(
         prog="qffs-run",
@@ -252,6 +252,8 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                              "synchronous steps either way)")
     parser.add_argument("--batch", type=integer_at_least(1), default=256,
                         help="samples per batch (default 256; larger batches fall out of the CPU cache)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the qann and torch backends run (default cpu; cuda for a GPU)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
     parser.add_argument("--no-loihi-check", action="store_true",
@@ -269,7 +271,7 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     network = read_net(args.net)
     x, labels, description = load_inputs(args)
     report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet,
-                      loihi_check=not args.no_loihi_check)
+                      loihi_check=not args.no_loihi_check, device=args.device)
     report["net"], report["inputs"] = str(args.net), description
     print(format_report(report))
     if args.json:

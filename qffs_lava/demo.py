@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from qffs_lava.datasets import load_dataset
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.train import train
 from qffs_lava.evaluate import evaluate, plot_report, write_json
 from qffs_lava.export.exporter import export
-from qffs_lava.netfile import loihi_problems, read_net
+from qffs_lava.ir.loihi import loihi_problems
+from qffs_lava.ir.netfile import read_net
 from qffs_lava.summary import layer_table
-from qffs_lava.train import train
 
 
 def _timed(fn):

@@ -42,6 +42,11 @@ class NeuronState(NamedTuple):
     z: Array
 
 
+def bias_active(t: int, start: int, steps: int) -> bool:
+    """Whether step t (1-based) is in the bias window start .. start + steps - 1 (K steps)."""
+    return start <= t < start + steps
+
+
 def neuron_init(zeros: Array, params: NeuronParams) -> NeuronState:
     """State before the first step: v = v_init, z = 0, shaped and typed like `zeros`."""
     return NeuronState(v=zeros + params.v_init, z=zeros + 0)
@@ -119,6 +124,14 @@ def pool_step(spikes_in: Array, state: PoolState, params: PoolParams) -> Tuple[A
     return maximum - state.max_count, PoolState(counts=counts, max_count=maximum)
 
 
+def window_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1) -> int:
+    """Output length of a conv or pool window sliding over `size` inputs, torch's floor mode:
+
+        (size + 2 padding - dilation (kernel - 1) - 1) // stride + 1
+    """
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def pool_windows(
     in_shape: Sequence[int],
     kernel: Tuple[int, int],
@@ -127,7 +140,7 @@ def pool_windows(
 ) -> Tuple[PoolParams, Tuple[int, int, int]]:
     """Build the window index of a 2-D max pool over a flat (C, H, W) input.
 
-    Output size follows torch's MaxPool2d (floor mode): Ho = (H + 2 ph - kh) // sh + 1.
+    Output size follows torch's MaxPool2d (floor mode, `window_output_size`).
     Returns the params and the output shape (C, Ho, Wo). Both the input and the output
     are flattened in C, H, W order; a backend with another layout permutes the index.
     """
@@ -137,8 +150,7 @@ def pool_windows(
         raise ValueError(f"pool kernel {kernel} and stride {stride} must be positive")
     if not (0 <= ph <= kh // 2 and 0 <= pw <= kw // 2):
         raise ValueError(f"pool padding {padding} must be between 0 and half the kernel {kernel}")
-    out_h = (height + 2 * ph - kh) // sh + 1
-    out_w = (width + 2 * pw - kw) // sw + 1
+    out_h, out_w = window_output_size(height, kh, sh, ph), window_output_size(width, kw, sw, pw)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"pool kernel {kernel} does not fit the input {tuple(in_shape)}")
     rows = np.arange(out_h)[:, None] * sh - ph + np.arange(kh)[None, :]  # (Ho, kh)

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.errors import QffsError, QffsFormatError
 from qffs_lava.fileio import atomic_output
-from qffs_lava.netfile import Network, loihi_problems
-from qffs_lava.qann import qann_forward
-from qffs_lava.torch_sim import MODES, simulate
+from qffs_lava.ir.loihi import loihi_problems
+from qffs_lava.ir.network import MODES, Network
 
 BACKENDS = ("qann", "torch", "lava", "lava-float", "loihi2")
 
@@ -68,7 +68,7 @@ def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
     return torch.as_tensor(values.astype(np.int64))
 
 
-def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend: str, mode: str,
+def output_counts_by_step(net: TorchNetwork, x: torch.Tensor, steps: int, backend: str, mode: str,
                           batch_size: int, progress: bool) -> torch.Tensor:
     """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
     with tqdm(total=len(x), desc=f"{backend} ({mode})", unit="sample",
@@ -76,21 +76,22 @@ def output_counts_by_step(network: Network, x: torch.Tensor, steps: int, backend
         if backend == "torch":
             chunks = []
             for start in range(0, len(x), batch_size):
-                chunks.append(simulate(network, x[start:start + batch_size], steps, mode).synchronous_counts())
+                chunks.append(net.simulate(x[start:start + batch_size], steps, mode).synchronous_counts())
                 bar.update(len(chunks[-1][0]))
             return torch.cat(chunks, dim=1)
-        from qffs_lava.lava_backend import run_lava
+        from qffs_lava.backends.lava.runner import run_lava
 
-        return run_lava(network, x, steps, backend, progress=bar.update).synchronous_counts()
+        return run_lava(net.network, x, steps, backend, progress=bar.update).synchronous_counts()
 
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
-             mode: str = "sync", batch_size: int = 256, progress: bool = True, loihi_check: bool = True) -> Dict:
+             mode: str = "sync", batch_size: int = 256, progress: bool = True, loihi_check: bool = True,
+             device: str = "cpu") -> Dict:
     """Run and compare with the QANN after every step; returns the report (JSON-ready).
 
-    The Lava backends refuse (QffsFormatError) a network outside Loihi 2's ranges unless
-    loihi_check is False; then weights, currents and membranes saturate as the
-    fixed-point models do.
+    The QANN and the torch backend run on `device` ("cuda" for a GPU). The Lava backends
+    refuse (QffsFormatError) a network outside Loihi 2's ranges unless loihi_check is
+    False; then weights, currents and membranes saturate as the fixed-point models do.
     """
     if backend not in BACKENDS:
         raise QffsError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -109,23 +110,28 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
             raise QffsFormatError("the network leaves Loihi 2's ranges, which the Lava backends model "
                                   "(--no-loihi-check runs it anyway): " + "; ".join(problems))
     if backend == "loihi2":
-        from qffs_lava.lava_backend import require_lava_loihi
+        from qffs_lava.backends.lava.runner import require_lava_loihi
 
         require_lava_loihi()
+    if device not in ("cpu", "cuda"):
+        raise QffsError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise QffsError("--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
     if labels is not None:
         labels = check_labels(labels, len(x), network.num_classes)
     started = time.perf_counter()
-    qann = torch.cat([qann_forward(network, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    net = TorchNetwork(network).to(device)
+    qann = torch.cat([net.qann(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
     qann_pred = qann.argmax(dim=1)
     report = {
-        "backend": backend, "mode": mode, "steps": steps, "samples": len(x),
+        "backend": backend, "mode": mode, "steps": steps, "samples": len(x), "device": device,
         "pipeline_depth": network.pipeline_depth, "bias_steps": network.bias_steps,
         "qann_accuracy": _accuracy(qann_pred, labels),
     }
     if backend == "qann":
         counts, by_step = qann, None
     else:
-        by_step = output_counts_by_step(network, x, steps, backend, mode, batch_size, progress)
+        by_step = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress)
         counts = by_step[-1]
     seconds = time.perf_counter() - started
     predictions = counts.argmax(dim=1)

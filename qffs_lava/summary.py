@@ -6,17 +6,9 @@ from typing import List
 
 import numpy as np
 
-from qffs_lava.netfile import (
-    STATE_LIMIT,
-    ConvLayer,
-    DenseLayer,
-    InputLayer,
-    MaxPoolLayer,
-    Network,
-    bias_mantissa_exponent,
-    membrane_bounds,
-    presynaptic_count_bounds,
-)
+from qffs_lava.ir.layers import NeuronLayer
+from qffs_lava.ir.loihi import STATE_LIMIT, bias_mantissa_exponent, count_bounds, membrane_bounds
+from qffs_lava.ir.network import Network
 
 
 def _bias_text(bias: np.ndarray) -> str:
@@ -33,27 +25,24 @@ def _range_text(values: np.ndarray) -> str:
 
 
 def layer_table(network: Network) -> str:
-    """One row per layer: type, shape, threshold, zMax, weight range, bias, worst-case |v| against 2^23."""
-    header = ("#", "type", "shape", "threshold", "vInit", "zMax", "weights", "bias per step", "max |v| / 2^23")
+    """One row per layer: type, inputs, shape, threshold, zMax, weight range, bias, worst-case |v| against 2^23."""
+    header = ("#", "type", "inputs", "shape", "threshold", "vInit", "zMax", "weights", "bias per step",
+              "max |v| / 2^23")
     rows: List[tuple] = []
-    bounds = iter(presynaptic_count_bounds(network))
-    shapes = network.shapes()
-    for i, (layer, shape) in enumerate(zip(network.layers, shapes)):
-        shape_text = "x".join(str(s) for s in shape)
-        if isinstance(layer, InputLayer):
-            rows.append((i, "input", shape_text, "", "", "", f"inputScale {layer.input_scale:g}", "", ""))
-        elif isinstance(layer, (DenseLayer, ConvLayer)):
+    bounds = count_bounds(network)
+    for i, (layer, shape) in enumerate(zip(network.layers, network.shapes)):
+        inputs = ",".join(map(str, layer.inputs))
+        row = (i, layer.describe(), inputs, "x".join(str(s) for s in shape))
+        if isinstance(layer, NeuronLayer):
             n = layer.neurons
-            low, high = membrane_bounds(layer, next(bounds), network.bias_steps)
+            low, high = membrane_bounds(network, i, bounds)
             worst = max(-low, high)
-            kind = "dense" if isinstance(layer, DenseLayer) else f"conv {'x'.join(map(str, layer.kernel_size))}"
-            rows.append((i, kind, shape_text, _range_text(n.threshold), _range_text(n.v_init), n.z_max,
-                         f"[{layer.weight.min()}, {layer.weight.max()}]", _bias_text(layer.bias),
-                         f"{worst} ({worst / STATE_LIMIT:.1%})"))
-        elif isinstance(layer, MaxPoolLayer):
-            rows.append((i, f"maxpool {'x'.join(map(str, layer.kernel_size))}", shape_text, "", "", "", "", "", ""))
-        else:
-            rows.append((i, "flatten", shape_text, "", "", "", "", "", ""))
+            weights = np.concatenate([s.weight.reshape(-1) for s in layer.synapses])
+            row += (_range_text(n.threshold), _range_text(n.v_init), n.z_max, f"[{weights.min()}, {weights.max()}]",
+                    _bias_text(layer.bias), f"{worst} ({worst / STATE_LIMIT:.1%})")
+        elif i == 0:
+            row += ("", "", "", f"inputScale {layer.input_scale:g}", "", "")
+        rows.append(row + ("",) * (len(header) - len(row)))
     table = [header] + [tuple(str(c) for c in row) for row in rows]
     widths = [max(len(row[c]) for row in table) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]

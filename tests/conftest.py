@@ -3,11 +3,10 @@
 import os
 from pathlib import Path
 
-import pytest
-
 # Lava calls multiprocessing.set_start_method('fork') when first imported, which fails once
 # anything (tqdm's lock, for one) has fixed the start method; import it before the tests do.
 import lava.lib.dl.netx  # noqa: E402,F401
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("QFFS_DATA_DIR", REPO / "data"))
@@ -28,7 +27,7 @@ def mnist_dir(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def digits_model_file(tmp_path_factory) -> Path:
     """A digits MLP trained briefly through the Python API (about 5 s)."""
-    from qffs_lava.train import train
+    from qffs_lava.ann.train import train
 
     path = tmp_path_factory.mktemp("models") / "digits.pt"
     train("digits", "mlp", out=path, progress=False, log=lambda _: None, float_epochs=10, qat_epochs=10)
@@ -49,7 +48,8 @@ def digits_net(tmp_path_factory, digits_model_file) -> Path:
 def digits_lenet_net(tmp_path_factory) -> Path:
     """A LeNet (conv, max pool, conv, max pool, flatten, dense, dense) trained briefly on digits, exported."""
     from qffs_lava.export.exporter import export
-    from qffs_lava.train import train
+
+    from qffs_lava.ann.train import train
 
     folder = tmp_path_factory.mktemp("lenet")
     train("digits", "lenet", out=folder / "lenet.pt", progress=False, log=lambda _: None,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qffs_lava.datasets import DATASETS, load_dataset
+from qffs_lava.ann.datasets import DATASETS, load_dataset
 from qffs_lava.errors import DatasetNotFound, QffsError
 
 

@@ -1,21 +1,24 @@
 """qffs-export: hand-computed integers, netx compatibility, fidelity, Loihi ranges, and bad input."""
 
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-
-from qffs_lava.errors import ModelFileError, QffsError
 from qffs_lava.export.convert import convert
 from qffs_lava.export.exporter import export
-from qffs_lava.modelfile import MODEL_FORMAT, load_model_file
-from qffs_lava.models import build_model, set_quantized
-from qffs_lava.netfile import DenseLayer, loihi_problems, read_net
-from qffs_lava.qann import qann_forward
 
-TINY_ARCH = {
+from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
+from qffs_lava.ann.models import arch_from_v1, build_model, set_quantized
+from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.errors import ModelFileError, QffsError
+from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer
+from qffs_lava.ir.loihi import loihi_problems
+from qffs_lava.ir.netfile import read_net
+
+TINY_ARCH = arch_from_v1({
     "name": "tiny", "input_shape": [1, 2, 2], "num_classes": 2,
     "layers": [
         {"type": "flatten"},
@@ -24,19 +27,24 @@ TINY_ARCH = {
         {"type": "linear", "in_features": 2, "out_features": 2},
         {"type": "act", "bits": 3},
     ],
-}
+})
+
+
+def qann_forward(network, x):
+    return TorchNetwork(network).qann(x)
 
 
 def tiny_model():
     model = build_model(TINY_ARCH)
+    module = lambda index: getattr(model, str(index))  # noqa: E731
     with torch.no_grad():
-        model[1].weight.copy_(torch.tensor([[0.5, -0.25, 0.0, 1.0], [-1.0, 0.5, 0.25, 0.0]]))
-        model[1].bias.copy_(torch.tensor([0.1, -0.2]))
-        model[3].weight.copy_(torch.tensor([[1.0, -0.5], [0.25, 0.75]]))
-        model[3].bias.copy_(torch.tensor([0.0, 0.05]))
+        module(1).weight.copy_(torch.tensor([[0.5, -0.25, 0.0, 1.0], [-1.0, 0.5, 0.25, 0.0]]))
+        module(1).bias.copy_(torch.tensor([0.1, -0.2]))
+        module(3).weight.copy_(torch.tensor([[1.0, -0.5], [0.25, 0.75]]))
+        module(3).bias.copy_(torch.tensor([0.0, 0.05]))
         for index, step in ((2, 0.5), (4, 0.25)):
-            model[index].quantizer.step.fill_(step)
-            model[index].quantizer.initialized.fill_(True)
+            module(index).quantizer.step.fill_(step)
+            module(index).quantizer.initialized.fill_(True)
     set_quantized(model, True)
     content = {"arch": TINY_ARCH, "quantized": True, "bits": {"act": 2, "out": 3, "weight": None, "layers": [2, 3]},
                "input_norm": {"mean": [0.0], "std": [1.0]}, "dataset": "digits", "input_shape": [1, 2, 2],
@@ -49,13 +57,13 @@ def test_tiny_model_integers_match_hand_computation():
     first, second = network.layers[2], network.layers[3]
     assert network.bias_steps == 3
     # layer 1 sees x_int = 16 x for K = 3 steps: A = W / 16, rows scaled by mu = 2032 and 2048
-    np.testing.assert_array_equal(first.weight, [[128, -64, 0, 254], [-256, 128, 64, 0]])
+    np.testing.assert_array_equal(first.synapses[0].weight, [[128, -64, 0, 254], [-256, 128, 64, 0]])
     np.testing.assert_array_equal(first.neurons.threshold, [6096, 6144])  # 2 mu * K * 0.5
     np.testing.assert_array_equal(first.neurons.v_init, [3048, 3072])
     np.testing.assert_array_equal(first.bias, [406, -819])  # 2 mu * K * B / K
     assert first.neurons.z_max == 3 and first.neurons.bias_steps == 3
     # layer 2: A = W * 0.5, mu = 254 and 127 / 0.375
-    np.testing.assert_array_equal(second.weight, [[254, -126], [84, 254]])
+    np.testing.assert_array_equal(second.synapses[0].weight, [[254, -126], [84, 254]])
     np.testing.assert_array_equal(second.neurons.threshold, [127, 169])  # 2 mu * 0.25
     np.testing.assert_array_equal(second.neurons.v_init, [63, 84])
     np.testing.assert_array_equal(second.bias, [0, 11])  # 2 mu * 0.05 / 3
@@ -68,7 +76,7 @@ def test_tiny_model_integer_qann_equals_float_qann_levels():
     grid = torch.tensor([[a, b, c, d] for a in (0, 0.25, 1) for b in (0, 0.5, 1)
                          for c in (0, 0.75) for d in (0, 0.5, 1)]).reshape(-1, 1, 2, 2)
     with torch.no_grad():
-        levels = model(grid) / model[4].quantizer.step
+        levels = model(grid) / model.output_act.quantizer.step
     torch.testing.assert_close(qann_forward(network, grid).double(), levels.double().round())
 
 
@@ -79,8 +87,8 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
     network = export(digits_model_file, net_path, log=lambda _: None)
     again = read_net(net_path)
     assert [type(layer) for layer in again.layers] == [type(layer) for layer in network.layers]
-    for a, b in zip(network.synaptic_layers, again.synaptic_layers):
-        np.testing.assert_array_equal(a.weight, b.weight)
+    for (_, a), (_, b) in zip(network.neuron_layers, again.neuron_layers):
+        np.testing.assert_array_equal(a.synapses[0].weight, b.synapses[0].weight)
         np.testing.assert_array_equal(a.neurons.threshold, b.neurons.threshold)
     net = NetDict(str(net_path))
     layer = net["layer"]
@@ -105,15 +113,15 @@ def test_digits_fidelity_on_the_full_test_split(tmp_path, digits_model_file):
 
 def test_lenet_with_max_pooling_exports_on_digits_images(digits_lenet_net):
     network = read_net(digits_lenet_net)
-    kinds = [type(layer).__name__ for layer in network.layers]
-    assert kinds == ["InputLayer", "ConvLayer", "MaxPoolLayer", "ConvLayer", "MaxPoolLayer", "FlattenLayer",
-                     "DenseLayer", "DenseLayer"]
-    assert network.shapes()[1] == (16, 8, 8) and network.shapes()[4] == (32, 2, 2)
+    kinds = [layer.describe() for layer in network.layers]
+    assert kinds == ["input", "conv 5x5", "maxpool 2x2", "conv 5x5", "maxpool 2x2", "flatten", "dense", "dense"]
+    assert network.shapes[1] == (16, 8, 8) and network.shapes[4] == (32, 2, 2)
+    assert network.is_chain() and network.meta["version"] == 1
     assert network.meta["qann_agreement"] >= 0.97  # briefly trained; the measured figure is in the README
 
 
 def test_avgpool_and_batchnorm_are_folded_into_synaptic_layers():
-    arch = {"name": "pooled", "input_shape": [1, 4, 4], "num_classes": 3, "layers": [
+    arch = arch_from_v1({"name": "pooled", "input_shape": [1, 4, 4], "num_classes": 3, "layers": [
         {"type": "conv", "in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 1, "padding": 1, "groups": 1},
         {"type": "batchnorm", "num_features": 2},
         {"type": "act", "bits": 2},
@@ -121,7 +129,7 @@ def test_avgpool_and_batchnorm_are_folded_into_synaptic_layers():
         {"type": "flatten"},
         {"type": "linear", "in_features": 8, "out_features": 3},
         {"type": "act", "bits": 3},
-    ]}
+    ]})
     torch.manual_seed(1)
     model = build_model(arch)
     set_quantized(model, True)
@@ -131,9 +139,8 @@ def test_avgpool_and_batchnorm_are_folded_into_synaptic_layers():
     content = {"arch": arch, "quantized": True, "bits": {"layers": [2, 3], "weight": None},
                "input_norm": {"mean": [0.0], "std": [1.0]}, "dataset": "digits", "input_levels": 16}
     network = convert(content, model)
-    assert [type(layer).__name__ for layer in network.layers] == ["InputLayer", "ConvLayer", "FlattenLayer",
-                                                                   "DenseLayer"]
-    assert network.layers[3].weight.shape == (3, 32)  # acts on the unpooled 2x4x4 map
+    assert [layer.describe() for layer in network.layers] == ["input", "conv 3x3", "flatten", "dense"]
+    assert network.layers[3].synapses[0].weight.shape == (3, 32)  # acts on the unpooled 2x4x4 map
     x = torch.floor(torch.rand(200, 1, 4, 4) * 16) / 16
     with torch.no_grad():
         expected = model(x).argmax(1)
@@ -143,16 +150,17 @@ def test_avgpool_and_batchnorm_are_folded_into_synaptic_layers():
 
 def test_unsupported_layers_are_refused_by_name(tmp_path):
     content, model = tiny_model()
-    bad_arch = {**TINY_ARCH, "layers": TINY_ARCH["layers"][:2] + [{"type": "layernorm"}] + TINY_ARCH["layers"][2:]}
+    bad_arch = {**TINY_ARCH, "nodes": TINY_ARCH["nodes"][:2] + [{"name": "norm", "op": "layernorm", "inputs": ["1"]}]
+                + TINY_ARCH["nodes"][2:]}
     path = tmp_path / "bad.pt"
-    torch.save({**content, "format": MODEL_FORMAT, "version": 1, "arch": bad_arch,
+    torch.save({**content, "format": MODEL_FORMAT, "version": 2, "arch": bad_arch,
                 "state_dict": model.state_dict()}, path)
-    with pytest.raises(ModelFileError, match="layer 2: unsupported layer type 'layernorm'"):
+    with pytest.raises(ModelFileError, match="node 'norm': unsupported op 'layernorm'"):
         load_model_file(path)
 
 
 def test_loihi_range_check_refuses_or_warns(tmp_path):
-    from qffs_lava.train import train
+    from qffs_lava.ann.train import train
 
     model_path = tmp_path / "wide.pt"
     # 8-bit activations: K = 255 input steps make the first layer's worst case exceed 24 bits
@@ -226,9 +234,130 @@ def test_crafted_pickle_payload_never_runs(tmp_path):
 
 
 def test_dense_layer_shapes_are_checked():
-    with pytest.raises(ValueError, match="does not map"):
-        from qffs_lava.netfile import InputLayer, Network, Neurons
+    from qffs_lava.ir.layers import Neurons
+    from qffs_lava.ir.network import Network
 
-        neurons = Neurons(np.array([3, 3]), np.array([1, 1]), 3, 3)
-        Network([InputLayer((5,), 16.0), DenseLayer((2,), np.zeros((2, 4), np.int64), np.zeros(2, np.int64),
-                                                    neurons)]).shapes()
+    neurons = Neurons(np.array([3, 3]), np.array([1, 1]), 3, 3)
+    with pytest.raises(ValueError, match=r"layer 1 \(dense\): dense weight \(2, 4\) does not map the input \(5,\)"):
+        Network([InputLayer((5,), 16.0), NeuronLayer((2,), (DenseSynapse(np.zeros((2, 4), np.int64)),),
+                                                     np.zeros(2, np.int64), neurons)])
+
+
+# Graphs: residual networks and the export rule ---------------------------------------------------------
+
+
+def briefly_trained(arch, x, steps=8, seed=0):
+    """A model of `arch` fitted to a few labelled inputs, float then quantized, in eval mode, with its content."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    y = torch.arange(len(x)) % arch["num_classes"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for quantized in (False, True):
+        set_quantized(model, quantized)
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    content = {"arch": arch, "quantized": True, "input_levels": 255, "dataset": "cifar10",
+               "bits": {"layers": [n["bits"] for n in arch["nodes"] if n["op"] == "act"], "weight": None},
+               "input_norm": {"mean": [0.0] * arch["input_shape"][0], "std": [1.0] * arch["input_shape"][0]}}
+    return content, model.eval()
+
+
+def test_resnet20_exports_within_loihi_ranges_and_its_snn_equals_its_qann():
+    from qffs_lava.ann.archs import make_arch
+
+    x = torch.floor(torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 256) / 255
+    content, model = briefly_trained(make_arch("resnet20", (3, 32, 32), 10), x)
+    network = convert(content, model)
+    assert loihi_problems(network) == []
+    residual = [layer for _, layer in network.neuron_layers if len(layer.synapses) == 2]
+    assert len(residual) == 9  # every block adds its shortcut into the second conv's neurons
+    identity = [s for layer in residual for s in layer.synapses[1:] if s.groups == layer.channels]
+    projection = [s for layer in residual for s in layer.synapses[1:] if s.stride == (2, 2)]
+    assert len(identity) == 7 and len(projection) == 2
+    assert all(s.kernel_size == (1, 1) for s in identity + projection)
+    net = TorchNetwork(network)
+    with torch.no_grad():
+        float_levels = model(x) / model.output_act.quantizer.step
+    qann = net.qann(x)
+    assert qann.any(), "the outputs are all zero: train longer"
+    assert float((float_levels.round().long() == qann).double().mean()) >= 0.6
+    assert float((float_levels.argmax(1) == qann.argmax(1)).double().mean()) >= 0.75
+    result = net.simulate(x[:4], 16, "sync", record_spikes=True)
+    for i, (spikes, want) in enumerate(zip(result.spikes, net.qann(x[:4], all_layers=True)[1:]), start=1):
+        assert torch.equal(spikes.to(torch.int64).sum(0).reshape(want.shape), want), f"layer {i}"
+
+
+def test_a_trained_resnet_spikes_alike_in_lava_and_torch(tmp_path):
+    from qffs_lava.ann.datasets import load_dataset
+    from qffs_lava.ann.train import train
+    from qffs_lava.backends.lava.runner import run_lava
+
+    train("digits", "resnet8", out=tmp_path / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
+          qat_epochs=1)
+    network = export(tmp_path / "r.pt", tmp_path / "r.h5", log=lambda _: None)
+    network = read_net(tmp_path / "r.h5")
+    assert network.meta["version"] == 2 and network.meta["qann_agreement"] >= 0.9
+    x = load_dataset("digits", "test")[0][:20]
+    expected = TorchNetwork(network).simulate(x, 10, "pipelined", record_spikes=True)
+    got = run_lava(network, x, 10, "lava", chunk=20, record_spikes=True)  # lava-float: test_graph.py
+    for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
+        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
+
+
+def graph_arch(nodes, input_shape=(1, 4, 4)):
+    return {"name": "g", "input_shape": list(input_shape), "num_classes": 2, "nodes": nodes}
+
+
+def conv(name, source, cin=1, cout=2, kernel=3, stride=1):
+    return {"name": name, "op": "conv", "inputs": [source], "in_channels": cin, "out_channels": cout,
+            "kernel_size": kernel, "stride": stride, "padding": kernel // 2, "groups": 1}
+
+
+HEAD = [{"name": "flat", "op": "flatten", "inputs": ["a"]},
+        {"name": "fc", "op": "linear", "inputs": ["flat"], "in_features": 32, "out_features": 2},
+        {"name": "out", "op": "act", "inputs": ["fc"], "bits": 3}]
+
+
+@pytest.mark.parametrize("nodes, message", [
+    ([conv("c", "input"), {"name": "bn", "op": "batchnorm", "inputs": ["c"], "num_features": 2},
+      {"name": "p", "op": "maxpool", "inputs": ["bn"], "kernel_size": 1, "stride": 1, "padding": 0},
+      {"name": "a", "op": "act", "inputs": ["p"], "bits": 2}],
+     "maxpool 'p' reads batchnorm 'bn', which is not a spiking output"),
+    ([conv("c", "input"), conv("c2", "c", cin=2), {"name": "a", "op": "act", "inputs": ["c2"], "bits": 2}],
+     "conv 'c' (on the path of 'c2' into act 'a') cannot be converted"),
+    ([conv("c", "input"), conv("d", "input"), {"name": "s", "op": "add", "inputs": ["c", "d"]},
+      {"name": "bn", "op": "batchnorm", "inputs": ["s"], "num_features": 2},
+      {"name": "a", "op": "act", "inputs": ["bn"], "bits": 2}],
+     "batchnorm 'bn' (into act 'a') cannot be converted: a path into an act is"),
+])
+def test_the_export_rule_refuses_other_graphs_naming_the_node(nodes, message):
+    from qffs_lava.export.convert import plan_layers
+
+    with pytest.raises(QffsError, match=re.escape(message)):
+        plan_layers(graph_arch(nodes + HEAD))
+
+
+def test_a_graph_maps_to_layers_with_shortcuts_and_shared_flattens():
+    from qffs_lava.export.convert import plan_layers
+
+    nodes = [conv("c1", "input"), {"name": "a1", "op": "act", "inputs": ["c1"], "bits": 2},
+             conv("c2", "a1", cin=2), {"name": "s", "op": "add", "inputs": ["c2", "a1", "input_proj"]},
+             {"name": "a", "op": "act", "inputs": ["s"], "bits": 2}]
+    nodes.insert(2, conv("input_proj", "input"))
+    nodes += [{"name": "gap", "op": "global_avgpool", "inputs": ["a"]},
+              {"name": "fc", "op": "linear", "inputs": ["gap"], "in_features": 2, "out_features": 2},
+              {"name": "fc2", "op": "linear", "inputs": ["flat"], "in_features": 32, "out_features": 2},
+              {"name": "flat", "op": "flatten", "inputs": ["a"]},
+              {"name": "sum", "op": "add", "inputs": ["fc", "fc2"]},
+              {"name": "out", "op": "act", "inputs": ["sum"], "bits": 3}]
+    nodes[-4], nodes[-3] = nodes[-3], nodes[-4]  # flatten before the linear that reads it
+    planned = plan_layers(graph_arch(nodes))
+    assert [(p.name, p.sources) for p in planned] == [
+        ("input", ()), ("a1", ("input",)), ("a", ("a1", "a1", "input")), ("flat", ("a",)), ("out", ("flat", "flat"))]
+    assert [p.synapse for p in planned[2].paths] == ["c2", None, "input_proj"]  # None: the identity
+    assert planned[4].paths[0].pool == "gap" and planned[4].paths[0].flat

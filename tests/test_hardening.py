@@ -12,15 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from processes import alive, children_of, lava_scratch_folders, shared_memory_segments
+from terminal import MOMENTS, ctrl_c_in_a_terminal
 
+from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
+from qffs_lava.backends.lava.runner import import_lava, run_lava
 from qffs_lava.dynamics import V_MAX, V_MIN
 from qffs_lava.errors import ModelFileError, QffsError, QffsFormatError
 from qffs_lava.evaluate import evaluate, write_json
-from qffs_lava.lava_backend import import_lava, run_lava
-from qffs_lava.modelfile import MODEL_FORMAT, load_model_file
-from qffs_lava.netfile import DenseLayer, InputLayer, Network, Neurons, loihi_problems, read_net, write_net
-from processes import alive, children_of, lava_scratch_folders, shared_memory_segments
-from terminal import MOMENTS, ctrl_c_in_a_terminal
+from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer, Neurons
+from qffs_lava.ir.loihi import loihi_problems
+from qffs_lava.ir.netfile import read_net, write_net
+from qffs_lava.ir.network import Network
 
 
 def press_ctrl_c_during_a_lava_run(net, moment):
@@ -96,7 +99,8 @@ def overflowing_network():
     """One dense layer of 2 neurons over 200 inputs at full scale: 200 * 254 * 255 per step, past 2^23."""
     weight = np.stack([np.full(200, 254), np.full(200, -256)]).astype(np.int64)
     neurons = Neurons(np.array([2**22, 2**22]), np.array([0, 0]), 1, 1)
-    return Network([InputLayer((200,), 255.0), DenseLayer((2,), weight, np.zeros(2, np.int64), neurons)])
+    return Network([InputLayer((200,), 255.0), NeuronLayer((2,), (DenseSynapse(weight),), np.zeros(2, np.int64),
+                                                           neurons)])
 
 
 def test_overflowing_network_is_refused_for_lava_and_saturates_when_bypassed():
@@ -118,11 +122,11 @@ def test_membrane_saturates_at_24_bits_in_the_lava_models(tag):
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
 
-    from qffs_lava.procs.process import QffsNeuron
+    from qffs_lava.backends.lava.procs.process import QffsNeuron
 
     network = overflowing_network()
     source = RingBuffer(data=np.full((200, 8), 255, dtype=np.int32))
-    dense = Dense(weights=network.layers[1].weight, num_message_bits=24)
+    dense = Dense(weights=network.layers[1].synapses[0].weight, num_message_bits=24)
     neuron = QffsNeuron(shape=(2,), threshold=2**22, v_init=0, z_max=1, bias=0, bias_start=1, bias_steps=1,
                         period=100)
     source.s_out.connect(dense.s_in)
@@ -167,11 +171,12 @@ def test_a_crash_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
 def test_hostile_architecture_is_refused_before_anything_is_allocated(digits_model_file, tmp_path):
     content = torch.load(digits_model_file, weights_only=True)
     arch = json.loads(json.dumps(content["arch"]))
-    arch["layers"][1]["out_features"] = 10**9  # a 64 GB weight if it were built
-    arch["layers"][2]["num_features"] = 10**9
-    arch["layers"][4]["in_features"] = 10**9
+    nodes = {node["name"]: node for node in arch["nodes"]}
+    nodes["fc1"]["out_features"] = 10**9  # a 64 GB weight if it were built
+    nodes["fc1_bn"]["num_features"] = 10**9
+    nodes["fc2"]["in_features"] = 10**9
     torch.save({**content, "arch": arch}, tmp_path / "huge.pt")
-    with pytest.raises(ModelFileError, match=r"1\.weight is \(256, 64\), the architecture needs \(1000000000, 64\)"):
+    with pytest.raises(ModelFileError, match=r"fc1\.weight is \(256, 64\), the architecture needs \(1000000000, 64\)"):
         load_model_file(tmp_path / "huge.pt")
 
 

@@ -5,21 +5,21 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from qffs_lava.datasets import load_dataset
-from qffs_lava.evaluate import evaluate
-from qffs_lava.lava_backend import LavaRun, run_lava
-from qffs_lava.netfile import read_net
-from qffs_lava.torch_sim import simulate
 from processes import children_of, shared_memory_segments
 from random_nets import random_inputs, random_network
+
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.backends.lava.runner import LavaRun, run_lava
+from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.evaluate import evaluate
+from qffs_lava.ir.netfile import read_net
 
 STEPS = 10
 
 
 def assert_same_spike_trains(network, x, steps=STEPS):
     """Every layer's spikes from Lava (fixed_pt and floating_pt) == the torch simulator's pipelined mode."""
-    torch_run = simulate(network, x, steps, "pipelined", record_spikes=True)
+    torch_run = TorchNetwork(network).simulate(x, steps, "pipelined", record_spikes=True)
     fixed = run_lava(network, x, steps, "lava", chunk=8, record_spikes=True)
     floating = run_lava(network, x, steps, "lava-float", chunk=8, record_spikes=True)
     assert len(fixed.spikes) == len(torch_run.spikes) == len(network.layers) - 1

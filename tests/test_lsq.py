@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from qffs_lava.lsq import LsqQuantizer, lsq_quantize, round_half_up
+from qffs_lava.ann.lsq import LsqQuantizer, lsq_quantize, round_half_up
 
 
 def test_round_half_up_differs_from_torch_round_on_halves():

@@ -7,17 +7,25 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from qffs_lava.evaluate import evaluate
-from qffs_lava.netfile import SYNAPTIC, MaxPoolLayer, read_net
-from qffs_lava.qann import qann_forward
-from qffs_lava.torch_sim import simulate
 from random_nets import random_inputs, random_network
+
+from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.evaluate import evaluate
+from qffs_lava.ir.layers import MaxPoolLayer, NeuronLayer
+from qffs_lava.ir.netfile import read_net
 
 
 def settle_steps(network):
     """Steps after which every layer has settled: K, then each layer needs at most zMax + 1."""
-    return network.bias_steps + sum(layer.neurons.z_max + 1 for layer in network.synaptic_layers) + 1
+    return network.bias_steps + sum(layer.neurons.z_max + 1 for _, layer in network.neuron_layers) + 1
+
+
+def simulate(network, x, steps, mode, record_spikes=False):
+    return TorchNetwork(network).simulate(x, steps, mode, record_spikes)
+
+
+def qann_forward(network, x, all_layers=False):
+    return TorchNetwork(network).qann(x, all_layers)
 
 
 def layer_counts(result):
@@ -51,7 +59,7 @@ def test_pipelined_equals_synchronous_shifted_by_depth(kind, seed):
     assert piped.steps == steps + network.pipeline_depth
     depth = 0
     for layer, s_sync, s_piped in zip(network.layers[1:], sync.spikes, piped.spikes):
-        depth += isinstance(layer, SYNAPTIC)
+        depth += isinstance(layer, NeuronLayer)
         assert torch.equal(s_piped[depth:depth + steps], s_sync), type(layer).__name__
         assert not s_piped[:depth].any()  # nothing arrives before its hop count
     assert torch.equal(piped.synchronous_counts(), sync.output_counts)
@@ -80,7 +88,7 @@ def test_results_do_not_depend_on_batch_size():
 
 
 def test_exported_digits_mlp_equals_qann_per_neuron(digits_net):
-    from qffs_lava.datasets import load_dataset
+    from qffs_lava.ann.datasets import load_dataset
 
     network = read_net(digits_net)
     x, y = load_dataset("digits", "test")
@@ -115,7 +123,7 @@ def test_cli_writes_json_and_plot(digits_net, tmp_path):
 
 
 def test_cli_inputs_from_npy_and_pipelined_mode(digits_net, tmp_path):
-    from qffs_lava.datasets import load_dataset
+    from qffs_lava.ann.datasets import load_dataset
 
     x, y = load_dataset("digits", "test")
     np.save(tmp_path / "x.npy", x[:30].numpy())
@@ -143,3 +151,25 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here; the CPU runs the same code")
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_a_gpu_gives_the_same_spikes_as_the_cpu(mode):
+    from random_nets import random_graph
+
+    rng = np.random.default_rng(5)
+    network = random_graph(rng)
+    x = random_inputs(rng, network, 16)
+    cpu = TorchNetwork(network).simulate(x, 16, mode, record_spikes=True)
+    gpu_net = TorchNetwork(network).to("cuda")
+    gpu = gpu_net.simulate(x, 16, mode, record_spikes=True)
+    assert torch.equal(cpu.output_counts, gpu.output_counts)
+    assert all(torch.equal(a, b) for a, b in zip(cpu.spikes, gpu.spikes))
+    assert torch.equal(gpu_net.qann(x).cpu(), TorchNetwork(network).qann(x))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here")
+def test_device_cuda_without_a_gpu_says_so(digits_net):
+    result = qffs_run(str(digits_net), "--dataset", "digits", "--device", "cuda", "--quiet")
+    assert result.returncode == 2 and "PyTorch sees no CUDA GPU here; use --device cpu" in result.stderr

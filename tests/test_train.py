@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file
+from qffs_lava.ann.models import QuantAct, predict
+from qffs_lava.ann.train import accuracy, train
 from qffs_lava.cli import train_main
-from qffs_lava.datasets import load_dataset
 from qffs_lava.errors import ModelFileError
-from qffs_lava.modelfile import MODEL_FORMAT, load_model_file, read_model_file
-from qffs_lava.models import QuantAct, predict
-from qffs_lava.train import accuracy, train
 
 
 def test_short_digits_run_reaches_a_real_accuracy(digits_model_file):
@@ -26,18 +26,18 @@ def test_short_digits_run_reaches_a_real_accuracy(digits_model_file):
 
 def test_model_file_loads_with_weights_only(digits_model_file):
     content = torch.load(digits_model_file, weights_only=True)
-    assert content["format"] == MODEL_FORMAT and content["version"] == 1
+    assert content["format"] == MODEL_FORMAT and content["version"] == 2
     assert content["quantized"] is True
     assert content["dataset"] == "digits" and content["input_shape"] == [1, 8, 8]
     assert content["bits"]["layers"] == [2, 2, 3] and content["bits"]["weight"] is None
     assert content["input_levels"] == 16
-    assert all(isinstance(layer, dict) for layer in content["arch"]["layers"])
+    assert all(isinstance(node, dict) and {"name", "op", "inputs"} <= set(node) for node in content["arch"]["nodes"])
     steps = [v for k, v in content["state_dict"].items() if k.endswith("quantizer.step")]
     assert len(steps) == 3 and all(float(s) > 0 for s in steps)
 
 
 def test_model_file_round_trip_gives_the_same_outputs(digits_model_file, tmp_path):
-    from qffs_lava.modelfile import save_model_file
+    from qffs_lava.ann.modelfile import save_model_file
 
     content, model = load_model_file(digits_model_file)
     copy = tmp_path / "copy.pt"
@@ -62,7 +62,7 @@ def test_weight_quantization_gives_integer_weight_levels(tmp_path):
                     float_epochs=3, qat_epochs=3, weight_bits=8)
     assert content["bits"]["weight"] == 8
     _, model = load_model_file(tmp_path / "w8.pt")
-    layer = model[1]
+    layer = model.fc1
     w = layer.effective_weight().detach() / layer.weight_quantizer.step.detach()
     torch.testing.assert_close(w, w.round())
     assert w.abs().max() <= 128
@@ -84,8 +84,9 @@ def run_cli(*args):
     [
         (["--dataset", "imagenet", "--arch", "mlp"], "invalid choice: 'imagenet'"),
         (["--dataset", "digits", "--arch", "resnet"], "invalid choice: 'resnet'"),
-        (["--dataset", "digits", "--arch", "mlp", "--act-bits", "0"], "bits must be in 1..8"),
-        (["--dataset", "digits", "--arch", "mlp", "--out-bits", "9"], "bits must be in 1..8"),
+        (["--dataset", "digits", "--arch", "resnet20"], "32x32"),
+        (["--dataset", "digits", "--arch", "mlp", "--act-bits", "0"], "bits must be an integer in 1..8"),
+        (["--dataset", "digits", "--arch", "mlp", "--out-bits", "9"], "bits must be an integer in 1..8"),
         (["--dataset", "digits", "--arch", "vgg11"], "32x32"),
     ],
 )
@@ -163,7 +164,7 @@ def test_bad_model_files_give_clear_errors(digits_model_file, tmp_path):
     with pytest.raises(ModelFileError, match="not a qffs model file"):
         read_model_file(tmp_path / "other.pt")
     wrong = dict(content["state_dict"])
-    wrong["1.weight"] = torch.zeros(3, 3)
+    wrong["fc1.weight"] = torch.zeros(3, 3)
     torch.save({**content, "state_dict": wrong}, tmp_path / "shape.pt")
     with pytest.raises(ModelFileError, match="do not fit"):
         load_model_file(tmp_path / "shape.pt")
@@ -171,7 +172,7 @@ def test_bad_model_files_give_clear_errors(digits_model_file, tmp_path):
 
 def test_output_prediction_uses_quantized_levels(digits_model_file):
     _, model = load_model_file(digits_model_file)
-    assert all(m.quantized for m in model if isinstance(m, QuantAct))
+    assert all(m.quantized for m in model.modules() if isinstance(m, QuantAct))
     x = load_dataset("digits", "test")[0][:20]
     with torch.no_grad():
         out = model(x)

@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -15,11 +14,11 @@ import pytest
 import torch
 
 import qffs_lava.cli as cli_module
-from qffs_lava.datasets import load_dataset
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.modelfile import save_model_file
 from qffs_lava.errors import DatasetNotFound, QffsFormatError
 from qffs_lava.fileio import atomic_output
-from qffs_lava.modelfile import save_model_file
-from qffs_lava.netfile import read_net
+from qffs_lava.ir.netfile import read_net
 
 
 def cli(command, *args, cwd=None):
@@ -261,7 +260,8 @@ def test_export_needs_no_dataset_with_samples_0(tmp_path):
 def test_threads_option_sets_pytorchs_threads(digits_net, monkeypatch):
     chosen = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
-    assert cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "4", "--threads", "1", "--quiet").returncode == 0
+    result = cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "4", "--threads", "1", "--quiet")
+    assert result.returncode == 0
     assert chosen[0] == 1
     assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--threads", "0"),
                    "argument --threads: must be an integer >= 1, got '0'")

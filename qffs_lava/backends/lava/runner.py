@@ -5,8 +5,12 @@ Layout: Lava holds images as (W, H, C) arrays, so conv weights (Cout, Cin, kH, k
 kH, Cin)), (H, W) pairs are reversed, flatten is an `OutPort.reshape` in W, H, C order,
 and the next dense layer's columns are permuted from torch's C, H, W order to match.
 
-Time is pipelined (each Dense/Conv hop delays one step; DESIGN.md section 3): layer d's
-bias window starts at local step d + 1, and a sample occupies `period = T + D` steps.
+The network is built by the one executor (`Network.propagate`): a neuron layer is a
+QffsNeuron whose `a_in` receives one Dense or Conv Process per synapse (Lava sums the
+messages of every OutPort connected to an InPort), a max pool is an EventMaxPool, and
+a layer read by several others connects its OutPort to each. Time is pipelined (each
+Dense/Conv hop delays one step; docs/format.md): a layer at depth d starts its bias
+window at local step d + 1, and a sample occupies `period = T + D` steps.
 A chunk of samples runs back to back in one runtime: the input ring buffer holds each
 sample's K steps of graded input followed by silence, and every QffsNeuron and
 EventMaxPool resets itself at the start of each period. The runtime is always stopped,
@@ -27,11 +31,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from qffs_lava.backends.pytorch import SimResult, encode_inputs
 from qffs_lava.dynamics import pool_windows
 from qffs_lava.errors import QffsError
-from qffs_lava.netfile import SYNAPTIC, DenseLayer, FlattenLayer, MaxPoolLayer, Network
-from qffs_lava.qann import encode_inputs
-from qffs_lava.torch_sim import SimResult
+from qffs_lava.ir.layers import MaxPoolLayer
+from qffs_lava.ir.network import Network
 
 TAGS = {"lava": "fixed_pt", "lava-float": "floating_pt", "loihi2": "fixed_pt"}
 MESSAGE_BITS = 24  # graded messages carry signed spikes and the integer input
@@ -148,6 +152,62 @@ def stop_runtime(runtime) -> None:
     runtime.stop()
 
 
+class _Builder:
+    """The executor's visitor that builds the Lava Processes; a layer's value is (OutPort, flat order).
+
+    The flat order lists, for each flat position of the port in Lava's layout, the flat
+    position in torch's (C, H, W) order (a dense synapse's columns are permuted by it).
+    """
+
+    def __init__(self, network: Network, source, period: int):
+        from lava.proc.conv.process import Conv
+        from lava.proc.dense.process import Dense
+
+        from qffs_lava.backends.lava.procs.process import EventMaxPool, QffsNeuron
+
+        self.network, self.source, self.period = network, source, period
+        self.Conv, self.Dense, self.EventMaxPool, self.QffsNeuron = Conv, Dense, EventMaxPool, QffsNeuron
+
+    def input(self, index, layer):
+        return self.source.s_out, whc_order(layer.shape)
+
+    def neuron(self, index, layer, sources):
+        shape = self.network.shapes[index]
+        channel = (slice(None),) if len(shape) == 1 else (None, None, slice(None))  # channels last in Lava
+        n = layer.neurons
+        neurons = self.QffsNeuron(
+            shape=lava_shape(shape), threshold=n.threshold[channel], v_init=n.v_init[channel], z_max=n.z_max,
+            bias=layer.bias[channel], bias_start=self.network.bias_start(index, "pipelined"),
+            bias_steps=n.bias_steps, period=self.period, name=f"layer{index}-qffs")
+        for j, (synapse, source, (port, flat_order)) in enumerate(zip(layer.synapses, layer.inputs, sources)):
+            process = synapse.visit(self, flat_order, self.network.shapes[source], f"layer{index}-synapse{j}")
+            port.connect(process.s_in)
+            process.a_out.connect(neurons.a_in)  # Lava sums what every connected OutPort sends
+        return neurons.s_out, whc_order(shape)
+
+    def dense(self, synapse, flat_order, source_shape, name):
+        return self.Dense(weights=synapse.weight[:, flat_order], num_message_bits=MESSAGE_BITS, name=name)
+
+    def conv(self, synapse, flat_order, source_shape, name):
+        return self.Conv(weight=synapse.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1),
+                         input_shape=lava_shape(source_shape), stride=synapse.stride[::-1],
+                         padding=synapse.padding[::-1], dilation=synapse.dilation[::-1], groups=synapse.groups,
+                         num_message_bits=MESSAGE_BITS, name=name)
+
+    def maxpool(self, index, layer, source):
+        port, _ = source
+        in_shape, out_shape = self.network.shapes[layer.inputs[0]], self.network.shapes[index]
+        pool = self.EventMaxPool(in_shape=lava_shape(in_shape), out_shape=lava_shape(out_shape),
+                                 window_index=lava_pool_windows(in_shape, layer), period=self.period,
+                                 name=f"layer{index}-maxpool")
+        port.connect(pool.s_in)
+        return pool.s_out, whc_order(out_shape)
+
+    def flatten(self, index, layer, source):
+        port, flat_order = source  # the order before flattening is the order after it
+        return port.reshape(lava_shape(self.network.shapes[index])), flat_order
+
+
 class LavaRun:
     """One Lava runtime for a chunk of samples: the network's Processes, built, run, read, and stopped.
 
@@ -164,65 +224,34 @@ class LavaRun:
         if backend == "loihi2":
             require_lava_loihi()
         import_lava()
-        from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
         from lava.proc.io.source import RingBuffer as Source
 
-        from qffs_lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
+        from qffs_lava.backends.lava.procs.process import SpikeRecorder
 
         self.network, self.backend, self.samples = network, backend, len(x_int)
-        self.depth = network.pipeline_depth
-        self.period = steps + self.depth
-        self.shapes = network.shapes()
+        self.period = steps + network.pipeline_depth
         self.total_steps = self.samples * self.period
         self.folder = Path(tempfile.mkdtemp(prefix="qffs-lava-"))
         self.started = False
         self.interrupts = MainProcessInterrupts()
         self.source = Source(data=self._input_buffer(x_int))
-        port, self.recorders = self.source.s_out, []
-        depth = 0
-        flat_order = whc_order(self.shapes[0])  # torch's flat index of each of `port`'s flat positions
-        for i, layer in enumerate(network.layers[1:], start=1):
-            in_chw, out_chw = self.shapes[i - 1], self.shapes[i]
-            if isinstance(layer, SYNAPTIC):
-                depth += 1
-                if isinstance(layer, DenseLayer):
-                    synapse = Dense(weights=layer.weight[:, flat_order], num_message_bits=MESSAGE_BITS,
-                                    name=f"layer{i}-dense")
-                else:
-                    synapse = Conv(weight=layer.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1),
-                                   input_shape=lava_shape(in_chw), stride=layer.stride[::-1],
-                                   padding=layer.padding[::-1], dilation=layer.dilation[::-1],
-                                   groups=layer.groups, num_message_bits=MESSAGE_BITS, name=f"layer{i}-conv")
-                per_channel = (slice(None),) if len(out_chw) == 1 else (None, None, slice(None))
-                neurons = QffsNeuron(
-                    shape=lava_shape(out_chw), threshold=layer.neurons.threshold[per_channel],
-                    v_init=layer.neurons.v_init[per_channel], z_max=layer.neurons.z_max,
-                    bias=layer.bias[per_channel], bias_start=depth + 1, bias_steps=network.bias_steps,
-                    period=self.period, name=f"layer{i}-qffs")
-                port.connect(synapse.s_in)
-                synapse.a_out.connect(neurons.a_in)
-                port, flat_order = neurons.s_out, whc_order(out_chw)
-            elif isinstance(layer, MaxPoolLayer):
-                pool = EventMaxPool(in_shape=lava_shape(in_chw), out_shape=lava_shape(out_chw),
-                                    window_index=lava_pool_windows(in_chw, layer), period=self.period,
-                                    name=f"layer{i}-maxpool")
-                port.connect(pool.s_in)
-                port, flat_order = pool.s_out, whc_order(out_chw)
-            elif isinstance(layer, FlattenLayer):
-                port = port.reshape(lava_shape(out_chw))  # flat_order keeps the order before flattening
-            if record_spikes or i == len(network.layers) - 1:
+        ports = network.propagate(_Builder(network, self.source, self.period))
+        self.recorders = []
+        for i in range(1, len(network.layers)):
+            if record_spikes or i == network.output_index:
                 path = self.folder / f"layer{i}.i32"
-                shape = lava_shape(out_chw)
+                shape = lava_shape(network.shapes[i])
                 np.memmap(path, dtype=np.int32, mode="w+", shape=(self.total_steps,) + shape).flush()
                 recorder = SpikeRecorder(shape=shape, buffer=self.total_steps, path=str(path))
+                port, flat_order = ports[i]
                 port.connect(recorder.a_in)
                 self.recorders.append((i, path, shape, flat_order))
 
     def _input_buffer(self, x_int: np.ndarray) -> np.ndarray:
         """(*lava input shape, samples * period) int32: each sample's x_int for K steps, then zeros."""
-        data = np.zeros((self.samples, self.period) + lava_shape(self.shapes[0]), dtype=np.int32)
-        data[:, :self.network.bias_steps] = to_lava_layout(x_int, self.shapes[0])[:, None]
+        input_shape = self.network.shapes[0]
+        data = np.zeros((self.samples, self.period) + lava_shape(input_shape), dtype=np.int32)
+        data[:, :self.network.bias_steps] = to_lava_layout(x_int, input_shape)[:, None]
         return np.moveaxis(data.reshape((self.total_steps,) + data.shape[2:]), 0, -1)
 
     def _run_config(self):
@@ -291,7 +320,7 @@ def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int 
         if progress is not None:
             progress(len(x_int[start:start + chunk]))
     layers = {i: torch.from_numpy(np.concatenate(p)).transpose(0, 1) for i, p in parts.items()}
-    last = len(network.layers) - 1
+    last = network.output_index
     counts = layers[last].reshape(steps + network.pipeline_depth, len(x_int), -1).to(torch.int64).cumsum(dim=0)
     spikes = [layers[i] for i in range(1, last + 1)] if record_spikes else None
     return SimResult("pipelined", steps + network.pipeline_depth, network.pipeline_depth, counts, spikes)

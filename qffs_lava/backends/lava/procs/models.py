@@ -13,8 +13,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from qffs_lava.dynamics import NeuronParams, NeuronState, PoolParams, PoolState, neuron_step, pool_step
-from qffs_lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
+from qffs_lava.backends.lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
+from qffs_lava.dynamics import NeuronParams, NeuronState, PoolParams, PoolState, bias_active, neuron_step, pool_step
 
 
 def local_step(time_step: int, period: int) -> int:
@@ -44,8 +44,7 @@ class AbstractPyQffsNeuronModel(PyLoihiProcessModel):
             self.v[:] = self.v_init
             self.z[:] = 0
             current = current * 0
-        start = int(self.bias_start[0])
-        if start <= t < start + int(self.bias_steps[0]):
+        if bias_active(t, int(self.bias_start[0]), int(self.bias_steps[0])):
             current = current + self.bias
         params = NeuronParams(threshold=self.threshold, z_max=self.z_max[0], v_init=self.v_init)
         spikes, state = neuron_step(current, NeuronState(self.v, self.z), params)

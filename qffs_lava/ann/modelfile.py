@@ -2,11 +2,13 @@
 
 A dict saved with torch.save that loads with `torch.load(path, weights_only=True)`:
 
-    format "qffs-model", version 1, arch (plain dicts, see models.py), state_dict,
+    format "qffs-model", version 2, arch (plain-data nodes, see models.py), state_dict,
     quantized (bool), bits {act, out, weight, layers}, input_norm {mean, std},
     dataset, input_shape, num_classes, input_levels, accuracy {float, qann}, train {...}
 
-Anything that would need arbitrary unpickling is refused before it runs.
+Version 1 files (whose arch is a `layers` chain) are read too: their arch becomes the
+equivalent chain of nodes (`models.arch_from_v1`). Anything that would need arbitrary
+unpickling is refused before it runs.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
+from qffs_lava.ann.models import GraphModel, arch_from_v1, build_model, set_quantized
 from qffs_lava.errors import ModelFileError
 from qffs_lava.fileio import atomic_output, file_kind
-from qffs_lava.models import build_model, set_quantized
 
 MODEL_FORMAT = "qffs-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
+READ_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("arch", "state_dict", "quantized", "bits", "input_norm", "dataset", "accuracy")
 
 
@@ -65,17 +68,22 @@ def read_model_file(path: str | Path) -> Dict[str, Any]:
         raise ModelFileError(f"cannot read model file {path}: {type(err).__name__}: {str(err)[:200]}") from None
     if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not a qffs model file (no format '{MODEL_FORMAT}'); make one with qffs-train")
-    if content.get("version") != MODEL_VERSION:
-        raise ModelFileError(
-            f"{path} is model file version {content.get('version')!r}; this qffs-lava reads version {MODEL_VERSION}"
-        )
+    version = content.get("version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
+        raise ModelFileError(f"{path} is model file version {version!r}; this qffs-lava reads versions "
+                             f"{', '.join(map(str, READ_VERSIONS))}")
     missing = [k for k in REQUIRED_KEYS if k not in content]
     if missing:
         raise ModelFileError(f"{path} lacks {', '.join(missing)}")
+    if version == 1:
+        try:
+            content = {**content, "version": MODEL_VERSION, "arch": arch_from_v1(content["arch"])}
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ModelFileError(f"{path}: {err}") from None
     return content
 
 
-def load_model_file(path: str | Path) -> Tuple[Dict[str, Any], nn.Sequential]:
+def load_model_file(path: str | Path) -> Tuple[Dict[str, Any], GraphModel]:
     """(content, model in eval mode): the architecture rebuilt from plain data and its weights loaded."""
     content = read_model_file(path)
     try:

