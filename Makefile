@@ -35,8 +35,9 @@ test-slow: data
 demo: $(STAMP)
 	$(VPY) -m qffs_lava.demo
 
-# Full MNIST LeNet: train (or reuse bench/mnist_lenet.pt), export, torch and Lava runs, speed
-# benchmarks; writes bench/results.json and bench/accuracy_vs_steps.png (about 10 minutes).
+# Every figure in README.md, measured with the commands it shows (digits, MNIST, Fashion-MNIST:
+# train, export, torch and Lava runs; speed benchmarks; make demo; make test), written into
+# README.md and bench/results.json (about 80 minutes on 2 cores).
 bench: data
 	$(VPY) bench/run_bench.py
 

@@ -1,91 +1,280 @@
-"""`make bench`: full MNIST, LeNet with max pooling: train (or reuse), export, torch on the whole
-test split for t = 1..16, Lava on 200 samples, the two speed benchmarks; writes
-bench/results.json and bench/accuracy_vs_steps.png.
+"""`make bench`: measure every figure the README states, with the commands it shows, and write them into it.
+
+Runs the README's commands in runs/bench/ (data/ is linked there, so the commands read as
+a user types them): the digits MLP, the MNIST LeNet and the Fashion-MNIST ResNet and
+LeNet are trained, exported and run on the torch backend over their whole test splits,
+MNIST and Fashion-MNIST also on the Lava backend; then the speed benchmarks, a run on a
+busy machine, `make demo` and the test suite. Every README block between
+`<!-- bench:NAME -->` and `<!-- /bench:NAME -->` is rewritten from these measurements,
+and bench/results.json keeps them all with the date, the machine and the thread count;
+bench/mnist_lenet.png and bench/fashionmnist_resnet8.png are the accuracy curves.
+About 80 minutes on a 2-core CPU, the trainings most of it. Models already in
+runs/bench/ are reused (delete them to train again).
 """
 
 import argparse
 import datetime
+import json
+import multiprocessing
 import platform
+import re
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import lava_neuron_speed
 import sim_speed
 import torch
-from qffs_lava.export.exporter import export
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import read_model_file
-from qffs_lava.ann.train import train
-from qffs_lava.evaluate import evaluate, format_report, plot_report, write_json
+from qffs_lava.evaluate import plot_report, write_json
 from qffs_lava.ir.netfile import read_net
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "bench"
+BIN = Path(sys.executable).parent
+README = ROOT / "README.md"
+STEPS = 16
+
+
+def run(command: str, cwd: Path = RUNS) -> dict:
+    """Run one command as the README shows it; its output and wall time. Stops the bench if it fails."""
+    args = shlex.split(command)
+    executable = BIN / args[0]
+    args[0] = str(executable) if executable.exists() else args[0]
+    print(f"$ {command}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"`{command}` failed with code {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return {"command": command, "seconds": seconds, "stdout": result.stdout}
+
+
+def model_figures(name: str, dataset: str, arch: str) -> dict:
+    """Train (unless runs/bench/NAME.pt exists) and export; the accuracies the two commands measured."""
+    train = f"qffs-train --dataset {dataset} --arch {arch} --out {name}.pt --threads 2 --quiet"
+    figures = {"dataset": dataset, "arch": arch, "train_command": train}
+    if not (RUNS / f"{name}.pt").exists():
+        run(train)
+    content = read_model_file(RUNS / f"{name}.pt")
+    figures.update(float_accuracy=content["accuracy"]["float"], qann_accuracy=content["accuracy"]["qann"],
+                   train_seconds=content["train"]["seconds"], train_threads=content["train"].get("threads"))
+    exported = run(f"qffs-export {name}.pt {name}.h5")
+    meta = read_net(RUNS / f"{name}.h5").meta
+    figures.update(export_command=exported["command"], export_seconds=exported["seconds"],
+                   **{k: meta[k] for k in ("float_qann_accuracy", "int_qann_accuracy", "qann_agreement",
+                                           "fidelity_samples")})
+    return figures
+
+
+def run_figures(name: str, dataset: str, backend: str = "torch", samples: int = 0) -> dict:
+    """qffs-run on the test split (or its first `samples`); the report without per-sample lists."""
+    limit = f" --samples {samples}" if samples else ""
+    choice = f" --backend {backend}" if backend != "torch" else ""
+    out = f"{name}_{backend}.json"
+    result = run(f"qffs-run {name}.h5 --dataset {dataset}{limit} --steps {STEPS}{choice} --json {out} --quiet")
+    report = json.loads((RUNS / out).read_text())
+    figures = {k: v for k, v in report.items() if k not in ("output_counts", "labels", "qann_predictions")}
+    figures.update(command=result["command"], wall_seconds=result["seconds"])
+    return figures
+
+
+def busy_machine(name: str, dataset: str) -> dict:
+    """The torch backend on 2000 samples while another process holds a core: default threads against one."""
+    spinner = multiprocessing.Process(target=_spin, daemon=True)
+    spinner.start()
+    try:
+        figures = {}
+        for label, option in (("default", ""), ("one", " --threads 1")):
+            result = run(f"qffs-run {name}.h5 --dataset {dataset} --samples 2000 --steps {STEPS}{option} --quiet")
+            figures[label] = {"command": result["command"], "seconds": result["seconds"]}
+    finally:
+        spinner.terminate()
+    return figures
+
+
+def _spin():
+    while True:
+        pass
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--lava-samples", type=int, default=200)
+    parser.add_argument("--skip-tests", action="store_true", help="do not time the test suite")
     args = parser.parse_args()
-    model_path, net_path = HERE / "mnist_lenet.pt", HERE / "mnist_lenet.h5"
-    timings = {}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if not (RUNS / "data").exists():
+        (RUNS / "data").symlink_to(ROOT / "data")
+    results = {"date": datetime.date.today().isoformat(),
+               "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python "
+                          f"{platform.python_version()}, torch {torch.__version__}",
+               "threads": torch.get_num_threads()}
+    models = {"digits_mlp": ("digits", "mlp"), "mnist_lenet": ("mnist", "lenet"),
+              "fashionmnist_resnet8": ("fashionmnist", "resnet8"), "fashionmnist_lenet": ("fashionmnist", "lenet")}
+    for name, (dataset, arch) in models.items():
+        results[name] = model_figures(name, dataset, arch)
+        results[name]["torch"] = run_figures(name, dataset)
+    results["digits_mlp"]["lava"] = run_figures("digits_mlp", "digits", "lava")
+    results["mnist_lenet"]["lava"] = run_figures("mnist_lenet", "mnist", "lava", samples=200)
+    results["fashionmnist_resnet8"]["lava"] = run_figures("fashionmnist_resnet8", "fashionmnist", "lava",
+                                                          samples=50)
+    for name, dataset in (("mnist_lenet", "mnist"), ("fashionmnist_resnet8", "fashionmnist")):
+        x, _ = load_dataset(dataset, "test", ROOT / "data")
+        print(f"$ python bench/sim_speed.py {name}.h5 --dataset {dataset}", flush=True)
+        results[name]["sim_speed"] = sim_speed.measure(read_net(RUNS / f"{name}.h5"), x[:256], STEPS)
+    print("$ python bench/lava_neuron_speed.py", flush=True)
+    results["lava_neuron_speed"] = lava_neuron_speed.measure()
+    results["busy_machine"] = busy_machine("mnist_lenet", "mnist")
+    results["demo"] = run("make demo", cwd=ROOT)["seconds"]
+    if not args.skip_tests:
+        results["tests"] = run("make test", cwd=ROOT)["seconds"]
+    for name, title in (("mnist_lenet", "MNIST LeNet"), ("fashionmnist_resnet8", "Fashion-MNIST ResNet-8")):
+        reports = {f"torch ({results[name]['torch']['samples']} samples)": results[name]["torch"],
+                   f"lava ({results[name]['lava']['samples']} samples)": results[name]["lava"]}
+        plot_report(ROOT / "bench" / f"{name}.png", reports, title=f"{title} (2-bit hidden, 3-bit output), QFFS SNN")
+    write_json(ROOT / "bench" / "results.json", results)
+    update_readme(results)
+    print(f"wrote bench/results.json, the plots, and the figures in {README.name}")
 
-    if model_path.exists():
-        print(f"reusing {model_path} (delete it to train again)")
-        content = read_model_file(model_path)
-    else:
-        print(f"$ qffs-train --dataset mnist --arch lenet --out {model_path}")
-        start = time.perf_counter()
-        content = train("mnist", "lenet", out=model_path, data_dir=args.data_dir)
-        timings["train_s"] = time.perf_counter() - start
-    print(f"$ qffs-export {model_path} {net_path}")
-    start = time.perf_counter()
-    network = export(model_path, net_path, data_dir=args.data_dir)
-    timings["export_s"] = time.perf_counter() - start
-    network = read_net(net_path)
 
-    x, y = load_dataset("mnist", "test", args.data_dir)
-    print(f"$ qffs-run {net_path} --dataset mnist --steps {args.steps}")
-    torch_report = evaluate(network, x, y, args.steps, "torch")
-    print(format_report(torch_report))
-    n = args.lava_samples
-    print(f"$ qffs-run {net_path} --dataset mnist --samples {n} --steps {args.steps} --backend lava")
-    lava_report = evaluate(network, x[:n], y[:n], args.steps, "lava")
-    print(format_report(lava_report))
-    torch_first = torch_report["predictions"][:n]
-    lava_matches = sum(a == b for a, b in zip(lava_report["predictions"], torch_first))
+# The README's blocks ------------------------------------------------------------------------------------
 
-    print("$ python bench/sim_speed.py (batch 256)")
-    sim = sim_speed.measure(network, x[:256], args.steps)
-    print(sim_speed.report(sim))
-    print("$ python bench/lava_neuron_speed.py")
-    neuron = lava_neuron_speed.measure()
-    print(lava_neuron_speed.report(neuron))
 
-    strip = ("output_counts", "predictions", "labels", "qann_predictions")
-    results = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",
-        "model": {"float_accuracy": content["accuracy"]["float"], "qann_accuracy": content["accuracy"]["qann"],
-                  "train_seconds": content["train"]["seconds"]},
-        "export": {k: network.meta[k] for k in ("float_qann_accuracy", "int_qann_accuracy", "qann_agreement",
-                                                "fidelity_samples")},
-        "torch": {k: v for k, v in torch_report.items() if k not in strip},
-        "lava": {**{k: v for k, v in lava_report.items() if k not in strip},
-                 "predictions_equal_torch": lava_matches, "seconds_per_sample": lava_report["seconds"] / n,
-                 "seconds_per_lava_step": lava_report["seconds"] / n / (args.steps + network.pipeline_depth)},
-        "simulator_speed": sim,
-        "lava_neuron_speed": neuron,
-        "timings": timings,
-    }
-    write_json(HERE / "results.json", results)
-    plot_report(HERE / "accuracy_vs_steps.png",
-                {f"torch ({len(x)} samples)": torch_report, f"lava ({n} samples)": lava_report},
-                title="MNIST LeNet (2-bit hidden, 3-bit output), QFFS SNN")
-    print(f"Lava predictions equal torch's on {lava_matches}/{n}")
-    print(f"wrote {HERE / 'results.json'} and {HERE / 'accuracy_vs_steps.png'}")
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.0f} s"
+
+
+def per_step(report: dict, steps=(1, 2, 3, 4, 8)) -> str:
+    return " / ".join(pct(report["accuracy_by_step"][t - 1]) for t in steps)
+
+
+def equal_from(report: dict) -> str:
+    step = report["equal_from_step"]
+    return f"t = {step}" if step else f"not by t = {report['steps']}"
+
+
+def block_train(r: dict) -> str:
+    rows = ["| command | float test acc. | QANN test acc. (2-bit hidden, 3-bit out) | training time |",
+            "|---|---|---|---|"]
+    for name in ("digits_mlp", "mnist_lenet", "fashionmnist_resnet8", "fashionmnist_lenet"):
+        m = r[name]
+        rows.append(f"| `{m['train_command'].replace(' --quiet', '')}` | {pct(m['float_accuracy'])} | "
+                    f"{pct(m['qann_accuracy'])} | {duration(m['train_seconds'])} |")
+    return "\n".join(rows)
+
+
+def block_export(r: dict) -> str:
+    rows = ["| command | float QANN acc. | integer QANN acc. | top-1 agreement | test images |",
+            "|---|---|---|---|---|"]
+    for name in ("digits_mlp", "mnist_lenet", "fashionmnist_resnet8", "fashionmnist_lenet"):
+        m = r[name]
+        rows.append(f"| `{m['export_command']}` | {pct(m['float_qann_accuracy'])} | {pct(m['int_qann_accuracy'])} | "
+                    f"{pct(m['qann_agreement'])} | {m['fidelity_samples']} |")
+    return "\n".join(rows)
+
+
+def speed_text(figures: dict) -> str:
+    return (f"{figures['sync_ratio']:.2f} (synchronous) and {figures['pipelined_ratio']:.2f} (pipelined, T + D "
+            f"steps)")
+
+
+def block_run(r: dict) -> str:
+    mnist, resnet, digits = r["mnist_lenet"], r["fashionmnist_resnet8"], r["digits_mlp"]
+    t = mnist["torch"]
+    return (f"`{t['command'].replace(' --json mnist_lenet_torch.json --quiet', '')}` on the full "
+            f"{t['samples']}-image test split took {duration(t['wall_seconds'])}: accuracy at t = 1 / 2 / 3 / 4 / 8 "
+            f"{per_step(t)}; predictions equal the integer QANN's on every sample from "
+            f"t = {next(i + 1 for i, a in enumerate(t['agreement_by_step']) if a == 1.0)}, output counts from "
+            f"{equal_from(t)}. On digits, counts equal the QANN's from {equal_from(digits['torch'])}. The "
+            f"simulator's cost, `python bench/sim_speed.py NET.h5 --dataset DATASET` (batch 256, T = {STEPS}, "
+            f"{mnist['sim_speed']['threads']} threads), as time(T steps) / (T x one integer-QANN forward pass), "
+            f"target at most 2: MNIST LeNet {speed_text(mnist['sim_speed'])}; Fashion-MNIST ResNet-8 "
+            f"{speed_text(resnet['sim_speed'])}.")
+
+
+def block_threads(r: dict) -> str:
+    busy = r["busy_machine"]
+    return (f"Measured by `make bench` with a busy loop holding one of the 2 cores: "
+            f"`{busy['default']['command'].replace(' --quiet', '')}` took {duration(busy['default']['seconds'])} "
+            f"with PyTorch's default threads and {duration(busy['one']['seconds'])} with `--threads 1`.")
+
+
+def block_lava(r: dict) -> str:
+    lines = []
+    for name, label in (("digits_mlp", "digits MLP"), ("mnist_lenet", "MNIST LeNet"),
+                        ("fashionmnist_resnet8", "Fashion-MNIST ResNet-8")):
+        lava, torch_report = r[name]["lava"], r[name]["torch"]
+        n = lava["samples"]
+        same = sum(a == b for a, b in zip(lava["predictions"], torch_report["predictions"][:n]))
+        lines.append(f"- {label}: `{lava['command'].replace(f' --json {name}_lava.json --quiet', '')}` took "
+                     f"{duration(lava['wall_seconds'])} ({lava['seconds'] / n:.2f} s per sample); its predictions "
+                     f"at t = {STEPS} equal the torch backend's on {same}/{n}, and equal the QANN's on every sample "
+                     f"from {equal_from(lava)}.")
+    neuron = r["lava_neuron_speed"]
+    shape = "x".join(map(str, neuron["shape"]))
+    lines.append(f"- `python bench/lava_neuron_speed.py`: a QffsNeuron step costs {neuron['qffs_step_s'] * 1e3:.2f} "
+                 f"ms, lava-nc's LIF `fixed_pt` {neuron['lif_step_s'] * 1e3:.2f} ms on {shape} neurons (ratio "
+                 f"{neuron['ratio']:.2f}, target at most 1.2).")
+    return "\n".join(lines)
+
+
+def block_results(r: dict, name: str) -> str:
+    m = r[name]
+    t, lava = m["torch"], m["lava"]
+    rows = ["| | accuracy |", "|---|---|",
+            f"| float model | {pct(m['float_accuracy'])} |",
+            f"| float QANN (2-bit hidden, 3-bit output) | {pct(m['qann_accuracy'])} |",
+            f"| integer QANN (net.h5) | {pct(m['int_qann_accuracy'])} (top-1 agreement with the float QANN "
+            f"{pct(m['qann_agreement'])}) |",
+            f"| SNN, torch, t = 1 / 2 / 3 / 4 / 8 | {per_step(t)} |",
+            f"| SNN, torch, t = {STEPS} | {pct(t['accuracy_by_step'][-1])} (output counts equal the integer QANN's on "
+            f"every sample from {equal_from(t)}) |",
+            f"| SNN, Lava `fixed_pt`, first {lava['samples']} images, t = {STEPS} | {pct(lava['accuracy'])} "
+            f"(QANN on those: {pct(lava['qann_accuracy'])}) |"]
+    return "\n".join(rows)
+
+
+def block_fashion_lenet(r: dict) -> str:
+    m = r["fashionmnist_lenet"]
+    t = m["torch"]
+    return (f"For comparison, the LeNet on Fashion-MNIST: float {pct(m['float_accuracy'])}, QANN "
+            f"{pct(m['qann_accuracy'])}, integer QANN {pct(m['int_qann_accuracy'])}, SNN at t = 1 / 2 / 3 / 4 / 8 "
+            f"{per_step(t)}, equal to the QANN on every sample from {equal_from(t)}.")
+
+
+def block_setup(r: dict) -> str:
+    text = f"Measured by `make bench` ({r['date']}, {r['machine']}): `make demo` took {duration(r['demo'])}"
+    if "tests" in r:
+        text += f" and `make test` {duration(r['tests'])}"
+    return text + ", with .venv already built."
+
+
+BLOCKS = {
+    "setup": block_setup, "train": block_train, "export": block_export, "run": block_run,
+    "threads": block_threads, "lava": block_lava,
+    "results-mnist": lambda r: block_results(r, "mnist_lenet"),
+    "results-fashion": lambda r: block_results(r, "fashionmnist_resnet8"),
+    "fashion-lenet": block_fashion_lenet,
+}
+
+
+def update_readme(results: dict) -> None:
+    text = README.read_text()
+    for name, render in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+        if not pattern.search(text):
+            sys.exit(f"README.md has no block <!-- bench:{name} --> ... <!-- /bench:{name} -->")
+        text = pattern.sub(lambda m: m.group(1) + render(results) + m.group(2), text)
+    README.write_text(text)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,49 @@ def test_unknown_dataset_and_split():
         load_dataset("imagenet", "test")
     with pytest.raises(QffsError, match="unknown split"):
         load_dataset("digits", "val")
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(data_dir):
+    if not (data_dir / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip(f"Fashion-MNIST is not under {data_dir}: run `make data`")
+    return data_dir
+
+
+def test_fashionmnist_from_the_offline_copy(fashion_dir):
+    test_x, test_y = load_dataset("fashionmnist", "test", fashion_dir)
+    assert test_x.shape == (10000, 1, 28, 28) and torch.bincount(test_y).tolist() == [1000] * 10
+
+
+def test_fashionmnist_is_laid_out_from_debians_files_md5_checked(fashion_dir, tmp_path, monkeypatch):
+    import gzip
+    import shutil
+
+    from qffs_lava.ann import datasets
+
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    debian.mkdir()
+    for name in datasets.RAW_MD5["fashionmnist"]:
+        with open(fashion_dir / "FashionMNIST" / "raw" / name, "rb") as src, \
+                gzip.open(debian / f"{name}.gz", "wb", 1) as dst:
+            shutil.copyfileobj(src, dst)
+    monkeypatch.setattr(datasets, "FASHION_DEBIAN_FOLDER", debian)
+    folder = datasets.fetch_fashionmnist_from_debian(tmp_path / "data")
+    assert folder == tmp_path / "data" / "FashionMNIST" / "raw"
+    assert torch.equal(load_dataset("fashionmnist", "test", tmp_path / "data")[1],
+                       load_dataset("fashionmnist", "test", fashion_dir)[1])
+    with open(debian / "t10k-labels-idx1-ubyte.gz", "wb") as f:  # a damaged copy is refused
+        f.write(gzip.compress(b"not the labels"))
+    with pytest.raises(QffsError, match="t10k-labels-idx1-ubyte from .* has the wrong MD5 sum; not installed"):
+        datasets.fetch_fashionmnist_from_debian(tmp_path / "other")
+    assert not (tmp_path / "other" / "FashionMNIST").exists()
+
+
+def test_without_apt_the_fetch_says_what_else_works(tmp_path, monkeypatch):
+    from qffs_lava.ann import datasets
+
+    monkeypatch.setattr(datasets, "FASHION_DEBIAN_FOLDER", tmp_path / "absent")
+    monkeypatch.setattr(datasets.shutil, "which", lambda name: None)
+    with pytest.raises(QffsError, match="apt-get and dpkg are not here; install the Debian package "
+                                        r"\(dataset-fashion-mnist\), put torchvision's four files into"):
+        datasets.fetch_fashionmnist_from_debian(tmp_path / "data")

@@ -218,7 +218,7 @@ def train(
         "input_levels": info.levels,
         "accuracy": {"float": float_acc, "qann": qann_acc},
         "train": {**asdict(cfg), "seconds": seconds,
-                  "torch": str(torch.__version__)},
+                  "torch": str(torch.__version__), "threads": torch.get_num_threads()},
     }
     if out is None:
         return {**record, "state_dict": model.state_dict()}

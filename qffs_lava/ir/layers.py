@@ -83,7 +83,7 @@ class Neurons:
 class DenseSynapse:
     """I = W . s over a flat input: weight (N, M) maps M values to N neurons."""
 
-    KIND: ClassVar[str] = "dense"
+    kind: ClassVar[str] = "dense"
     weight: np.ndarray
 
     @property
@@ -118,7 +118,7 @@ class DenseSynapse:
 class ConvSynapse:
     """I = conv2d(s, W) with torch's semantics: weight (Cout, Cin/groups, kH, kW), (H, W) pairs."""
 
-    KIND: ClassVar[str] = "conv"
+    kind: ClassVar[str] = "conv"
     weight: np.ndarray
     stride: Tuple[int, int] = (1, 1)
     padding: Tuple[int, int] = (0, 0)
@@ -184,6 +184,7 @@ Synapse = Union[DenseSynapse, ConvSynapse]
 class InputLayer:
     """Input: x_int = floor(x * input_scale + 1/2) for dataset values x in [0, 1], sent graded for K steps."""
 
+    kind: ClassVar[str] = "input"
     shape: Shape
     input_scale: float
     inputs: Tuple[int, ...] = ()
@@ -199,7 +200,7 @@ class InputLayer:
         return tuple(self.shape)
 
     def write(self, group: h5py.Group) -> None:
-        put_string(group, "type", "input")
+        put_string(group, "type", self.kind)
         put_ints(group, "shape", self.shape)
         group.create_dataset("inputScale", data=np.float64(self.input_scale))
 
@@ -236,7 +237,7 @@ class NeuronLayer:
     @property
     def kind(self) -> str:
         """net.h5's type: synapse 0's ('dense' or 'conv')."""
-        return self.synapses[0].KIND
+        return self.synapses[0].kind
 
     @property
     def channels(self) -> int:
@@ -249,7 +250,7 @@ class NeuronLayer:
         for j, (synapse, source) in enumerate(zip(self.synapses, sources)):
             out = synapse.output_shape(source)
             if out != tuple(self.shape):
-                raise ValueError(f"synapse {j} ({synapse.KIND}) maps its input {source} to {out}, "
+                raise ValueError(f"synapse {j} ({synapse.kind}) maps its input {source} to {out}, "
                                  f"but the layer's shape is {tuple(self.shape)}")
         if self.bias.shape != (self.channels,):
             raise ValueError(f"bias shape {self.bias.shape}, expected ({self.channels},)")
@@ -267,7 +268,7 @@ class NeuronLayer:
             extra = group.create_group("synapse")
             for j, synapse in enumerate(self.synapses[1:], start=1):
                 g = extra.create_group(str(j))
-                put_string(g, "type", synapse.KIND)
+                put_string(g, "type", synapse.kind)
                 synapse.write(g)
 
     @classmethod
@@ -295,6 +296,7 @@ class NeuronLayer:
 class MaxPoolLayer:
     """Event max pooling (Algorithm 2) over (kH, kW) windows of one input, torch's floor mode."""
 
+    kind: ClassVar[str] = "maxpool"
     kernel_size: Tuple[int, int]
     stride: Tuple[int, int]
     padding: Tuple[int, int] = (0, 0)
@@ -316,7 +318,7 @@ class MaxPoolLayer:
         return (source[0],) + out
 
     def write(self, group: h5py.Group) -> None:
-        put_string(group, "type", "maxpool")
+        put_string(group, "type", self.kind)
         for key in ("kernelSize", "stride", "padding"):
             put_ints(group, key, getattr(self, {"kernelSize": "kernel_size"}.get(key, key)))
 
@@ -332,6 +334,7 @@ class MaxPoolLayer:
 class FlattenLayer:
     """(C, H, W) -> (C*H*W,) in torch's C, H, W order, of one input."""
 
+    kind: ClassVar[str] = "flatten"
     inputs: Optional[Tuple[int, ...]] = None
 
     def describe(self) -> str:
@@ -342,7 +345,7 @@ class FlattenLayer:
         return (int(np.prod(source)),)
 
     def write(self, group: h5py.Group) -> None:
-        put_string(group, "type", "flatten")
+        put_string(group, "type", self.kind)
 
     @classmethod
     def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "FlattenLayer":

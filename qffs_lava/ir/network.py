@@ -38,8 +38,7 @@ class LayerVisitor(Protocol):
 
 
 def _where(index: int, layer: Layer) -> str:
-    kind = layer.kind if isinstance(layer, NeuronLayer) else layer.describe().split()[0]
-    return f"layer {index} ({kind})"
+    return f"layer {index} ({layer.kind})"
 
 
 @dataclass
