@@ -109,6 +109,8 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--weight-bits", type=weight_bits, default=None,
                         help="'8' quantizes weights with LSQ too, so the exported integers are the trained ones "
                              "(default: none, float weights as in the paper)")
+    parser.add_argument("--distill", action="store_true",
+                        help="during LSQ fine-tuning, also match the float model's softmax (knowledge distillation)")
     parser.add_argument("--float-epochs", type=integer_at_least(0), default=None,
                         help="epochs of float training (0 with --init)")
     parser.add_argument("--qat-epochs", type=integer_at_least(1), default=None, help="epochs of LSQ fine-tuning")
@@ -128,7 +130,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
         layer_bits=args.layer_bits, weight_bits=args.weight_bits, float_epochs=args.float_epochs,
         qat_epochs=args.qat_epochs, batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr,
-        seed=args.seed, init=args.init, device=args.device,
+        seed=args.seed, init=args.init, device=args.device, distill=args.distill,
     )
     return 0
 

@@ -177,3 +177,25 @@ def test_output_prediction_uses_quantized_levels(digits_model_file):
     with torch.no_grad():
         out = model(x)
     assert predict(out).shape == (20,)
+
+
+def test_augment_crops_within_the_padding_and_may_flip():
+    from qffs_lava.ann.train import augment
+
+    images = torch.zeros(64, 1, 10, 10)
+    images[:, 0, 4, 3] = 1.0
+    out = augment(images, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == images.shape and torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(64))
+    rows, cols = out[:, 0].nonzero()[:, 1], out[:, 0].nonzero()[:, 2]
+    assert ((rows - 4).abs() <= 2).all()
+    assert (((cols - 3).abs() <= 2) | ((cols - 6).abs() <= 2)).all()  # 6 = 9 - 3: the flipped column
+    assert ((cols - 6).abs() <= 2).any() and ((cols - 3).abs() <= 2).any()
+
+
+def test_distillation_changes_only_the_lsq_phase():
+    kwargs = dict(progress=False, log=lambda _: None, float_epochs=2, qat_epochs=1)
+    plain = train("digits", "mlp", **kwargs)
+    distilled = train("digits", "mlp", distill=True, **kwargs)
+    assert distilled["accuracy"]["float"] == plain["accuracy"]["float"]
+    assert distilled["train"]["distill"] is True
+    assert any(not torch.equal(plain["state_dict"][k], distilled["state_dict"][k]) for k in plain["state_dict"])

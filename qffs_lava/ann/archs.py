@@ -102,11 +102,12 @@ def vgg(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int =
 
 
 def resnet(name: str, input_shape: Sequence[int], num_classes: int, widths: Sequence[int], blocks: Sequence[int],
-           act_bits: int = 2, out_bits: int = 3) -> Arch:
-    """ResNet of basic blocks: stem conv 3x3 -> bn -> act, stages of `blocks[i]` blocks of `widths[i]` channels
-    (each stage after the first halves the resolution in its first block), global average pool, linear, act."""
+           act_bits: int = 2, out_bits: int = 3, stem_stride: int = 1) -> Arch:
+    """ResNet of basic blocks: stem conv 3x3 (stride `stem_stride`) -> bn -> act, stages of `blocks[i]` blocks of
+    `widths[i]` channels (each stage after the first halves the resolution in its first block), global average
+    pool, linear, act."""
     g = GraphBuilder(name, input_shape, num_classes)
-    x = g.act("stem_act", g.conv_bn("stem", INPUT, input_shape[0], widths[0], 3), act_bits)
+    x = g.act("stem_act", g.conv_bn("stem", INPUT, input_shape[0], widths[0], 3, stem_stride), act_bits)
     channels = widths[0]
     for stage, (width, count) in enumerate(zip(widths, blocks), start=1):
         for block in range(count):
@@ -147,7 +148,7 @@ def make_arch(name: str, input_shape: Sequence[int], num_classes: int, act_bits:
     if name == "resnet8":
         if not image or min(input_shape[1:]) < 8:
             raise ValueError(f"resnet8 needs image inputs of at least 8x8, got {tuple(input_shape)}")
-        return resnet(name, input_shape, num_classes, (16, 32, 64), (1, 1, 1), act_bits, out_bits)
+        return resnet(name, input_shape, num_classes, (32, 64, 128), (1, 1, 1), act_bits, out_bits, stem_stride=2)
     raise ValueError(f"unknown architecture {name!r} (choose from {', '.join(ARCHS)})")
 
 

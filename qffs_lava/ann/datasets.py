@@ -50,17 +50,19 @@ class DatasetInfo:
     files: Tuple[str, ...] = ()
     archive: str = ""
     offline: bool = False  # `make data` fetches it without internet
+    augment_pad: int = 0  # > 0: its labels survive random crops (this much zero padding) and horizontal flips
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = {
     "digits": DatasetInfo("digits", (1, 8, 8), 10, 16),
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, 255, "MNIST/raw", IDX_FILES, offline=True),
-    "fashionmnist": DatasetInfo("fashionmnist", (1, 28, 28), 10, 255, "FashionMNIST/raw", IDX_FILES, offline=True),
+    "fashionmnist": DatasetInfo("fashionmnist", (1, 28, 28), 10, 255, "FashionMNIST/raw", IDX_FILES, offline=True,
+                                augment_pad=2),
     "kmnist": DatasetInfo("kmnist", (1, 28, 28), 10, 255, "KMNIST/raw", IDX_FILES),
     "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, 255, "cifar-10-batches-py",
                            ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                            "test_batch", "batches.meta"), archive="cifar-10-python.tar.gz"),
+                            "test_batch", "batches.meta"), archive="cifar-10-python.tar.gz", augment_pad=4),
 }
 SPLITS = ("train", "test")
 DIGITS_SPLIT_SEED = 0

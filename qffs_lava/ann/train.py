@@ -6,6 +6,7 @@ CPU: the same arguments give the same model file.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +30,7 @@ from qffs_lava.fileio import check_outputs, check_writable
 DEFAULT_SCHEDULE = {
     "digits": (40, 40, 64),
     "mnist": (4, 10, 64),
-    "fashionmnist": (10, 10, 64),
+    "fashionmnist": (14, 6, 64),
     "kmnist": (10, 10, 64),
     "cifar10": (100, 60, 128),
 }
@@ -52,6 +53,7 @@ class TrainConfig:
     lr: float = 1e-3
     qat_lr: float = 5e-4
     weight_decay: float = 1e-4
+    distill: bool = False  # LSQ fine-tuning also matches the float model's softmax
     seed: int = 0
     download: bool = False
     init: Optional[str] = None
@@ -97,12 +99,12 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / len(images)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """CIFAR-style augmentation for RGB batches: random crop with 4-pixel zero padding, random flip."""
+def augment(images: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
+    """A random crop of each image zero-padded by `pad` pixels, and a random horizontal flip."""
     n, _, h, w = images.shape
-    padded = F.pad(images, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,), generator=generator)
-    dx = torch.randint(0, 9, (n,), generator=generator)
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
     channels = torch.arange(images.shape[1])[None, :, None, None]
@@ -121,10 +123,13 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log) -> float:
-    """Train `epochs` epochs with a cosine learning rate; return the final test accuracy."""
+def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_pad=0, teacher=None) -> float:
+    """Train `epochs` epochs with a cosine learning rate; return the final test accuracy.
+
+    augment_pad > 0: random crops and flips (`augment`). With a teacher (the float model),
+    the loss is (CE(y, out) + KL(softmax(teacher) || softmax(out))) / 2, as LSQ fine-tunes.
+    """
     (train_x, train_y), (test_x, test_y) = data
-    rgb = train_x.shape[1] == 3
     optimizer = _optimizer(model, lr, cfg.weight_decay)
     batches = math.ceil(len(train_x) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
@@ -136,8 +141,13 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log) -> float
         total_loss = 0.0
         for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = augment(train_x[idx], generator) if rgb else train_x[idx]
-            loss = F.cross_entropy(model(x), train_y[idx])
+            x = augment(train_x[idx], generator, augment_pad) if augment_pad else train_x[idx]
+            out = model(x)
+            loss = F.cross_entropy(out, train_y[idx])
+            if teacher is not None:
+                with torch.no_grad():
+                    target = F.softmax(teacher(x), dim=1)
+                loss = (loss + F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")) / 2
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -199,9 +209,14 @@ def train(
 
     if cfg.float_epochs > 0:
         set_quantized(model, False)
-        float_acc = _fit(model, "float", cfg.float_epochs, cfg.lr, cfg, data, generator, progress, log)
+        float_acc = _fit(model, "float", cfg.float_epochs, cfg.lr, cfg, data, generator, progress, log,
+                         augment_pad=info.augment_pad)
+    teacher = None
+    if cfg.distill:
+        teacher = copy.deepcopy(model).eval()
+        set_quantized(teacher, False)
     set_quantized(model, True)
-    qann_acc = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log)
+    qann_acc = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log, teacher=teacher)
     seconds = time.perf_counter() - started
     log(f"float accuracy {100 * float_acc:.2f}%, QANN accuracy {100 * qann_acc:.2f}% "
         f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s")
