@@ -127,7 +127,7 @@ def resnet(name: str, input_shape: Sequence[int], num_classes: int, widths: Sequ
 ARCHS = ("mlp", "lenet", "vgg11", "vgg16", "resnet20", "resnet8")
 ARCH_HELP = ("mlp (any input), lenet (CNN with max pooling), vgg11/vgg16 (32x32 RGB), resnet20 (CIFAR ResNet: "
              "16/32/64 channels, 3 blocks per stage, 32x32 RGB), resnet8 (small ResNet for 28x28 grayscale: "
-             "one block per stage)")
+             "stride-2 stem, one block per stage of 32/64/128 channels)")
 
 
 def make_arch(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3) -> Arch:
