@@ -114,7 +114,7 @@ def main():
                           f"{platform.python_version()}, torch {torch.__version__}",
                "threads": torch.get_num_threads()}
     models = {"digits_mlp": ("digits", "mlp", ""), "mnist_lenet": ("mnist", "lenet", ""),
-              "fashionmnist_resnet8": ("fashionmnist", "resnet8", " --distill"),
+              "fashionmnist_resnet8": ("fashionmnist", "resnet8", ""),
               "fashionmnist_lenet": ("fashionmnist", "lenet", "")}
     for name, (dataset, arch, options) in models.items():
         results[name] = model_figures(name, dataset, arch, options)

@@ -86,7 +86,8 @@ def set_threads(threads: Optional[int]) -> None:
 def train_main(argv: Optional[List[str]] = None) -> int:
     from qffs_lava.ann.train import DEFAULT_SCHEDULE, train
 
-    defaults = ", ".join(f"{d} {f}+{q} (batch {b})" for d, (f, q, b) in DEFAULT_SCHEDULE.items())
+    defaults = ", ".join(f"{' '.join(d) if isinstance(d, tuple) else d} {f}+{q} (batch {b})"
+                         for d, (f, q, b) in DEFAULT_SCHEDULE.items())
     parser = argparse.ArgumentParser(
         prog="qffs-train",
         description=(

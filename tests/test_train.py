@@ -199,3 +199,12 @@ def test_distillation_changes_only_the_lsq_phase():
     assert distilled["accuracy"]["float"] == plain["accuracy"]["float"]
     assert distilled["train"]["distill"] is True
     assert any(not torch.equal(plain["state_dict"][k], distilled["state_dict"][k]) for k in plain["state_dict"])
+
+
+def test_a_schedule_for_one_architecture_overrides_its_datasets():
+    from qffs_lava.ann.train import DEFAULT_SCHEDULE, TrainConfig
+
+    resnet, lenet = TrainConfig("fashionmnist", "resnet8"), TrainConfig("fashionmnist", "lenet")
+    assert (resnet.float_epochs, resnet.qat_epochs) == DEFAULT_SCHEDULE[("fashionmnist", "resnet8")][:2]
+    assert (lenet.float_epochs, lenet.qat_epochs) == DEFAULT_SCHEDULE["fashionmnist"][:2]
+    assert TrainConfig("fashionmnist", "resnet8", qat_epochs=3).qat_epochs == 3

@@ -26,11 +26,12 @@ from qffs_lava.ann.models import build_model, predict, set_quantized
 from qffs_lava.errors import QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 
-#: (float epochs, QAT epochs, batch size) per dataset when not given.
+#: (float epochs, QAT epochs, batch size) per dataset, or per (dataset, architecture), when not given.
 DEFAULT_SCHEDULE = {
     "digits": (40, 40, 64),
     "mnist": (4, 10, 64),
     "fashionmnist": (14, 6, 64),
+    ("fashionmnist", "resnet8"): (10, 10, 64),
     "kmnist": (10, 10, 64),
     "cifar10": (100, 60, 128),
 }
@@ -61,7 +62,8 @@ class TrainConfig:
 
     def __post_init__(self):
         info = dataset_info(self.dataset)
-        float_epochs, qat_epochs, batch_size = DEFAULT_SCHEDULE[info.name]
+        float_epochs, qat_epochs, batch_size = DEFAULT_SCHEDULE.get((info.name, self.arch),
+                                                                    DEFAULT_SCHEDULE[info.name])
         self.float_epochs = float_epochs if self.float_epochs is None else self.float_epochs
         self.qat_epochs = qat_epochs if self.qat_epochs is None else self.qat_epochs
         self.batch_size = batch_size if self.batch_size is None else self.batch_size
