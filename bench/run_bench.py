@@ -78,7 +78,8 @@ def run_figures(name: str, dataset: str, backend: str = "torch", samples: int = 
     out = f"{name}_{backend}.json"
     result = run(f"qffs-run {name}.h5 --dataset {dataset}{limit} --steps {STEPS}{choice} --json {out} --quiet")
     report = json.loads((RUNS / out).read_text())
-    figures = {k: v for k, v in report.items() if k not in ("output_counts", "labels", "predictions", "qann_predictions")}
+    per_sample = ("output_counts", "labels", "predictions", "qann_predictions")
+    figures = {k: v for k, v in report.items() if k not in per_sample}
     figures.update(command=result["command"], wall_seconds=result["seconds"])
     return figures
 
