@@ -176,24 +176,24 @@ def equal_from(report: dict) -> str:
     return f"t = {step}" if step else f"not by t = {report['steps']}"
 
 
+def model_table(r: dict, header: tuple, row) -> str:
+    """A markdown table with one row, row(figures), per trained model."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    names = ("digits_mlp", "mnist_lenet", "fashionmnist_resnet8", "fashionmnist_lenet")
+    return "\n".join(lines + ["| " + " | ".join(row(r[name])) + " |" for name in names])
+
+
 def block_train(r: dict) -> str:
-    rows = ["| command | float test acc. | QANN test acc. (2-bit hidden, 3-bit out) | training time |",
-            "|---|---|---|---|"]
-    for name in ("digits_mlp", "mnist_lenet", "fashionmnist_resnet8", "fashionmnist_lenet"):
-        m = r[name]
-        rows.append(f"| `{m['train_command'].replace(' --quiet', '')}` | {pct(m['float_accuracy'])} | "
-                    f"{pct(m['qann_accuracy'])} | {duration(m['train_seconds'])} |")
-    return "\n".join(rows)
+    return model_table(r, ("command", "float test acc.", "QANN test acc. (2-bit hidden, 3-bit out)", "training time"),
+                       lambda m: (f"`{m['train_command'].replace(' --quiet', '')}`", pct(m["float_accuracy"]),
+                                  pct(m["qann_accuracy"]), duration(m["train_seconds"])))
 
 
 def block_export(r: dict) -> str:
-    rows = ["| command | float QANN acc. | integer QANN acc. | top-1 agreement | test images |",
-            "|---|---|---|---|---|"]
-    for name in ("digits_mlp", "mnist_lenet", "fashionmnist_resnet8", "fashionmnist_lenet"):
-        m = r[name]
-        rows.append(f"| `{m['export_command']}` | {pct(m['float_qann_accuracy'])} | {pct(m['int_qann_accuracy'])} | "
-                    f"{pct(m['qann_agreement'])} | {m['fidelity_samples']} |")
-    return "\n".join(rows)
+    return model_table(r, ("command", "float QANN acc.", "integer QANN acc.", "top-1 agreement", "test images"),
+                       lambda m: (f"`{m['export_command']}`", pct(m["float_qann_accuracy"]),
+                                  pct(m["int_qann_accuracy"]), pct(m["qann_agreement"]),
+                                  str(m["fidelity_samples"])))
 
 
 def speed_text(figures: dict) -> str:
