@@ -38,6 +38,9 @@ RUNS = ROOT / "runs" / "bench"
 BIN = Path(sys.executable).parent
 README = ROOT / "README.md"
 STEPS = 16
+#: The models the README shows, trained with its commands: name -> (dataset, architecture).
+MODELS = {"digits_mlp": ("digits", "mlp"), "mnist_lenet": ("mnist", "lenet"),
+          "fashionmnist_resnet8": ("fashionmnist", "resnet8"), "fashionmnist_lenet": ("fashionmnist", "lenet")}
 
 
 def run(command: str, cwd: Path = RUNS) -> dict:
@@ -54,9 +57,9 @@ def run(command: str, cwd: Path = RUNS) -> dict:
     return {"command": command, "seconds": seconds, "stdout": result.stdout}
 
 
-def model_figures(name: str, dataset: str, arch: str, options: str = "") -> dict:
+def model_figures(name: str, dataset: str, arch: str) -> dict:
     """Train (unless runs/bench/NAME.pt exists) and export; the accuracies the two commands measured."""
-    train = f"qffs-train --dataset {dataset} --arch {arch}{options} --out {name}.pt --threads 2 --quiet"
+    train = f"qffs-train --dataset {dataset} --arch {arch} --out {name}.pt --threads 2 --quiet"
     figures = {"dataset": dataset, "arch": arch, "train_command": train}
     if not (RUNS / f"{name}.pt").exists():
         run(train)
@@ -126,11 +129,8 @@ def main():
                "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, Python "
                           f"{platform.python_version()}, torch {torch.__version__}",
                "threads": torch.get_num_threads()}
-    models = {"digits_mlp": ("digits", "mlp", ""), "mnist_lenet": ("mnist", "lenet", ""),
-              "fashionmnist_resnet8": ("fashionmnist", "resnet8", ""),
-              "fashionmnist_lenet": ("fashionmnist", "lenet", "")}
-    for name, (dataset, arch, options) in models.items():
-        results[name] = model_figures(name, dataset, arch, options)
+    for name, (dataset, arch) in MODELS.items():
+        results[name] = model_figures(name, dataset, arch)
         results[name]["torch"] = run_figures(name, dataset)
     for name, dataset, samples in (("digits_mlp", "digits", 0), ("mnist_lenet", "mnist", 200),
                                    ("fashionmnist_resnet8", "fashionmnist", 50)):
@@ -179,8 +179,7 @@ def equal_from(report: dict) -> str:
 def model_table(r: dict, header: tuple, row) -> str:
     """A markdown table with one row, row(figures), per trained model."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    names = ("digits_mlp", "mnist_lenet", "fashionmnist_resnet8", "fashionmnist_lenet")
-    return "\n".join(lines + ["| " + " | ".join(row(r[name])) + " |" for name in names])
+    return "\n".join(lines + ["| " + " | ".join(row(r[name])) + " |" for name in MODELS])
 
 
 def block_train(r: dict) -> str:
