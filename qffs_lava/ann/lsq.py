@@ -25,11 +25,26 @@ def round_half_up(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 0.5)
 
 
+def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """Exactly `value` in the forward pass, with the gradient of `surrogate` in the backward pass."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def grad_scaled(step: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    """Exactly the step's value, its gradient multiplied by g (LSQ's step gradient scale)."""
+    return straight_through(step, step * grad_scale)
+
+
+def step_grad_scale(features: int, q_max: int) -> float:
+    """LSQ's g = 1 / sqrt(N * q_max)."""
+    return 1.0 / math.sqrt(features * q_max)
+
+
 def lsq_quantize(x: torch.Tensor, step: torch.Tensor, q_min: int, q_max: int, grad_scale: float) -> torch.Tensor:
     """y = s * clip(round(x/s), q_min, q_max) with the LSQ gradients of the module docstring."""
-    scaled_step = (step - step * grad_scale).detach() + step * grad_scale  # value s, gradient * g
+    scaled_step = grad_scaled(step, grad_scale)
     v = (x / scaled_step).clamp(q_min, q_max)
-    q = v + (round_half_up(v) - v).detach()  # straight-through round
+    q = straight_through(round_half_up(v), v)
     return q * scaled_step
 
 
@@ -59,7 +74,7 @@ class LsqQuantizer(nn.Module):
                 self.step.copy_(2 * x.abs().mean().clamp_min(1e-8) / math.sqrt(self.q_max))
                 self.initialized.fill_(True)
         features = x[0].numel() if self.per_sample else x.numel()
-        return lsq_quantize(x, self.step, self.q_min, self.q_max, 1.0 / math.sqrt(features * self.q_max))
+        return lsq_quantize(x, self.step, self.q_min, self.q_max, step_grad_scale(features, self.q_max))
 
     def levels(self, x: torch.Tensor) -> torch.Tensor:
         """The integer levels q = clip(round(x/s), q_min, q_max), no gradient."""

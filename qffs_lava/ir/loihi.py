@@ -34,16 +34,6 @@ def bias_mantissa_exponent(bias: int) -> Tuple[int, int]:
     raise ValueError(f"bias {bias} is not a {BIAS_MANTISSA_BITS}-bit mantissa times 2^0..2^{BIAS_MAX_EXP}")
 
 
-def representable_bias(value: float) -> int:
-    """The integer nearest `value` that Loihi 2 can hold as a per-step bias (coarser when large)."""
-    limit = 2 ** (BIAS_MANTISSA_BITS - 1)
-    for exponent in range(BIAS_MAX_EXP + 1):
-        mantissa = math.floor(value / 2**exponent + 0.5)
-        if -limit <= mantissa < limit:
-            return mantissa * 2**exponent
-    return math.floor(value + 0.5)  # out of range: the Loihi check reports it
-
-
 def count_bounds(network: Network) -> List[int]:
     """For each layer, the largest net spike count its output reaches at any step.
 

@@ -1,0 +1,308 @@
+"""A quantized model's integer network, computed in torch: the one definition of the exporter's arithmetic.
+
+The exporter (float64, no gradient) and the trainer's hardware-exact phase (straight-through
+gradients) both get a model's integers from `IntegerModel`, so the network that is trained
+is the network that is exported.
+
+Units. One count of a spiking output stands for `unit` in the ANN: the LSQ step s of an act
+(and of a maxpool or flatten of it), 1 / (K inputScale) for the input, which delivers K x_int
+counts, x_int = floor(x inputScale + 1/2). For an act with step s and paths p (plan.py) with
+folded weights W_p and biases B_p, the float QANN computes
+
+    z = clip(floor((sum_p (W_p unit_p) . z_p + B + s/2) / s), 0, 2^b - 1),   B = sum_p B_p.
+
+The grid (`integer_grid`). Scaling one output channel's numerator and denominator by a
+common lambda = 2 mu changes nothing, so per channel mu fills Loihi 2's 8-bit mixed-sign
+weight range across all of the layer's synapses, and everything is rounded to what Loihi 2
+holds (round(v) = floor(v + 1/2)):
+
+    A_p = W_p unit_p,   mu = min(127 / max_p max A_p, 128 / max_p max -A_p)
+    weight_p = 2 clip(round(mu A_p), -128, 127)          even integers in [-256, 254]
+    threshold = max(1, round(2 mu s)),   vInit = threshold // 2
+    bias per step = round(2 mu B / K) to a 13-bit mantissa times 2^e, 0 <= e <= 7
+
+and the integer network computes
+
+    z = clip(floor((sum_p weight_p . z_p + K bias + vInit) / threshold), 0, 2^b - 1).
+
+For training, every round and floor passes the gradient of the value it rounds, mu is a
+constant, and each act's step carries LSQ's gradient scale: the forward pass is the
+integer network, the gradients are (up to rounding) the float QANN's. BatchNorm folds with
+its running statistics, which the phase therefore leaves frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from qffs_lava.export.plan import Path, Planned, plan_layers
+from torch import nn
+
+from qffs_lava.ann.lsq import grad_scaled, round_half_up, step_grad_scale, straight_through
+from qffs_lava.ann.models import INPUT, GraphModel, check_arch, pair
+from qffs_lava.errors import QffsError
+from qffs_lava.ir.loihi import BIAS_MANTISSA_BITS, BIAS_MAX_EXP
+
+Tensor = torch.Tensor
+
+
+def representable_bias(value: Tensor) -> Tensor:
+    """Per element, the integer nearest `value` that Loihi 2 holds as a per-step bias: round(value / 2^e) 2^e
+    with the smallest e in 0..7 whose mantissa fits 13 signed bits (round(value) where none does; the
+    Loihi check reports it)."""
+    limit = 2 ** (BIAS_MANTISSA_BITS - 1)
+    result, found = round_half_up(value), torch.zeros_like(value, dtype=torch.bool)
+    for exponent in range(BIAS_MAX_EXP + 1):
+        mantissa = round_half_up(value / 2**exponent)
+        fits = ~found & (mantissa >= -limit) & (mantissa < limit)
+        result = torch.where(fits, mantissa * 2**exponent, result)
+        found = found | fits
+    return result
+
+
+@dataclass
+class IntegerSynapse:
+    """One synapse of a neuron layer: integer weights (as floats) and, for a conv, its geometry."""
+
+    weight: Tensor  # conv (O, I/groups, kh, kw) or dense (O, M)
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    groups: int = 1
+
+    @property
+    def conv(self) -> bool:
+        return self.weight.ndim == 4
+
+    def __call__(self, counts: Tensor) -> Tensor:
+        weight = self.weight.to(counts.dtype)
+        if self.conv:
+            return F.conv2d(counts, weight, None, self.stride, self.padding, 1, self.groups)
+        return counts @ weight.T
+
+
+@dataclass
+class IntegerLayer:
+    """A neuron layer's integers (float tensors holding integer values), per output channel."""
+
+    synapses: List[IntegerSynapse]
+    bias: Tensor  # per step, for K steps
+    threshold: Tensor
+    v_init: Tensor
+    z_max: int
+
+
+def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_steps: int
+                 ) -> Tuple[List[Tensor], Tensor, Tensor, Tensor]:
+    """(weights, bias per step, threshold, vInit) of a neuron layer on Loihi 2's grid (module docstring).
+
+    scaled: A_p = W_p unit_p for each path, output channel first; bias: B, the float bias (O,);
+    step: the act's s. Values are exact integers; gradients flow straight through every rounding.
+    """
+    rows = [a.detach().reshape(a.shape[0], -1) for a in scaled]
+    top = torch.stack([r.clamp_min(0).amax(dim=1) for r in rows]).amax(dim=0)
+    bottom = torch.stack([(-r).clamp_min(0).amax(dim=1) for r in rows]).amax(dim=0)
+    inf = torch.full_like(top, float("inf"))
+    mu = torch.minimum(torch.where(top > 0, 127 / top, inf), torch.where(bottom > 0, 128 / bottom, inf))
+    mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))  # an all-zero channel: any scale
+    lam = 2 * mu
+    weights = []
+    for a in scaled:
+        m = mu.reshape(-1, *([1] * (a.ndim - 1)))
+        weights.append(2 * straight_through(round_half_up(m * a).clamp(-128, 127), (m * a).clamp(-128, 127)))
+    threshold = straight_through(round_half_up(lam * step).clamp_min(1), lam * step)
+    bias_int = straight_through(representable_bias(lam * bias / bias_steps), lam * bias / bias_steps)
+    v_init = straight_through(torch.div(threshold, 2, rounding_mode="floor"), threshold / 2)
+    return weights, bias_int, threshold, v_init
+
+
+# Folding -------------------------------------------------------------------------------------------
+
+
+def fold_batchnorm(weight: Tensor, bias: Tensor, bn: nn.Module) -> Tuple[Tensor, Tensor]:
+    """W' = W g, B' = (B - mean) g + beta with g = gamma / sqrt(running var + eps), per output channel."""
+    gain = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = bn.bias.double() - bn.running_mean.double() * gain
+    return weight * gain.reshape(-1, *([1] * (weight.ndim - 1))), bias * gain + shift
+
+
+def fold_avgpool(weight: Tensor, kernel: Tuple[int, int], flat_shape: Optional[Tuple[int, int, int]]) -> Tensor:
+    """Weights of the next layer acting on the unpooled map: each tap spread over its kH x kW block / (kH kW).
+
+    A conv weight (O, I, kh, kw) becomes (O, I, kH kh, kW kw) (stride and padding times the kernel);
+    a dense weight over a flattened pooled map (C, Hp, Wp) becomes one over (C, kH Hp, kW Wp).
+    """
+    if flat_shape is not None:
+        weight = weight.reshape(weight.shape[0], *flat_shape)
+    spread = weight.repeat_interleave(kernel[0], dim=-2).repeat_interleave(kernel[1], dim=-1) / (kernel[0] * kernel[1])
+    return spread.reshape(weight.shape[0], -1) if flat_shape is not None else spread
+
+
+def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std, padded: bool) -> Tuple[Tensor, Tensor]:
+    """A synapse on raw x instead of (x - mean) / std: W' = W / std, B' = B - W' . mean (per channel)."""
+    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    if bool(torch.any(mean != 0)) and padded:
+        raise QffsError("a non-zero input mean cannot be folded exactly into a zero-padded conv on the input")
+    channels = len(std)
+    if weight.ndim == 4:
+        w = weight / std.reshape(1, -1, 1, 1)
+        return w, bias - (w * mean.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    w = weight.reshape(weight.shape[0], channels, -1) / std.reshape(1, -1, 1)
+    return w.reshape(weight.shape), bias - (w * mean.reshape(1, -1, 1)).sum(dim=(1, 2))
+
+
+@dataclass
+class FoldedSynapse:
+    """A path's synapse in float64, everything folded: weight (conv (O, I, kh, kw) or dense (O, M)) and bias."""
+
+    weight: Tensor
+    bias: Tensor
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    groups: int = 1
+
+
+# The integer network of a model -------------------------------------------------------------------
+
+
+class IntegerModel(nn.Module):
+    """The integer QANN that `qffs-export` writes for `model`, recomputed from its parameters on every call.
+
+    forward(x) returns the output counts times the output act's step (logits, as the float QANN's);
+    `layers()` the integers of every neuron layer; `run(x)` every layer's counts and pre-activations.
+    """
+
+    def __init__(self, model: GraphModel, arch: Dict[str, Any], input_levels: float, input_norm: Dict[str, Any]):
+        super().__init__()
+        self.model = model
+        self.arch, self.input_norm = arch, input_norm
+        self.shapes = check_arch(arch)
+        self.nodes = {node["name"]: node for node in arch["nodes"]}
+        bits = [node["bits"] for node in arch["nodes"] if node["op"] == "act"]
+        self.bias_steps = 2 ** max(bits[:-1], default=bits[-1]) - 1
+        self.input_scale = float(input_levels)
+        self.plan: List[Planned] = plan_layers(arch, self.input_scale)
+        self.origin: Dict[str, str] = {}  # spiking output -> the act (or input) whose counts it carries
+        for planned in self.plan:
+            if planned.paths or not planned.sources:
+                self.origin[planned.name] = planned.name
+            else:
+                self.origin[planned.name] = self.origin[planned.sources[0]]
+        for planned in self.plan:
+            if planned.paths and not bool(getattr(model, planned.name).quantizer.initialized):
+                raise QffsError(f"act {planned.name!r} was never quantization-trained (run qffs-train)")
+
+    @classmethod
+    def of(cls, content: Dict[str, Any], model: GraphModel) -> "IntegerModel":
+        """The integer model of a model file's content and model (modelfile.load_model_file)."""
+        return cls(model, content["arch"], content["input_levels"], content["input_norm"])
+
+    def step(self, act: str) -> Tensor:
+        """The act's LSQ step in float64, its gradient scaled as LSQ scales it."""
+        quantizer = getattr(self.model, act).quantizer
+        features = 1
+        for n in self.shapes[act]:
+            features *= n
+        return grad_scaled(quantizer.step.double(), step_grad_scale(features, quantizer.q_max))
+
+    def unit(self, source: str) -> Tensor:
+        """What one count of a spiking output stands for in the ANN."""
+        origin = self.origin[source]
+        if origin == INPUT:
+            return torch.tensor(1.0 / (self.bias_steps * self.input_scale), dtype=torch.float64)
+        return self.step(origin)
+
+    def folded(self, path: Path, out_shape: Tuple[int, ...]) -> FoldedSynapse:
+        """The path's synapse with batchnorm, average pooling and the input normalization folded in."""
+        if path.synapse is None:  # the identity: a diagonal synapse
+            channels = out_shape[0]
+            if len(out_shape) == 3:
+                return FoldedSynapse(torch.ones(channels, 1, 1, 1, dtype=torch.float64),
+                                     torch.zeros(channels, dtype=torch.float64), groups=channels)
+            return FoldedSynapse(torch.eye(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64))
+        node, module = self.nodes[path.synapse], getattr(self.model, path.synapse)
+        weight, bias = module.effective_weight().double(), module.bias.double()
+        stride, padding = pair(node.get("stride", 1)), pair(node.get("padding", 0))
+        if path.pool is not None:
+            weight, stride, padding = self._fold_pool(path, node, weight, stride, padding)
+        if path.batchnorm is not None:
+            weight, bias = fold_batchnorm(weight, bias, getattr(self.model, path.batchnorm))
+        if self.origin[path.source] == INPUT:
+            weight, bias = fold_input_normalization(weight, bias, self.input_norm["mean"], self.input_norm["std"],
+                                                    any(padding))
+        return FoldedSynapse(weight, bias, stride, padding, node.get("groups", 1))
+
+    def _fold_pool(self, path: Path, node, weight, stride, padding):
+        pool = self.nodes[path.pool]
+        source_shape = self.shapes[path.source]
+        if pool["op"] == "global_avgpool":
+            kernel = tuple(source_shape[1:])
+        else:
+            kernel = pair(pool["kernel_size"])
+            if kernel != pair(pool["stride"]):
+                raise QffsError(f"avgpool {path.pool!r}: only average pooling with kernel == stride can be folded")
+            if source_shape[1] % kernel[0] or source_shape[2] % kernel[1]:
+                raise QffsError(f"avgpool {path.pool!r}: kernel {kernel} does not tile the "
+                                f"{source_shape[1]}x{source_shape[2]} map")
+        if node["op"] == "conv":
+            return (fold_avgpool(weight, kernel, None), (stride[0] * kernel[0], stride[1] * kernel[1]),
+                    (padding[0] * kernel[0], padding[1] * kernel[1]))
+        pooled = (source_shape[0], source_shape[1] // kernel[0], source_shape[2] // kernel[1])
+        return fold_avgpool(weight, kernel, pooled), stride, padding
+
+    def neuron_layer(self, planned: Planned) -> IntegerLayer:
+        """One act's integers: its paths folded, scaled by their units, and put on the grid."""
+        folded = [self.folded(path, self.shapes[planned.name]) for path in planned.paths]
+        scaled = [f.weight * self.unit(path.source) for f, path in zip(folded, planned.paths)]
+        bias = folded[0].bias
+        for f in folded[1:]:
+            bias = bias + f.bias
+        weights, bias_int, threshold, v_init = integer_grid(scaled, bias, self.step(planned.name), self.bias_steps)
+        synapses = [IntegerSynapse(w, f.stride, f.padding, f.groups) for w, f in zip(weights, folded)]
+        return IntegerLayer(synapses, bias_int, threshold, v_init, 2 ** getattr(self.model, planned.name).bits - 1)
+
+    def layers(self) -> Dict[str, IntegerLayer]:
+        """The integers of every neuron layer, by act name."""
+        return {planned.name: self.neuron_layer(planned) for planned in self.plan if planned.paths}
+
+    def run(self, x: Tensor) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """(counts of every SNN layer, pre-activations of every neuron layer), by name, in x's dtype.
+
+        The pre-activation (sum_p weight_p . z_p + K bias + vInit) / threshold is the value whose
+        floor, clipped to 0 .. zMax, is the count (as x/s + 1/2 is for the float QANN).
+        """
+        integers = self.layers()
+        counts: Dict[str, Tensor] = {}
+        pre: Dict[str, Tensor] = {}
+        for planned in self.plan:
+            if not planned.sources:
+                counts[planned.name] = self.bias_steps * round_half_up(x * self.input_scale).detach()
+            elif planned.paths:
+                layer = integers[planned.name]
+                channel = (1, -1) + (1,) * (len(self.shapes[planned.name]) - 1)
+                current = sum(synapse(counts[source]) for synapse, source in zip(layer.synapses, planned.sources))
+                bias, threshold, v_init = (t.to(x.dtype).reshape(channel)
+                                           for t in (layer.bias, layer.threshold, layer.v_init))
+                total = current + self.bias_steps * bias + v_init
+                pre[planned.name] = total / threshold
+                value = torch.div(total, threshold, rounding_mode="floor").clamp(0, layer.z_max)
+                counts[planned.name] = straight_through(value, (pre[planned.name] - 0.5).clamp(0, layer.z_max))
+            elif planned.layer.kind == "maxpool":
+                pool = planned.layer
+                counts[planned.name] = F.max_pool2d(counts[planned.sources[0]], pool.kernel_size, pool.stride,
+                                                    pool.padding)
+            else:
+                counts[planned.name] = counts[planned.sources[0]].flatten(1)
+        return counts, pre
+
+    def forward(self, x: Tensor) -> Tensor:
+        counts, _ = self.run(x)
+        output = self.plan[-1].name
+        return counts[output] * self.step(output).to(x.dtype)
+
+
+def trained_qann(content: Dict[str, Any], model: GraphModel) -> nn.Module:
+    """The QANN a model file was trained as: its integer model after the hardware-exact phase, else the model."""
+    return IntegerModel.of(content, model) if content.get("hardware_exact") else model
