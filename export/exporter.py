@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from qffs_lava.export.convert import convert
+from qffs_lava.export.integer import IntegerModel, trained_qann
+from torch import nn
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import predict
-from qffs_lava.backends.pytorch import qann_predict
+from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.errors import QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
@@ -20,16 +22,46 @@ from qffs_lava.ir.network import Network
 from qffs_lava.summary import layer_table
 
 
-def fidelity(network: Network, model, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Integer QANN (from the network) against the float QANN (the model): accuracies and top-1 agreement."""
+def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1000) -> dict:
+    """The integer QANN (the network) against the QANN as trained (`integer.trained_qann`).
+
+    Accuracies and top-1 agreement, and per neuron layer (by model name) the largest
+    |pre-activation difference| in threshold units and the share of neurons whose counts
+    differ, each network run on its own (so a difference carries forward).
+    """
+    torch_net = TorchNetwork(network)
+    names = network.meta["layer_names"]
+    trained_pred, int_pred = [], []
+    largest: Dict[str, float] = {}
+    differing: Dict[str, int] = {}
+    neurons: Dict[str, int] = {}
+    was_training = trained.training
+    trained.eval()
     with torch.no_grad():
-        float_pred = torch.cat([predict(model(images[i:i + 1000])) for i in range(0, len(images), 1000)])
-    int_pred = qann_predict(network, images)
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            trained_pred.append(predict(trained(x)))
+            int_pred.append(torch_net.qann(x).argmax(dim=1).cpu())
+            ours = trained.run(x)[1] if isinstance(trained, IntegerModel) else trained.preactivations(x)
+            for index, pre in torch_net.preactivations(x).items():
+                name, layer = names[index], network.layers[index]
+                mine = ours[name].double().reshape(pre.shape)
+                pre = pre.double().cpu()
+                z_max = layer.neurons.z_max
+                largest[name] = max(largest.get(name, 0.0), float((mine - pre).abs().max()))
+                changed = torch.floor(mine).clamp(0, z_max) != torch.floor(pre).clamp(0, z_max)
+                differing[name] = differing.get(name, 0) + int(changed.sum())
+                neurons[name] = neurons.get(name, 0) + pre.numel()
+    trained.train(was_training)
+    trained_pred, int_pred = torch.cat(trained_pred), torch.cat(int_pred)
     return {
         "samples": len(images),
-        "float_qann_accuracy": float((float_pred == labels).double().mean()),
+        "qann_accuracy": float((trained_pred == labels).double().mean()),
         "int_qann_accuracy": float((int_pred == labels).double().mean()),
-        "agreement": float((float_pred == int_pred).double().mean()),
+        "agreement": float((trained_pred == int_pred).double().mean()),
+        "preactivation_max_difference": largest,
+        "count_mismatch": {name: differing[name] / neurons[name] for name in neurons},
     }
 
 
@@ -53,7 +85,9 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
                         + "\n  ".join(problems))
     for problem in problems:
         log(f"warning: {problem}")
-    network.meta.update({"float_accuracy": content["accuracy"]["float"], "loihi_ranges": not problems})
+    qann = "hardware-exact" if content.get("hardware_exact") else "LSQ, float weights"
+    network.meta.update({"float_accuracy": content["accuracy"]["float"], "loihi_ranges": not problems,
+                         "qann_forward": qann})
     log(layer_table(network))
     if samples == 0:
         network.meta["fidelity_samples"] = 0
@@ -62,16 +96,21 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
         images, labels = load_dataset(content["dataset"], "test", data_dir)
         if samples is not None:
             images, labels = images[:samples], labels[:samples]
-        figures = fidelity(network, model, images, labels)
+        figures = fidelity(network, trained_qann(content, model), images, labels)
         network.meta.update({
-            "float_qann_accuracy": figures["float_qann_accuracy"],
+            "qann_accuracy": figures["qann_accuracy"],
             "int_qann_accuracy": figures["int_qann_accuracy"],
             "qann_agreement": figures["agreement"],
+            "preactivation_max_difference": figures["preactivation_max_difference"],
+            "count_mismatch": figures["count_mismatch"],
             "fidelity_samples": figures["samples"],
         })
         log(f"fidelity on {figures['samples']} {content['dataset']} test samples: "
-            f"float QANN {100 * figures['float_qann_accuracy']:.2f}%, integer QANN "
+            f"QANN as trained ({qann}) {100 * figures['qann_accuracy']:.2f}%, integer QANN "
             f"{100 * figures['int_qann_accuracy']:.2f}%, top-1 agreement {100 * figures['agreement']:.2f}%")
+        log("largest pre-activation difference in threshold units (share of counts that differ), per layer: "
+            + ", ".join(f"{name} {diff:.3g} ({100 * figures['count_mismatch'][name]:.2f}%)"
+                        for name, diff in figures["preactivation_max_difference"].items()))
     write_net(net_path, network)
     log(f"wrote {net_path}")
     return network

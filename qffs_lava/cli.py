@@ -86,16 +86,18 @@ def set_threads(threads: Optional[int]) -> None:
 def train_main(argv: Optional[List[str]] = None) -> int:
     from qffs_lava.ann.train import DEFAULT_SCHEDULE, train
 
-    defaults = ", ".join(f"{' '.join(d) if isinstance(d, tuple) else d} {f}+{q} (batch {b})"
-                         for d, (f, q, b) in DEFAULT_SCHEDULE.items())
+    defaults = ", ".join(f"{' '.join(d) if isinstance(d, tuple) else d} {f}+{q}+{h} (batch {b})"
+                         for d, (f, q, h, b) in DEFAULT_SCHEDULE.items())
     parser = argparse.ArgumentParser(
         prog="qffs-train",
         description=(
-            "Train a float model, then fine-tune it with LSQ into a quantized ANN (2-bit hidden "
-            "activations and a 3-bit output layer by default), and save it as a model file that "
-            "qffs-export reads. Seeded and deterministic on CPU."
+            "Train a float model, fine-tune it with LSQ into a quantized ANN (2-bit hidden "
+            "activations and a 3-bit output layer by default), then fine-tune the integer network "
+            "qffs-export will write (hardware-exact: Loihi 2's weight grid, thresholds and biases in "
+            "the forward pass), and save it as a model file that qffs-export reads. Seeded and "
+            "deterministic on CPU."
         ),
-        epilog=f"default epochs (float+QAT): {defaults}. "
+        epilog=f"default epochs (float+QAT+hardware-exact): {defaults}. "
         "Example: qffs-train --dataset digits --arch mlp --out digits.pt",
     )
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="digits needs no download")
@@ -114,10 +116,16 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                         help="during LSQ fine-tuning, also match the float model's softmax (knowledge distillation)")
     parser.add_argument("--float-epochs", type=integer_at_least(0), default=None,
                         help="epochs of float training (0 with --init)")
-    parser.add_argument("--qat-epochs", type=integer_at_least(1), default=None, help="epochs of LSQ fine-tuning")
+    parser.add_argument("--qat-epochs", type=integer_at_least(0), default=None,
+                        help="epochs of LSQ fine-tuning (0 with --init: keep the model file's, e.g. to add only "
+                             "the hardware-exact phase to a model trained without it)")
+    parser.add_argument("--hardware-epochs", type=integer_at_least(0), default=None,
+                        help="epochs of hardware-exact fine-tuning, after which the exported network is the "
+                             "trained one (0: skip the phase; the export then rounds the LSQ model)")
     parser.add_argument("--batch-size", type=integer_at_least(1), default=None)
     parser.add_argument("--lr", type=float, default=1e-3, help="float training learning rate (AdamW, cosine)")
-    parser.add_argument("--qat-lr", type=float, default=5e-4, help="fine-tuning learning rate")
+    parser.add_argument("--qat-lr", type=float, default=5e-4, help="LSQ fine-tuning learning rate")
+    parser.add_argument("--hardware-lr", type=float, default=1e-4, help="hardware-exact fine-tuning learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None, help="start from this model file instead of a fresh model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -130,7 +138,8 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         args.dataset, args.arch, out=args.out, progress=not args.quiet,
         data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
         layer_bits=args.layer_bits, weight_bits=args.weight_bits, float_epochs=args.float_epochs,
-        qat_epochs=args.qat_epochs, batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr,
+        qat_epochs=args.qat_epochs, hardware_epochs=args.hardware_epochs, batch_size=args.batch_size, lr=args.lr,
+        qat_lr=args.qat_lr, hardware_lr=args.hardware_lr,
         seed=args.seed, init=args.init, device=args.device, distill=args.distill,
     )
     return 0

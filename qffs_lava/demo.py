@@ -60,7 +60,7 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | N
     summary = {
         "samples": len(x), "steps": steps, "pipeline_depth": network.pipeline_depth,
         "float_accuracy": content["accuracy"]["float"],
-        "float_qann_accuracy": network.meta["float_qann_accuracy"],
+        "qann_accuracy": network.meta["qann_accuracy"],
         "int_qann_accuracy": reports["qann"]["accuracy"],
         "qann_agreement": network.meta["qann_agreement"],
         "accuracy_by_step": {b: reports[b]["accuracy_by_step"] for b in ("torch", "lava")},
@@ -85,10 +85,10 @@ def summary_table(summary: Dict) -> str:
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
     lines = [
         f"digits MLP, {summary['samples']} test samples, pipeline depth D = {summary['pipeline_depth']}",
-        f"  float model accuracy               {pct(summary['float_accuracy'])}",
-        f"  float QANN accuracy (model.pt)     {pct(summary['float_qann_accuracy'])}",
-        f"  integer QANN accuracy (net.h5)     {pct(summary['int_qann_accuracy'])}",
-        f"  integer vs float QANN agreement    {pct(summary['qann_agreement'])}",
+        f"  float model accuracy                {pct(summary['float_accuracy'])}",
+        f"  QANN accuracy as trained (model.pt) {pct(summary['qann_accuracy'])}",
+        f"  integer QANN accuracy (net.h5)      {pct(summary['int_qann_accuracy'])}",
+        f"  integer vs trained QANN agreement   {pct(summary['qann_agreement'])}",
         "",
         "  t  " + "  ".join(f"{b:>8}" for b in summary["accuracy_by_step"]),
     ]

@@ -45,14 +45,19 @@ def digits_net(tmp_path_factory, digits_model_file) -> Path:
 
 
 @pytest.fixture(scope="session")
-def digits_lenet_net(tmp_path_factory) -> Path:
-    """A LeNet (conv, max pool, conv, max pool, flatten, dense, dense) trained briefly on digits, exported."""
+def digits_lenet_files(tmp_path_factory):
+    """A LeNet (conv, max pool, conv, max pool, flatten, dense, dense) trained briefly on digits, and its net.h5."""
     from qffs_lava.export.exporter import export
 
     from qffs_lava.ann.train import train
 
     folder = tmp_path_factory.mktemp("lenet")
     train("digits", "lenet", out=folder / "lenet.pt", progress=False, log=lambda _: None,
-          float_epochs=3, qat_epochs=2)
+          float_epochs=3, qat_epochs=2, hardware_epochs=2)
     export(folder / "lenet.pt", folder / "lenet.h5", log=lambda _: None)
-    return folder / "lenet.h5"
+    return folder / "lenet.pt", folder / "lenet.h5"
+
+
+@pytest.fixture(scope="session")
+def digits_lenet_net(digits_lenet_files) -> Path:
+    return digits_lenet_files[1]

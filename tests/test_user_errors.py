@@ -115,10 +115,9 @@ def test_counts_state_one_rule(tmp_path, digits_net):
                        f"argument --steps: must be an integer >= 1, got '{value}'")
         assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--samples", value),
                        f"argument --samples: must be an integer >= 1, got '{value}'")
+    for option in ("--float-epochs", "--qat-epochs", "--hardware-epochs"):
         assert_refused(cli("qffs-train", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "m.pt",
-                           "--qat-epochs", value), f"argument --qat-epochs: must be an integer >= 1, got '{value}'")
-    assert_refused(cli("qffs-train", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "m.pt",
-                       "--float-epochs", "-1"), "argument --float-epochs: must be an integer >= 0, got '-1'")
+                           option, "-1"), f"argument {option}: must be an integer >= 0, got '-1'")
     assert_refused(cli("qffs-export", "m.pt", "n.h5", "--samples", "-1"),
                    "argument --samples: must be an integer >= 0, got '-1'")
 

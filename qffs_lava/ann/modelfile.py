@@ -4,7 +4,11 @@ A dict saved with torch.save that loads with `torch.load(path, weights_only=True
 
     format "qffs-model", version 2, arch (plain-data nodes, see models.py), state_dict,
     quantized (bool), bits {act, out, weight, layers}, input_norm {mean, std},
-    dataset, input_shape, num_classes, input_levels, accuracy {float, qann}, train {...}
+    dataset, input_shape, num_classes, input_levels, accuracy {float, qann, ...}, train {...}
+
+and, from qffs-train's hardware-exact phase on, `hardware_exact`: true when the QANN the
+model was trained as (accuracy.qann) is its integer network (export.integer), not the LSQ
+forward pass. Files without the key are LSQ models.
 
 Version 1 files (whose arch is a `layers` chain) are read too: their arch becomes the
 equivalent chain of nodes (`models.arch_from_v1`). Anything that would need arbitrary

@@ -1,4 +1,10 @@
-"""Training: a float model first, then LSQ quantization-aware fine-tuning (DESIGN.md section 2).
+"""Training: a float model, LSQ quantization-aware fine-tuning, then hardware-exact fine-tuning (DESIGN.md section 2).
+
+The last phase trains the integer network the exporter will write (`export.integer`): its
+forward pass is the exporter's arithmetic (Loihi 2's weight grid, thresholds, biases,
+input rounding), its gradients pass straight through the roundings. After it, the
+model file's QANN is that integer network (`hardware_exact`), so qffs-export reproduces
+the trained accuracy exactly.
 
 `train(...)` is the Python API behind `qffs-train`. It is seeded and deterministic on
 CPU: the same arguments give the same model file.
@@ -24,16 +30,17 @@ from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import load_model_file, save_model_file
 from qffs_lava.ann.models import build_model, predict, set_quantized
 from qffs_lava.errors import QffsError
+from qffs_lava.export.integer import IntegerModel
 from qffs_lava.fileio import check_outputs, check_writable
 
-#: (float epochs, QAT epochs, batch size) per dataset, or per (dataset, architecture), when not given.
+#: (float, QAT, hardware-exact epochs, batch size) per dataset, or per (dataset, architecture), when not given.
 DEFAULT_SCHEDULE = {
-    "digits": (40, 40, 64),
-    "mnist": (4, 10, 64),
-    "fashionmnist": (14, 6, 64),
-    ("fashionmnist", "resnet8"): (10, 10, 64),
-    "kmnist": (10, 10, 64),
-    "cifar10": (100, 60, 128),
+    "digits": (40, 40, 3, 64),
+    "mnist": (4, 10, 2, 64),
+    "fashionmnist": (14, 6, 2, 64),
+    ("fashionmnist", "resnet8"): (10, 10, 2, 64),
+    "kmnist": (10, 10, 2, 64),
+    "cifar10": (100, 60, 5, 128),
 }
 
 
@@ -50,9 +57,11 @@ class TrainConfig:
     weight_bits: Optional[int] = None
     float_epochs: Optional[int] = None
     qat_epochs: Optional[int] = None
+    hardware_epochs: Optional[int] = None  # 0: no hardware-exact phase
     batch_size: Optional[int] = None
     lr: float = 1e-3
     qat_lr: float = 5e-4
+    hardware_lr: float = 1e-4
     weight_decay: float = 1e-4
     distill: bool = False  # LSQ fine-tuning also matches the float model's softmax
     seed: int = 0
@@ -62,11 +71,10 @@ class TrainConfig:
 
     def __post_init__(self):
         info = dataset_info(self.dataset)
-        float_epochs, qat_epochs, batch_size = DEFAULT_SCHEDULE.get((info.name, self.arch),
-                                                                    DEFAULT_SCHEDULE[info.name])
-        self.float_epochs = float_epochs if self.float_epochs is None else self.float_epochs
-        self.qat_epochs = qat_epochs if self.qat_epochs is None else self.qat_epochs
-        self.batch_size = batch_size if self.batch_size is None else self.batch_size
+        schedule = DEFAULT_SCHEDULE.get((info.name, self.arch), DEFAULT_SCHEDULE[info.name])
+        for name, default in zip(("float_epochs", "qat_epochs", "hardware_epochs", "batch_size"), schedule):
+            if getattr(self, name) is None:
+                setattr(self, name, default)
         for name in ("act_bits", "out_bits") + (("weight_bits",) if self.weight_bits is not None else ()):
             bits = getattr(self, name)
             if not 1 <= bits <= 8:
@@ -76,29 +84,34 @@ class TrainConfig:
         for bits in self.layer_bits or ():
             if not 1 <= bits <= 8:
                 raise QffsError(f"layer bits must be in 1..8, got {bits}")
-        for name, minimum in (("float_epochs", 0), ("qat_epochs", 1), ("batch_size", 1)):
+        for name, minimum in (("float_epochs", 0), ("qat_epochs", 0), ("hardware_epochs", 0), ("batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise QffsError(f"--{name.replace('_', '-')}: must be an integer >= {minimum}, got {value!r}")
         if self.float_epochs == 0 and self.init is None:
             raise QffsError("float-epochs 0 needs --init with a trained model file")
+        if self.qat_epochs == 0 and self.init is None:
+            raise QffsError("qat-epochs 0 needs --init with a quantized model file (it fine-tunes that one)")
         if self.device not in ("cpu", "cuda"):
             raise QffsError(f"device must be cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise QffsError("--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of the model in its current (float or quantized) mode, in eval mode."""
+def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's classes in its current (float or quantized) mode, in eval mode."""
     was_training = model.training
     model.eval()
-    correct = 0
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            outputs = model(images[start:start + batch_size])
-            correct += int((predict(outputs) == labels[start:start + batch_size]).sum())
+        classes = torch.cat([predict(model(images[start:start + batch_size]))
+                             for start in range(0, len(images), batch_size)])
     model.train(was_training)
-    return correct / len(images)
+    return classes
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of the model in its current mode, in eval mode."""
+    return float((predictions(model, images) == labels).double().mean())
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
@@ -135,7 +148,7 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_
     optimizer = _optimizer(model, lr, cfg.weight_decay)
     batches = math.ceil(len(train_x) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
-    test_acc = float("nan")
+    test_acc = accuracy(model, test_x, test_y) if epochs == 0 else float("nan")
     bar = tqdm(total=epochs * batches, desc=phase, disable=not progress, unit="batch", mininterval=1.0)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -171,12 +184,16 @@ def train(
     log: Callable[[str], None] = tqdm.write,
     **options,
 ) -> dict:
-    """Train a float model (or load `init`), LSQ fine-tune it, and save the model file to `out`.
+    """Train a float model (or load `init`), LSQ fine-tune it, fine-tune its integer network (the hardware-exact
+    phase, unless hardware_epochs is 0), and save the model file to `out`.
 
     Deterministic on the CPU (the default device); `device="cuda"` trains on a GPU.
 
     Options are TrainConfig's fields. Returns the model file's content, including the
-    measured float and QANN test accuracies.
+    measured test accuracies: float, lsq (after LSQ fine-tuning), qann (the QANN as trained:
+    after the hardware-exact phase, that of the integer network) and, with the phase,
+    integer_before and agreement_before (the integer network the LSQ model exports, and its
+    top-1 agreement with the LSQ model).
     """
     cfg = TrainConfig(dataset=dataset, arch=arch, **options)
     if out is not None:
@@ -207,34 +224,56 @@ def train(
         model = build_model(architecture, weight_bits=cfg.weight_bits)
         float_acc = None
     model.to(device)
-    started = time.perf_counter()
+    input_norm = {"mean": [0.0] * info.input_shape[0], "std": [1.0] * info.input_shape[0]}
+    clock = {"started": time.perf_counter()}
+
+    def lap(phase: str) -> None:
+        now = time.perf_counter()
+        clock[phase], clock["started"] = now - clock["started"], now
 
     if cfg.float_epochs > 0:
         set_quantized(model, False)
         float_acc = _fit(model, "float", cfg.float_epochs, cfg.lr, cfg, data, generator, progress, log,
                          augment_pad=info.augment_pad)
+    lap("float")
     teacher = None
     if cfg.distill:
         teacher = copy.deepcopy(model).eval()
         set_quantized(teacher, False)
     set_quantized(model, True)
-    qann_acc = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log, teacher=teacher)
-    seconds = time.perf_counter() - started
-    log(f"float accuracy {100 * float_acc:.2f}%, QANN accuracy {100 * qann_acc:.2f}% "
-        f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s")
+    lsq_acc = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log, teacher=teacher)
+    accuracies = {"float": float_acc, "lsq": lsq_acc, "qann": lsq_acc}
+    lap("qat")
+    if cfg.hardware_epochs:
+        integer = IntegerModel(model, architecture, info.levels, input_norm)
+        exported = predictions(integer, test_x)
+        accuracies["integer_before"] = float((exported == test_y).double().mean())
+        accuracies["agreement_before"] = float((exported == predictions(model, test_x)).double().mean())
+        log(f"before the hardware-exact phase: LSQ QANN {100 * lsq_acc:.2f}%, the integer network it exports "
+            f"{100 * accuracies['integer_before']:.2f}%, top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
+        accuracies["qann"] = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data, generator,
+                                  progress, log, teacher=teacher)
+    lap("hardware")
+    seconds = sum(clock[phase] for phase in ("float", "qat", "hardware"))
+    qann = "hardware-exact QANN (the exported network)" if cfg.hardware_epochs else "QANN"
+    log(f"float accuracy {100 * float_acc:.2f}%, {qann} accuracy {100 * accuracies['qann']:.2f}% "
+        f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s "
+        f"(hardware-exact phase {clock['hardware']:.0f} s)")
 
     acts = [node["bits"] for node in architecture["nodes"] if node["op"] == "act"]
     record = {
         "arch": architecture,
         "quantized": True,
+        "hardware_exact": bool(cfg.hardware_epochs),
         "bits": {"act": max(acts[:-1], default=None), "out": acts[-1], "weight": cfg.weight_bits, "layers": acts},
-        "input_norm": {"mean": [0.0] * info.input_shape[0], "std": [1.0] * info.input_shape[0]},
+        "input_norm": input_norm,
         "dataset": info.name,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
         "input_levels": info.levels,
-        "accuracy": {"float": float_acc, "qann": qann_acc},
+        "accuracy": accuracies,
         "train": {**asdict(cfg), "seconds": seconds,
+                  "phase_seconds": {phase: clock[phase] for phase in ("float", "qat", "hardware")},
                   "torch": str(torch.__version__), "threads": torch.get_num_threads()},
     }
     if out is None:

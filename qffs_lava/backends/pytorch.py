@@ -21,7 +21,7 @@ without a host synchronisation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -154,6 +154,12 @@ class TorchNetwork(nn.Module):
         counts = [v.to(torch.int64) for v in values]
         return counts if all_layers else counts[-1].reshape(counts[-1].shape[0], -1)
 
+    def preactivations(self, x) -> Dict[int, torch.Tensor]:
+        """Per neuron layer index, (sum_j W_j . z_j + K b + vInit) / th: the value whose floor, clipped, is z."""
+        pre: Dict[int, torch.Tensor] = {}
+        self.network.propagate(_Settle(self, self.encode(x), pre))
+        return pre
+
     def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False) -> SimResult:
         """Run one batch of dataset values for `steps` synchronous steps (pipelined: steps + D of them).
 
@@ -203,10 +209,11 @@ class _Buffers:
 
 
 class _Settle:
-    """The executor's visitor for the closed form: each layer's settled counts."""
+    """The executor's visitor for the closed form: each layer's settled counts (and, given `pre`, each neuron
+    layer's pre-activation)."""
 
-    def __init__(self, net: TorchNetwork, x_int: torch.Tensor):
-        self.net, self.x_int = net, x_int
+    def __init__(self, net: TorchNetwork, x_int: torch.Tensor, pre: Optional[Dict[int, torch.Tensor]] = None):
+        self.net, self.x_int, self.pre = net, x_int, pre
 
     def input(self, index, layer):
         return self.x_int * self.net.network.bias_steps  # the input is presented for K steps
@@ -214,6 +221,8 @@ class _Settle:
     def neuron(self, index, layer, sources):
         buffers = self.net.layer_buffers[index]
         total = self.net.current(index, sources) + self.net.network.bias_steps * buffers.bias
+        if self.pre is not None:
+            self.pre[index] = (total + buffers.v_init) / buffers.threshold
         return settled_count(total, buffers.params())
 
     def maxpool(self, index, layer, source):
@@ -262,9 +271,3 @@ class _Step:
 
     def flatten(self, index, layer, source):
         return source.reshape(source.shape[0], -1)
-
-
-def qann_predict(network: Network, x, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes of the integer QANN: argmax of the output counts, lowest index on ties."""
-    net = TorchNetwork(network)
-    return torch.cat([net.qann(x[i:i + batch_size]).argmax(dim=1).cpu() for i in range(0, len(x), batch_size)])

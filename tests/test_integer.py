@@ -1,0 +1,109 @@
+"""Hardware-exact fine-tuning: the trainer's forward pass is the exporter's integer network (export/integer.py)."""
+
+import pytest
+import torch
+from qffs_lava.export.exporter import export
+from qffs_lava.export.integer import IntegerModel, integer_grid, representable_bias
+
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.modelfile import load_model_file
+from qffs_lava.ann.train import train
+from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.errors import QffsError
+from qffs_lava.ir.loihi import bias_mantissa_exponent, loihi_problems
+from qffs_lava.ir.netfile import read_net
+
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+def assert_trained_forward_is_the_exported_network(model_path, net_path, images):
+    """Layer by layer, the counts of the model's integer forward pass (float32, as trained) equal the net.h5's."""
+    content, model = load_model_file(model_path)
+    network = read_net(net_path)
+    counts, pre = IntegerModel.of(content, model).run(images)
+    exported = TorchNetwork(network).qann(images, all_layers=True)
+    exported_pre = TorchNetwork(network).preactivations(images)
+    names = network.meta["layer_names"]
+    assert list(counts) == names
+    for index, name in enumerate(names):
+        assert counts[name].dtype == torch.float32
+        assert torch.equal(counts[name].to(torch.int64).reshape(exported[index].shape), exported[index]), name
+        if index in exported_pre:
+            assert torch.allclose(pre[name].double(), exported_pre[index].double(), atol=1e-5, rtol=0)
+
+
+def test_trained_digits_mlp_forward_pass_equals_the_exported_integers(digits_model_file, digits_net):
+    images, _ = load_dataset("digits", "test")
+    assert_trained_forward_is_the_exported_network(digits_model_file, digits_net, images[:256])
+
+
+def test_trained_digits_lenet_forward_pass_equals_the_exported_integers(digits_lenet_files):
+    images, _ = load_dataset("digits", "test")
+    assert_trained_forward_is_the_exported_network(*digits_lenet_files, images[:256])
+
+
+def test_digits_resnet_with_8_bit_weight_lsq_trains_hardware_exact(tmp_path):
+    """A graph (identity and projection shortcuts, global average pooling) with weight LSQ: the exported
+    network is the trained one on the whole test split."""
+    train("digits", "resnet8", out=tmp_path / "r.pt", float_epochs=1, qat_epochs=1, hardware_epochs=1,
+          weight_bits=8, **QUIET)
+    network = export(tmp_path / "r.pt", tmp_path / "r.h5", log=lambda _: None)
+    assert network.meta["qann_forward"] == "hardware-exact" and network.meta["qann_agreement"] == 1.0
+    assert not any(network.meta["count_mismatch"].values())
+    assert not loihi_problems(network)
+    images, _ = load_dataset("digits", "test")
+    assert_trained_forward_is_the_exported_network(tmp_path / "r.pt", tmp_path / "r.h5", images[:64])
+
+
+def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
+    content = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=2, qat_epochs=2, hardware_epochs=0,
+                    **QUIET)
+    assert not content["hardware_exact"] and "integer_before" not in content["accuracy"]
+    network = export(tmp_path / "lsq.pt", tmp_path / "lsq.h5", log=lambda _: None)
+    assert network.meta["qann_forward"] == "LSQ, float weights"
+    assert network.meta["qann_accuracy"] == content["accuracy"]["qann"]
+
+    with_phase = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=1, **QUIET)
+    assert with_phase["accuracy"]["lsq"] == content["accuracy"]["qann"]  # the phase comes after the same training
+
+    added = train("digits", "mlp", out=tmp_path / "hw.pt", init=str(tmp_path / "lsq.pt"), float_epochs=0,
+                  qat_epochs=0, hardware_epochs=2, **QUIET)
+    assert added["hardware_exact"] and added["accuracy"]["lsq"] == content["accuracy"]["qann"]
+    assert added["accuracy"]["integer_before"] == network.meta["int_qann_accuracy"]  # what the export gave
+    assert added["train"]["phase_seconds"]["hardware"] > 0
+    after = export(tmp_path / "hw.pt", tmp_path / "hw.h5", log=lambda _: None)
+    assert after.meta["qann_agreement"] == 1.0 and after.meta["int_qann_accuracy"] == added["accuracy"]["qann"]
+
+
+def test_qat_epochs_0_needs_a_model_file_to_start_from():
+    with pytest.raises(QffsError, match="qat-epochs 0 needs --init"):
+        train("digits", "mlp", qat_epochs=0, **QUIET)
+
+
+def test_the_grid_is_loihi_2s_and_gradients_pass_straight_through():
+    generator = torch.Generator().manual_seed(0)
+    scaled = [torch.randn(5, 3, 3, 3, generator=generator, dtype=torch.float64).requires_grad_(),
+              (0.01 * torch.randn(5, 5, 1, 1, generator=generator, dtype=torch.float64)).requires_grad_()]
+    bias = (50 * torch.randn(5, generator=generator, dtype=torch.float64)).requires_grad_()
+    step = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    weights, bias_int, threshold, v_init = integer_grid(scaled, bias, step, bias_steps=3)
+    for w in weights:
+        assert torch.equal(w, torch.round(w)) and not torch.any(w % 2) and w.min() >= -256 and w.max() <= 254
+    top = torch.stack([w.abs().reshape(5, -1).amax(1) for w in weights]).amax(0)
+    assert torch.all((top == 254) | (top == 256))  # each channel fills the 8-bit range
+    assert torch.equal(v_init, torch.div(threshold, 2, rounding_mode="floor")) and threshold.min() >= 1
+    for b in bias_int.tolist():
+        bias_mantissa_exponent(int(b))  # a 13-bit mantissa times 2^e
+    rows = torch.cat([a.detach().reshape(5, -1) for a in scaled], dim=1)
+    mu = torch.minimum(127 / rows.max(1).values, 128 / -rows.min(1).values)
+    (sum(w.sum() for w in weights) + bias_int.sum() + threshold.sum()).backward()
+    for a in scaled:  # d weight / dA = 2 mu per output channel (0 only where a weight sits on the clip)
+        expected = (2 * mu).reshape(-1, *[1] * (a.ndim - 1)).expand_as(a)
+        assert int((~torch.isclose(a.grad, expected)).sum()) <= 2
+    assert torch.allclose(bias.grad, 2 * mu / 3) and torch.isclose(step.grad, 2 * mu.sum())
+
+
+def test_representable_bias_rounds_to_the_nearest_mantissa_times_a_power_of_two():
+    values = torch.tensor([0.4, 0.5, -0.5, 4095.4, 4095.6, -4096.4, 10000.0, 10002.0, 524000.0, -1e9],
+                          dtype=torch.float64)
+    assert representable_bias(values).tolist() == [0, 1, 0, 4095, 4096, -4096, 10000, 10004, 524032, -1e9]
