@@ -142,7 +142,7 @@ def fold_avgpool(weight: Tensor, kernel: Tuple[int, int], flat_shape: Optional[T
 
 def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std, padded: bool) -> Tuple[Tensor, Tensor]:
     """A synapse on raw x instead of (x - mean) / std: W' = W / std, B' = B - W' . mean (per channel)."""
-    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    mean, std = (torch.tensor(v, dtype=torch.float64, device=weight.device) for v in (mean, std))
     if bool(torch.any(mean != 0)) and padded:
         raise QffsError("a non-zero input mean cannot be folded exactly into a zero-padded conv on the input")
     channels = len(std)
@@ -211,17 +211,21 @@ class IntegerModel(nn.Module):
         """What one count of a spiking output stands for in the ANN."""
         origin = self.origin[source]
         if origin == INPUT:
-            return torch.tensor(1.0 / (self.bias_steps * self.input_scale), dtype=torch.float64)
+            return torch.tensor(1.0 / (self.bias_steps * self.input_scale), dtype=torch.float64, device=self.device)
         return self.step(origin)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def folded(self, path: Path, out_shape: Tuple[int, ...]) -> FoldedSynapse:
         """The path's synapse with batchnorm, average pooling and the input normalization folded in."""
         if path.synapse is None:  # the identity: a diagonal synapse
-            channels = out_shape[0]
+            channels, like = out_shape[0], dict(dtype=torch.float64, device=self.device)
             if len(out_shape) == 3:
-                return FoldedSynapse(torch.ones(channels, 1, 1, 1, dtype=torch.float64),
-                                     torch.zeros(channels, dtype=torch.float64), groups=channels)
-            return FoldedSynapse(torch.eye(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64))
+                return FoldedSynapse(torch.ones(channels, 1, 1, 1, **like), torch.zeros(channels, **like),
+                                     groups=channels)
+            return FoldedSynapse(torch.eye(channels, **like), torch.zeros(channels, **like))
         node, module = self.nodes[path.synapse], getattr(self.model, path.synapse)
         weight, bias = module.effective_weight().double(), module.bias.double()
         stride, padding = pair(node.get("stride", 1)), pair(node.get("padding", 0))
