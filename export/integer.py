@@ -177,7 +177,7 @@ class IntegerModel(nn.Module):
     def __init__(self, model: GraphModel, arch: Dict[str, Any], input_levels: float, input_norm: Dict[str, Any]):
         super().__init__()
         self.model = model
-        self.arch, self.input_norm = arch, input_norm
+        self.input_norm = input_norm
         self.shapes = check_arch(arch)
         self.nodes = {node["name"]: node for node in arch["nodes"]}
         bits = [node["bits"] for node in arch["nodes"] if node["op"] == "act"]
