@@ -41,10 +41,15 @@ def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels:
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            trained_pred.append(predict(trained(x)))
-            int_pred.append(torch_net.qann(x).argmax(dim=1).cpu())
-            ours = trained.run(x)[1] if isinstance(trained, IntegerModel) else trained.preactivations(x)
-            for index, pre in torch_net.preactivations(x).items():
+            ours: Dict[str, torch.Tensor] = {}
+            if isinstance(trained, IntegerModel):
+                counts, ours = trained.run(x)
+                trained_pred.append(predict(counts[names[-1]]))
+            else:
+                trained_pred.append(predict(trained(x, ours)))
+            exact: Dict[int, torch.Tensor] = {}
+            int_pred.append(predict(torch_net.qann(x, preactivations=exact)).cpu())
+            for index, pre in exact.items():
                 name, layer = names[index], network.layers[index]
                 mine = ours[name].double().reshape(pre.shape)
                 pre = pre.double().cpu()

@@ -21,8 +21,8 @@ def assert_trained_forward_is_the_exported_network(model_path, net_path, images)
     content, model = load_model_file(model_path)
     network = read_net(net_path)
     counts, pre = IntegerModel.of(content, model).run(images)
-    exported = TorchNetwork(network).qann(images, all_layers=True)
-    exported_pre = TorchNetwork(network).preactivations(images)
+    exported_pre = {}
+    exported = TorchNetwork(network).qann(images, all_layers=True, preactivations=exported_pre)
     names = network.meta["layer_names"]
     assert list(counts) == names
     for index, name in enumerate(names):

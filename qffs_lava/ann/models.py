@@ -309,21 +309,14 @@ class GraphModel(nn.Module):
     def output_act(self) -> QuantAct:
         return getattr(self, self.nodes[-1][0])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._walk(x)
-
-    def preactivations(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Each act's input in units of its step, plus 1/2: the value whose floor, clipped, is its level."""
-        pre: Dict[str, torch.Tensor] = {}
-        self._walk(x, pre)
-        return pre
-
-    def _walk(self, x: torch.Tensor, pre: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, preactivations: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """The output; given a dict, also fills it with each act's input in units of its step, plus 1/2
+        (the value whose floor, clipped, is its level)."""
         values = {INPUT: x}
         for name, inputs in self.nodes:
             module, args = getattr(self, name), [values[n] for n in inputs]
-            if pre is not None and isinstance(module, QuantAct):
-                pre[name] = args[0] / module.quantizer.step + 0.5
+            if preactivations is not None and isinstance(module, QuantAct):
+                preactivations[name] = args[0] / module.quantizer.step + 0.5
             values[name] = module(*args)
         return values[self.nodes[-1][0]]
 

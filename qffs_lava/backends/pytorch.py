@@ -148,17 +148,15 @@ class TorchNetwork(nn.Module):
             total = part if total is None else total + part
         return total
 
-    def qann(self, x, all_layers: bool = False):
-        """Output counts (batch, classes) as int64, or every layer's counts (on the network's device)."""
-        values = self.network.propagate(_Settle(self, self.encode(x)))
+    def qann(self, x, all_layers: bool = False, preactivations: Optional[Dict[int, torch.Tensor]] = None):
+        """Output counts (batch, classes) as int64, or every layer's counts (on the network's device).
+
+        Given a dict, also fills it, per neuron layer index, with (sum_j W_j . z_j + K b + vInit) / th:
+        the value whose floor, clipped, is z.
+        """
+        values = self.network.propagate(_Settle(self, self.encode(x), preactivations))
         counts = [v.to(torch.int64) for v in values]
         return counts if all_layers else counts[-1].reshape(counts[-1].shape[0], -1)
-
-    def preactivations(self, x) -> Dict[int, torch.Tensor]:
-        """Per neuron layer index, (sum_j W_j . z_j + K b + vInit) / th: the value whose floor, clipped, is z."""
-        pre: Dict[int, torch.Tensor] = {}
-        self.network.propagate(_Settle(self, self.encode(x), pre))
-        return pre
 
     def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False) -> SimResult:
         """Run one batch of dataset values for `steps` synchronous steps (pipelined: steps + D of them).
