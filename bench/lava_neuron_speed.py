@@ -47,7 +47,7 @@ def measure(shape=(28, 28, 16), steps: int = 500, repeats: int = 3) -> dict:
     lif = time_neuron(lambda s: LIF(shape=s, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0), shape,
                       steps, repeats)
     qffs = time_neuron(lambda s: QffsNeuron(shape=s, threshold=1000, v_init=500, z_max=3, bias=10, bias_start=2,
-                                            bias_steps=3, period=20), shape, steps, repeats)
+                                            bias_steps=3, reset_interval=20), shape, steps, repeats)
     return {"shape": list(shape), "steps": steps, "lif_step_s": lif, "qffs_step_s": qffs, "ratio": qffs / lif}
 
 

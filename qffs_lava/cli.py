@@ -184,9 +184,16 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
         description="Print a net.h5's per-layer table, its metadata and whether it fits Loihi 2's ranges.",
     )
     parser.add_argument("net", help="a net.h5 written by qffs-export")
+    parser.add_argument("--lava", action="store_true",
+                        help="also build it as a Lava QffsNetwork Process and print the Lava view: each layer's "
+                             "Lava Processes, its (W, H, C) shape and message bits")
     args = parser.parse_args(argv)
     network = read_net(args.net)
     print(layer_table(network))
+    if args.lava:
+        from qffs_lava.backends.lava.runner import lava_view
+
+        print(lava_view(network))
     for key, value in network.meta.items():
         print(f"{key}: {value}")
     problems = loihi_problems(network)
@@ -266,6 +273,10 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                         help="samples per batch (default 256; larger batches fall out of the CPU cache)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the qann and torch backends run (default cpu; cuda for a GPU)")
+    parser.add_argument("--workers", type=integer_at_least(1), default=None,
+                        help="Lava backends: run chunks of 100 samples in N Lava runtimes at once, each in its "
+                             "own process (default: one per core, at most one per chunk; results do not "
+                             "depend on it)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
     parser.add_argument("--no-loihi-check", action="store_true",
@@ -283,7 +294,7 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     network = read_net(args.net)
     x, labels, description = load_inputs(args)
     report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet,
-                      loihi_check=not args.no_loihi_check, device=args.device)
+                      loihi_check=not args.no_loihi_check, device=args.device, workers=args.workers)
     report["net"], report["inputs"] = str(args.net), description
     print(format_report(report))
     if args.json:

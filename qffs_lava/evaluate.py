@@ -69,7 +69,7 @@ def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
 
 
 def output_counts_by_step(net: TorchNetwork, x: torch.Tensor, steps: int, backend: str, mode: str,
-                          batch_size: int, progress: bool) -> torch.Tensor:
+                          batch_size: int, progress: bool, workers: Optional[int] = None) -> torch.Tensor:
     """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
     with tqdm(total=len(x), desc=f"{backend} ({mode})", unit="sample",
               disable=not progress, leave=False) as bar:
@@ -81,13 +81,15 @@ def output_counts_by_step(net: TorchNetwork, x: torch.Tensor, steps: int, backen
             return torch.cat(chunks, dim=1)
         from qffs_lava.backends.lava.runner import run_lava
 
-        return run_lava(net.network, x, steps, backend, progress=bar.update).synchronous_counts()
+        return run_lava(net.network, x, steps, backend, progress=bar.update, workers=workers).synchronous_counts()
 
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
              mode: str = "sync", batch_size: int = 256, progress: bool = True, loihi_check: bool = True,
-             device: str = "cpu") -> Dict:
+             device: str = "cpu", workers: Optional[int] = None) -> Dict:
     """Run and compare with the QANN after every step; returns the report (JSON-ready).
+
+    The Lava backends run chunks of samples in `workers` runtimes at once (default: one per core).
 
     The QANN and the torch backend run on `device` ("cuda" for a GPU). The Lava backends
     refuse (QffsFormatError) a network outside Loihi 2's ranges unless loihi_check is
@@ -131,7 +133,7 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
     if backend == "qann":
         counts, by_step = qann, None
     else:
-        by_step = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress)
+        by_step = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress, workers)
         counts = by_step[-1]
     seconds = time.perf_counter() - started
     predictions = counts.argmax(dim=1)

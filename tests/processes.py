@@ -27,6 +27,16 @@ def children_of(pid: int):
     return sorted(found)
 
 
+def descendants_of(pid: int):
+    """Live descendants of `pid` (children, their children, ...), as children_of counts them."""
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for parent in frontier for child in children_of(parent)]
+        found += children
+        frontier = children
+    return sorted(found)
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

@@ -1,7 +1,8 @@
 """Running a command in a pseudo-terminal and pressing Ctrl-C the way a user does.
 
 Writing ^C to the terminal makes the kernel's line discipline send SIGINT to the whole
-foreground process group: the command and every worker process it forked.
+foreground process group: the command and every process it forked (its Lava runtime
+workers, or its worker processes and their runtimes' workers).
 """
 
 import os
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Set
 
-from processes import alive, children_of
+from processes import alive, descendants_of
 
 #: When to press Ctrl-C during a Lava run.
 MOMENTS = ("starting", "running", "stopping")
@@ -23,7 +24,7 @@ class TerminalRun:
     exit_code: int
     output: str
     seconds_to_exit: float  # from ^C to the command's exit
-    workers: Set[int] = field(default_factory=set)  # every child process seen while it ran
+    workers: Set[int] = field(default_factory=set)  # every descendant process seen while it ran
 
 
 def _drain(fd: int, chunks: List[bytes]) -> None:
@@ -42,9 +43,9 @@ def _drain(fd: int, chunks: List[bytes]) -> None:
 def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float = 180) -> TerminalRun:
     """Run argv in a new terminal and press Ctrl-C at `moment` (see MOMENTS).
 
-    starting: as soon as the command forks its first worker (Lava is starting);
-    running:  once five or more workers have run for a second;
-    stopping: as soon as one of five or more workers has exited (a runtime is stopping).
+    starting: as soon as the command forks its first process (Lava is starting);
+    running:  once five or more descendant processes have run for a second;
+    stopping: as soon as one of five or more descendants has exited (a runtime is stopping).
     """
     if moment not in MOMENTS:
         raise ValueError(moment)
@@ -65,7 +66,7 @@ def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float
         while True:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{moment}: the moment never came; output:\n" + b"".join(chunks).decode())
-            now = children_of(pid)
+            now = descendants_of(pid)
             workers.update(now)
             most = max(most, len(now))
             if moment == "starting" and now:
@@ -83,7 +84,7 @@ def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            workers.update(children_of(pid))
+            workers.update(descendants_of(pid))
             if time.monotonic() - pressed > 60:
                 raise TimeoutError(f"{moment}: still running 60 s after Ctrl-C")
             time.sleep(0.01)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from processes import alive, children_of, lava_scratch_folders, shared_memory_segments
+from processes import alive, descendants_of, lava_scratch_folders, shared_memory_segments
 from terminal import MOMENTS, ctrl_c_in_a_terminal
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
@@ -26,13 +26,15 @@ from qffs_lava.ir.netfile import read_net, write_net
 from qffs_lava.ir.network import Network
 
 
-def press_ctrl_c_during_a_lava_run(net, moment):
-    """Ctrl-C in a terminal running `qffs-run --backend lava` (2 runtimes of 100 samples): one line,
-    exit code 130 within a few seconds, and no process, shared memory or temporary file left."""
+def press_ctrl_c_during_a_lava_run(net, moment, workers):
+    """Ctrl-C in a terminal running `qffs-run --backend lava` (3 runtimes of 100 samples, one after the
+    other or in 2 worker processes): one line, exit code 130 within a few seconds, and no process,
+    shared memory or temporary file left."""
     shm, scratch = shared_memory_segments(), lava_scratch_folders()
     qffs_run = str(Path(sys.executable).parent / "qffs-run")
-    run = ctrl_c_in_a_terminal([qffs_run, str(net), "--dataset", "digits", "--samples", "200", "--backend",
-                                "lava", "--steps", "16", "--quiet"], moment, dict(os.environ))
+    run = ctrl_c_in_a_terminal([qffs_run, str(net), "--dataset", "digits", "--samples", "300", "--backend",
+                                "lava", "--steps", "16", "--quiet", "--workers", str(workers)], moment,
+                               dict(os.environ))
     lines = [line.strip() for line in run.output.replace("^C", "").splitlines() if line.strip()]
     assert run.exit_code == 130, run.output
     assert lines == ["interrupted"], run.output
@@ -44,27 +46,31 @@ def press_ctrl_c_during_a_lava_run(net, moment):
     return run
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("moment", MOMENTS)
-def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment):
-    press_ctrl_c_during_a_lava_run(digits_net, moment)
+def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment, workers):
+    press_ctrl_c_during_a_lava_run(digits_net, moment, workers)
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_terminal_ten_times_in_a_row_at_each_moment(digits_net):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_in_a_terminal_ten_times_in_a_row_at_each_moment(digits_net, workers):
     for moment in MOMENTS:
-        seconds = [press_ctrl_c_during_a_lava_run(digits_net, moment).seconds_to_exit for _ in range(10)]
-        print(f"Ctrl-C while {moment}: exit 130 after {min(seconds):.2f}-{max(seconds):.2f} s (10 runs)")
+        seconds = [press_ctrl_c_during_a_lava_run(digits_net, moment, workers).seconds_to_exit for _ in range(10)]
+        print(f"{workers} workers, Ctrl-C while {moment}: exit 130 after {min(seconds):.2f}-{max(seconds):.2f} s "
+              "(10 runs)")
 
 
-def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers):
     network = read_net(digits_net)
-    before, shm = children_of(os.getpid()), shared_memory_segments()
+    before, shm = descendants_of(os.getpid()), shared_memory_segments()
     x = np.random.default_rng(0).integers(0, 17, size=(400, 1, 8, 8)) / 16
     me = os.getpid()
 
     def press_ctrl_c_once_running():
         deadline = time.monotonic() + 120
-        while len(children_of(me)) < len(before) + 5 and time.monotonic() < deadline:
+        while len(descendants_of(me)) < len(before) + 5 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1)
         os.kill(me, signal.SIGINT)
@@ -72,9 +78,9 @@ def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net):
     threading.Thread(target=press_ctrl_c_once_running, daemon=True).start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_lava(network, x, 16, "lava", chunk=400)  # about 150 s if it ran to the end
+        run_lava(network, x, 16, "lava", chunk=400 // workers, workers=workers)  # about 150 s if it ran to the end
     assert time.monotonic() - started < 100
-    assert children_of(os.getpid()) == before
+    assert descendants_of(os.getpid()) == before
     assert shared_memory_segments() == shm
 
 
@@ -87,11 +93,11 @@ def test_keyboard_interrupt_while_lava_starts_leaves_nothing(digits_net, monkeyp
 
     monkeypatch.setattr(Runtime, "_start_ports", interrupted)
     network = read_net(digits_net)
-    before, shm = children_of(os.getpid()), shared_memory_segments()
+    before, shm = descendants_of(os.getpid()), shared_memory_segments()
     with pytest.raises(KeyboardInterrupt):
         run_lava(network, np.zeros((2, 1, 8, 8)), 4, "lava")
     time.sleep(0.5)
-    assert children_of(os.getpid()) == before
+    assert descendants_of(os.getpid()) == before
     assert shared_memory_segments() == shm
 
 
@@ -128,7 +134,7 @@ def test_membrane_saturates_at_24_bits_in_the_lava_models(tag):
     source = RingBuffer(data=np.full((200, 8), 255, dtype=np.int32))
     dense = Dense(weights=network.layers[1].synapses[0].weight, num_message_bits=24)
     neuron = QffsNeuron(shape=(2,), threshold=2**22, v_init=0, z_max=1, bias=0, bias_start=1, bias_steps=1,
-                        period=100)
+                        reset_interval=100)
     source.s_out.connect(dense.s_in)
     dense.a_out.connect(neuron.a_in)
     try:

@@ -59,7 +59,7 @@ def exact_dtype(network: Network) -> torch.dtype:
 def encode_inputs(x, input_layer: InputLayer) -> torch.Tensor:
     """x_int = floor(x * inputScale + 1/2) as int64, for dataset values x (floats in [0, 1])."""
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
-    return torch.floor(x * input_layer.input_scale + 0.5).to(torch.int64)
+    return input_layer.encode(x).to(torch.int64)
 
 
 @dataclass

@@ -196,6 +196,11 @@ class InputLayer:
     def describe(self) -> str:
         return "input"
 
+    def encode(self, x):
+        """x_int = floor(x * inputScale + 1/2) for dataset values x (a float numpy array or torch tensor),
+        as whole numbers of x's type."""
+        return (x * self.input_scale + 0.5) // 1
+
     def output_shape(self, sources: List[Shape]) -> Shape:
         return tuple(self.shape)
 

@@ -1,44 +1,34 @@
-"""The Lava backends: a net.h5 built as real Lava Processes and run in one runtime for many samples.
+"""The Lava runner: a QffsNetwork (procs/network.py) with a source and recorders attached, run for many samples.
 
-Layout: Lava holds images as (W, H, C) arrays, so conv weights (Cout, Cin, kH, kW) become
-`w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)` (Lava's Conv convolves and takes (Cout, kW,
-kH, Cin)), (H, W) pairs are reversed, flatten is an `OutPort.reshape` in W, H, C order,
-and the next dense layer's columns are permuted from torch's C, H, W order to match.
-
-The network is built by the one executor (`Network.propagate`): a neuron layer is a
-QffsNeuron whose `a_in` receives one Dense or Conv Process per synapse (Lava sums the
-messages of every OutPort connected to an InPort), a max pool is an EventMaxPool, and
-a layer read by several others connects its OutPort to each. Time is pipelined (each
-Dense/Conv hop delays one step; docs/format.md): a layer at depth d starts its bias
-window at local step d + 1, and a sample occupies `period = T + D` steps.
-A chunk of samples runs back to back in one runtime: the input ring buffer holds each
-sample's K steps of graded input followed by silence, and every QffsNeuron and
-EventMaxPool resets itself at the start of each period. The runtime is always stopped,
-also on errors and Ctrl-C.
+A chunk of samples runs back to back in one runtime: the source ring buffer holds each
+sample's K steps of graded input followed by silence, one sample per reset interval of
+`period = T + D` steps (time is pipelined: each Dense/Conv hop delays one step), and the
+output layer's spikes (every layer's, with record_spikes) are recorded to files. Chunks
+run in several runtimes at once, one per worker process. Every runtime is stopped, also
+on errors and Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 
-from qffs_lava.backends.pytorch import SimResult, encode_inputs
-from qffs_lava.dynamics import pool_windows
+from qffs_lava.backends.lava.layout import from_lava_layout, lava_shape
+from qffs_lava.backends.pytorch import SimResult
 from qffs_lava.errors import QffsError
-from qffs_lava.ir.layers import MaxPoolLayer
 from qffs_lava.ir.network import Network
 
 TAGS = {"lava": "fixed_pt", "lava-float": "floating_pt", "loihi2": "fixed_pt"}
-MESSAGE_BITS = 24  # graded messages carry signed spikes and the integer input
 
 
 def import_lava():
@@ -52,35 +42,6 @@ def import_lava():
     if multiprocessing.get_start_method(allow_none=True) is not None:
         multiprocessing.set_start_method(None, force=True)
     import lava.magma.core.process.process  # noqa: F401
-
-
-def whc_order(shape_chw: Tuple[int, ...]) -> np.ndarray:
-    """For each flat position in Lava's (W, H, C) order, the flat position in torch's (C, H, W) order."""
-    if len(shape_chw) == 1:
-        return np.arange(shape_chw[0])
-    return np.arange(int(np.prod(shape_chw))).reshape(shape_chw).transpose(2, 1, 0).reshape(-1)
-
-
-def lava_shape(shape_chw: Tuple[int, ...]) -> Tuple[int, ...]:
-    return tuple(reversed(shape_chw)) if len(shape_chw) == 3 else tuple(shape_chw)
-
-
-def to_lava_layout(values: np.ndarray, shape_chw: Tuple[int, ...]) -> np.ndarray:
-    """(..., *shape_chw) arrays to (..., *lava_shape): the spatial axes reversed."""
-    if len(shape_chw) != 3:
-        return values
-    n = values.ndim
-    return values.transpose(*range(n - 3), n - 1, n - 2, n - 3)
-
-
-def lava_pool_windows(in_chw, layer: MaxPoolLayer) -> np.ndarray:
-    """The pool's window index with inputs and outputs flattened in (W, H, C) order."""
-    params, out_chw = pool_windows(in_chw, layer.kernel_size, layer.stride, layer.padding)
-    in_whc = whc_order(tuple(in_chw))
-    chw_to_whc = np.empty_like(in_whc)
-    chw_to_whc[in_whc] = np.arange(in_whc.size)
-    rows = params.window_index[whc_order(out_chw)]
-    return chw_to_whc[rows].astype(np.int32)
 
 
 class MainProcessInterrupts:
@@ -152,72 +113,17 @@ def stop_runtime(runtime) -> None:
     runtime.stop()
 
 
-class _Builder:
-    """The executor's visitor that builds the Lava Processes; a layer's value is (OutPort, flat order).
-
-    The flat order lists, for each flat position of the port in Lava's layout, the flat
-    position in torch's (C, H, W) order (a dense synapse's columns are permuted by it).
-    """
-
-    def __init__(self, network: Network, source, period: int):
-        from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
-
-        from qffs_lava.backends.lava.procs.process import EventMaxPool, QffsNeuron
-
-        self.network, self.source, self.period = network, source, period
-        self.Conv, self.Dense, self.EventMaxPool, self.QffsNeuron = Conv, Dense, EventMaxPool, QffsNeuron
-
-    def input(self, index, layer):
-        return self.source.s_out, whc_order(layer.shape)
-
-    def neuron(self, index, layer, sources):
-        shape = self.network.shapes[index]
-        channel = (slice(None),) if len(shape) == 1 else (None, None, slice(None))  # channels last in Lava
-        n = layer.neurons
-        neurons = self.QffsNeuron(
-            shape=lava_shape(shape), threshold=n.threshold[channel], v_init=n.v_init[channel], z_max=n.z_max,
-            bias=layer.bias[channel], bias_start=self.network.bias_start(index, "pipelined"),
-            bias_steps=n.bias_steps, period=self.period, name=f"layer{index}-qffs")
-        for j, (synapse, source, (port, flat_order)) in enumerate(zip(layer.synapses, layer.inputs, sources)):
-            process = synapse.visit(self, flat_order, self.network.shapes[source], f"layer{index}-synapse{j}")
-            port.connect(process.s_in)
-            process.a_out.connect(neurons.a_in)  # Lava sums what every connected OutPort sends
-        return neurons.s_out, whc_order(shape)
-
-    def dense(self, synapse, flat_order, source_shape, name):
-        return self.Dense(weights=synapse.weight[:, flat_order], num_message_bits=MESSAGE_BITS, name=name)
-
-    def conv(self, synapse, flat_order, source_shape, name):
-        return self.Conv(weight=synapse.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1),
-                         input_shape=lava_shape(source_shape), stride=synapse.stride[::-1],
-                         padding=synapse.padding[::-1], dilation=synapse.dilation[::-1], groups=synapse.groups,
-                         num_message_bits=MESSAGE_BITS, name=name)
-
-    def maxpool(self, index, layer, source):
-        port, _ = source
-        in_shape, out_shape = self.network.shapes[layer.inputs[0]], self.network.shapes[index]
-        pool = self.EventMaxPool(in_shape=lava_shape(in_shape), out_shape=lava_shape(out_shape),
-                                 window_index=lava_pool_windows(in_shape, layer), period=self.period,
-                                 name=f"layer{index}-maxpool")
-        port.connect(pool.s_in)
-        return pool.s_out, whc_order(out_shape)
-
-    def flatten(self, index, layer, source):
-        port, flat_order = source  # the order before flattening is the order after it
-        return port.reshape(lava_shape(self.network.shapes[index])), flat_order
-
-
 class LavaRun:
-    """One Lava runtime for a chunk of samples: the network's Processes, built, run, read, and stopped.
+    """One Lava runtime for a chunk of samples: a QffsNetwork with a source and recorders attached.
 
     A context manager: the runtime is stopped and the recordings deleted however the block
     ends. The input is the source ring buffer's initial data (K steps of graded input per
-    sample, then silence), so nothing large travels through Lava's Var channels; spikes
-    are read from file-backed recordings (SpikeRecorder).
+    sample, then silence; one sample per reset interval, `period` = T + D steps), so nothing
+    large travels through Lava's Var channels; spikes are read from file-backed
+    recordings (SpikeRecorder).
     """
 
-    def __init__(self, network: Network, x_int: np.ndarray, steps: int, backend: str = "lava",
+    def __init__(self, network: Network, x: np.ndarray, steps: int, backend: str = "lava",
                  record_spikes: bool = False):
         if backend not in TAGS:
             raise QffsError(f"unknown Lava backend {backend!r} (choose from {', '.join(TAGS)})")
@@ -226,33 +132,31 @@ class LavaRun:
         import_lava()
         from lava.proc.io.source import RingBuffer as Source
 
+        from qffs_lava.backends.lava.procs.network import QffsNetwork
         from qffs_lava.backends.lava.procs.process import SpikeRecorder
 
-        self.network, self.backend, self.samples = network, backend, len(x_int)
+        self.network, self.backend, self.samples = network, backend, len(x)
         self.period = steps + network.pipeline_depth
         self.total_steps = self.samples * self.period
-        self.folder = Path(tempfile.mkdtemp(prefix="qffs-lava-"))
         self.started = False
         self.interrupts = MainProcessInterrupts()
-        self.source = Source(data=self._input_buffer(x_int))
-        ports = network.propagate(_Builder(network, self.source, self.period))
+        self.net = QffsNetwork(network, reset_interval=self.period)
+        self.source = Source(data=self.net.source_data(x))
+        self.source.s_out.connect(self.net.inp)
         self.recorders = []
-        for i in range(1, len(network.layers)):
-            if record_spikes or i == network.output_index:
-                path = self.folder / f"layer{i}.i32"
-                shape = lava_shape(network.shapes[i])
-                np.memmap(path, dtype=np.int32, mode="w+", shape=(self.total_steps,) + shape).flush()
-                recorder = SpikeRecorder(shape=shape, buffer=self.total_steps, path=str(path))
-                port, flat_order = ports[i]
-                port.connect(recorder.a_in)
-                self.recorders.append((i, path, shape, flat_order))
-
-    def _input_buffer(self, x_int: np.ndarray) -> np.ndarray:
-        """(*lava input shape, samples * period) int32: each sample's x_int for K steps, then zeros."""
-        input_shape = self.network.shapes[0]
-        data = np.zeros((self.samples, self.period) + lava_shape(input_shape), dtype=np.int32)
-        data[:, :self.network.bias_steps] = to_lava_layout(x_int, input_shape)[:, None]
-        return np.moveaxis(data.reshape((self.total_steps,) + data.shape[2:]), 0, -1)
+        self.folder = Path(tempfile.mkdtemp(prefix="qffs-lava-"))
+        try:  # until __init__ returns, nothing else would delete the folder
+            for i in range(1, len(network.layers)):
+                if record_spikes or i == network.output_index:
+                    path = self.folder / f"layer{i}.i32"
+                    shape = lava_shape(network.shapes[i])
+                    np.memmap(path, dtype=np.int32, mode="w+", shape=(self.total_steps,) + shape).flush()
+                    recorder = SpikeRecorder(shape=shape, buffer=self.total_steps, path=str(path))
+                    (self.net.out if i == network.output_index else self.net.layer_out[i]).connect(recorder.a_in)
+                    self.recorders.append((i, path, shape))
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
     def _run_config(self):
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -274,14 +178,14 @@ class LavaRun:
 
         A Ctrl-C that arrives meanwhile is held back until everything is stopped, then raised.
         """
-        try:
-            with self.interrupts.held():
+        with self.interrupts.held():
+            try:
                 if self.started:
                     self.started = False
                     stop_runtime(self.source.runtime)
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.interrupts.uninstall()
+            finally:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.interrupts.uninstall()
 
     def run(self) -> Dict[int, np.ndarray]:
         """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes."""
@@ -294,36 +198,149 @@ class LavaRun:
             self.source.create_runtime(executable=executable)
         self.source.run(condition=RunSteps(num_steps=self.total_steps))
         recorded = {}
-        for i, path, shape, flat_order in self.recorders:
+        for i, path, shape in self.recorders:
             got = np.array(np.memmap(path, dtype=np.int32, mode="r", shape=(self.total_steps,) + shape))
             got = got.reshape((self.samples, self.period) + shape)
-            if got.ndim == 5:  # (N, steps, W, H, C) -> (N, steps, C, H, W)
-                got = got.transpose(0, 1, 4, 3, 2)
-            else:  # flat in Lava's order -> torch's
-                got = got[..., np.argsort(flat_order)]
-            recorded[i] = got.astype(np.int8)
+            recorded[i] = from_lava_layout(got, self.network.shapes[i], self.net.flat_order[i]).astype(np.int8)
         return recorded
 
 
+def default_workers() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _run_chunk(network: Network, x: np.ndarray, steps: int, backend: str,
+               record_spikes: bool) -> Dict[int, np.ndarray]:
+    with LavaRun(network, x, steps, backend, record_spikes) as lava:
+        return lava.run()
+
+
+def _worker(chunks, tasks, results, run_args) -> None:
+    """A worker process: run the chunks named on `tasks` (None ends), put (index, spikes, error) on `results`.
+
+    SIGINT (a terminal's Ctrl-C, or the parent) stops the runtime in use, then the worker
+    ends quietly; Lava's workers forked from here ignore it, as in the parent (LavaRun).
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    finished = False
+    try:
+        for index in iter(tasks.get, None):
+            try:
+                results.put((index, _run_chunk(run_args[0], chunks[index], *run_args[1:]), None))
+            except Exception as err:  # noqa: BLE001 - the parent raises it
+                results.put((index, None, err if _picklable(err) else QffsError(f"{type(err).__name__}: {err}")))
+                break
+        finished = True
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
+        if not finished:
+            results.cancel_join_thread()  # the parent has stopped reading
+
+
+def _picklable(err: BaseException) -> bool:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(err))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progress):
+    """Run the chunks in `workers` forked processes, one Lava runtime each at a time; spikes per chunk in order.
+
+    On an error in a worker, or a Ctrl-C or any exception here, every worker still running after
+    a second (a terminal's Ctrl-C reaches them too) is interrupted (SIGINT: it stops its runtime,
+    then exits), and all are waited for before the error is raised.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    tasks, results = context.Queue(), context.Queue()
+    for index in range(len(chunks)):
+        tasks.put(index)
+    for _ in range(workers):
+        tasks.put(None)
+    run_args = (network, steps, backend, record_spikes)
+    processes = [context.Process(target=_worker, args=(chunks, tasks, results, run_args))
+                 for _ in range(workers)]
+    done: Dict[int, Dict[int, np.ndarray]] = {}
+    try:
+        for process in processes:
+            process.start()
+        while len(done) < len(chunks):
+            try:
+                index, spikes, err = results.get(timeout=0.5)
+            except queue.Empty:
+                if not any(process.is_alive() for process in processes) and results.empty():
+                    raise QffsError("every Lava worker process ended before the run was complete "
+                                    f"({len(done)} of {len(chunks)} chunks done)") from None
+                continue
+            if err is not None:
+                raise err
+            done[index] = spikes
+            if progress is not None:
+                progress(len(chunks[index]))
+    finally:
+        if len(done) < len(chunks):  # after a terminal's Ctrl-C the workers are stopping already
+            for process in processes:
+                if process.pid is not None:
+                    process.join(timeout=1)
+            for process in processes:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+        for process in processes:
+            if process.pid is not None:
+                process.join(timeout=60)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+        for channel in (tasks, results):
+            channel.cancel_join_thread()
+            channel.close()
+    return [done[index] for index in range(len(chunks))]
+
+
 def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int = 100,
-             record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None) -> SimResult:
+             record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None,
+             workers: Optional[int] = None) -> SimResult:
     """Run dataset values x (N, *input shape) through Lava, one runtime per `chunk` samples.
 
-    Returns what the torch simulator's pipelined mode returns (steps 1..T+D).
+    `workers` runtimes run at once, each in its own process (default: the cores here, at
+    most the number of chunks); 1 runs the chunks one after another in this process. The
+    results do not depend on it. Returns what the torch simulator's pipelined mode returns
+    (steps 1..T+D).
     """
-    x_int = encode_inputs(x, network.input).reshape(-1, *network.input.shape).numpy()
-    parts: Dict[int, List[np.ndarray]] = {}
-    for start in range(0, len(x_int), chunk):
-        with LavaRun(network, x_int[start:start + chunk], steps, backend, record_spikes) as lava:
-            for i, spikes in lava.run().items():
-                parts.setdefault(i, []).append(spikes)
-        if progress is not None:
-            progress(len(x_int[start:start + chunk]))
-    layers = {i: torch.from_numpy(np.concatenate(p)).transpose(0, 1) for i, p in parts.items()}
+    if workers is not None and workers < 1:
+        raise QffsError(f"workers must be at least 1, got {workers}")
+    x = np.asarray(x, dtype=np.float64).reshape(-1, *network.input.shape)
+    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
+    workers = min(workers or default_workers(), len(chunks))
+    if workers > 1:
+        parts = _in_parallel(network, chunks, steps, backend, record_spikes, workers, progress)
+    else:
+        parts = []
+        for part in chunks:
+            parts.append(_run_chunk(network, part, steps, backend, record_spikes))
+            if progress is not None:
+                progress(len(part))
+    layers = {i: torch.from_numpy(np.concatenate([p[i] for p in parts])).transpose(0, 1) for i in parts[0]}
     last = network.output_index
-    counts = layers[last].reshape(steps + network.pipeline_depth, len(x_int), -1).to(torch.int64).cumsum(dim=0)
+    counts = layers[last].reshape(steps + network.pipeline_depth, len(x), -1).to(torch.int64).cumsum(dim=0)
     spikes = [layers[i] for i in range(1, last + 1)] if record_spikes else None
     return SimResult("pipelined", steps + network.pipeline_depth, network.pipeline_depth, counts, spikes)
+
+
+def lava_view(network: Network) -> str:
+    """The network built as a QffsNetwork Process (not run), described layer by layer."""
+    import_lava()
+    from qffs_lava.backends.lava.procs.network import QffsNetwork
+
+    return "Lava view (QffsNetwork):\n" + str(QffsNetwork(network))
 
 
 def require_lava_loihi() -> None:

@@ -1,25 +1,36 @@
 """ProcessModels of the QFFS Processes: one per tag, all calling the shared dynamics.
 
-`fixed_pt` (also `bit_accurate_loihi`): integer Vars, v saturating at 24 bits (inside
+`fixed_pt` (also `bit_accurate_loihi`): integer state, v saturating at 24 bits (inside
 `dynamics.neuron_step`), signed spikes as graded int32 messages. `floating_pt`: the same
-arithmetic on floats.
+arithmetic on floats. The constants are read once, from the process parameters.
 """
+
+from typing import Optional
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.model.sub.model import AbstractSubProcessModel
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from qffs_lava.backends.lava.procs.network import QffsNetwork
 from qffs_lava.backends.lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
 from qffs_lava.dynamics import NeuronParams, NeuronState, PoolParams, PoolState, bias_active, neuron_step, pool_step
 
 
-def local_step(time_step: int, period: int) -> int:
-    """The step within the current sample, 1..period (Lava's time_step counts from 1)."""
-    return (time_step - 1) % period + 1
+def local_step(time_step: int, reset_interval: Optional[int], reset_offset: int) -> int:
+    """The step within the current sample (1 at its start), 0 before the first sample.
+
+    Samples start at time steps reset_offset + 1 + k * reset_interval (Lava counts from 1);
+    with reset_interval None there is one sample.
+    """
+    since_start = time_step - 1 - reset_offset
+    if since_start < 0:
+        return 0
+    return since_start % reset_interval + 1 if reset_interval else since_start + 1
 
 
 class AbstractPyQffsNeuronModel(PyLoihiProcessModel):
@@ -29,25 +40,27 @@ class AbstractPyQffsNeuronModel(PyLoihiProcessModel):
     s_out = None
     v = None
     z = None
-    threshold = None
-    v_init = None
-    z_max = None
-    bias = None
-    bias_start: np.ndarray = LavaPyType(np.ndarray, int, precision=24)
-    bias_steps: np.ndarray = LavaPyType(np.ndarray, int, precision=24)
-    period: np.ndarray = LavaPyType(np.ndarray, int, precision=24)
+    dtype = None
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        p = proc_params
+        self.params = NeuronParams(threshold=p["threshold"].astype(self.dtype), z_max=p["z_max"],
+                                   v_init=p["v_init"].astype(self.dtype))
+        self.bias = p["bias"].astype(self.dtype)
+        self.window = (p["bias_start"], p["bias_steps"])
+        self.reset = (p["reset_interval"], p["reset_offset"])
 
     def run_spk(self) -> None:
         current = self.a_in.recv()
-        t = local_step(self.time_step, int(self.period[0]))
+        t = local_step(self.time_step, *self.reset)
         if t == 1:  # a new sample: reset, and drop what the previous sample left in flight
-            self.v[:] = self.v_init
+            self.v[:] = self.params.v_init
             self.z[:] = 0
             current = current * 0
-        if bias_active(t, int(self.bias_start[0]), int(self.bias_steps[0])):
+        if bias_active(t, *self.window):
             current = current + self.bias
-        params = NeuronParams(threshold=self.threshold, z_max=self.z_max[0], v_init=self.v_init)
-        spikes, state = neuron_step(current, NeuronState(self.v, self.z), params)
+        spikes, state = neuron_step(current, NeuronState(self.v, self.z), self.params)
         self.v[:] = state.v
         self.z[:] = state.z
         self.s_out.send(spikes)
@@ -61,10 +74,7 @@ class PyQffsNeuronModelFloat(AbstractPyQffsNeuronModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     v: np.ndarray = LavaPyType(np.ndarray, float)
     z: np.ndarray = LavaPyType(np.ndarray, float)
-    threshold: np.ndarray = LavaPyType(np.ndarray, float)
-    v_init: np.ndarray = LavaPyType(np.ndarray, float)
-    z_max: np.ndarray = LavaPyType(np.ndarray, float)
-    bias: np.ndarray = LavaPyType(np.ndarray, float)
+    dtype = float
 
 
 @implements(proc=QffsNeuron, protocol=LoihiProtocol)
@@ -75,10 +85,7 @@ class PyQffsNeuronModelFixed(AbstractPyQffsNeuronModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     z: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
-    threshold: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-    v_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-    z_max: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
-    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    dtype = np.int32
 
 
 class AbstractPyEventMaxPoolModel(PyLoihiProcessModel):
@@ -88,16 +95,19 @@ class AbstractPyEventMaxPoolModel(PyLoihiProcessModel):
     s_out = None
     counts = None
     max_count = None
-    window_index: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-    period: np.ndarray = LavaPyType(np.ndarray, int, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.params = PoolParams(proc_params["window_index"])
+        self.reset = (proc_params["reset_interval"], proc_params["reset_offset"])
 
     def run_spk(self) -> None:
         spikes_in = self.s_in.recv()
-        if local_step(self.time_step, int(self.period[0])) == 1:
+        if local_step(self.time_step, *self.reset) == 1:
             self.counts[:] = 0
             self.max_count[:] = 0
         state = PoolState(self.counts.reshape(-1), self.max_count.reshape(-1))
-        spikes, state = pool_step(spikes_in.reshape(-1), state, PoolParams(self.window_index))
+        spikes, state = pool_step(spikes_in.reshape(-1), state, self.params)
         self.counts[:] = state.counts.reshape(self.counts.shape)
         self.max_count[:] = state.max_count.reshape(self.max_count.shape)
         self.s_out.send(spikes.reshape(self.max_count.shape))
@@ -148,3 +158,12 @@ class PySpikeRecorderModelFloat(AbstractPySpikeRecorderModel):
 @tag("bit_accurate_loihi", "fixed_pt")
 class PySpikeRecorderModelFixed(AbstractPySpikeRecorderModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+
+
+@implements(proc=QffsNetwork, protocol=LoihiProtocol)
+class QffsNetworkModel(AbstractSubProcessModel):
+    """The network is its layers: the Processes QffsNetwork built and connected (any tag)."""
+
+    def __init__(self, proc: QffsNetwork) -> None:
+        for i, process in enumerate(proc.processes):
+            setattr(self, f"process{i}", process)

@@ -1,4 +1,5 @@
-"""QFFS Lava Processes: they declare ports and Vars only; models.py implements them per tag."""
+"""QFFS Lava Processes: they declare ports, state Vars and constant process parameters;
+models.py implements them per tag, network.py composes them into a whole net.h5."""
 
 from __future__ import annotations
 
@@ -10,51 +11,62 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
 
+def check_reset(reset_interval: Optional[int], reset_offset: int) -> None:
+    """reset_interval: None (never) or >= 1 steps; reset_offset >= 0 steps (ValueError otherwise)."""
+    if reset_interval is not None and (int(reset_interval) != reset_interval or reset_interval < 1):
+        raise ValueError(f"reset_interval must be None or a whole number of steps >= 1, got {reset_interval!r}")
+    if int(reset_offset) != reset_offset or reset_offset < 0:
+        raise ValueError(f"reset_offset must be a whole number of steps >= 0, got {reset_offset!r}")
+
+
 class QffsNeuron(AbstractProcess):
     """QFFS neurons (the paper's Algorithm 1, `dynamics.neuron_step`) with a per-step bias window.
 
-    Every `period` steps (one sample) the state resets: v = v_init, z = 0, and the input
-    of that first local step is dropped (only spikes of the previous sample can arrive
-    then). At local step t (1-based) the current is
+    Samples start at time steps reset_offset + 1 + k * reset_interval (k = 0, 1, ...; with
+    reset_interval None only the first). There the state resets, v = v_init and z = 0, and
+    the input of that step is dropped (only spikes of the previous sample can arrive then).
+    At local step t (1 at a sample's start) the current is
 
         I = a_in + (bias if bias_start <= t < bias_start + bias_steps else 0)
 
+    Before the first sample (time steps <= reset_offset) the neurons only integrate a_in.
+    threshold, v_init, bias (broadcast to `shape`; per channel is the last axis), z_max,
+    bias_start and bias_steps are constants (process parameters). State Vars: v, z.
     Ports: a_in (synaptic input), s_out (signed spikes in {-1, 0, +1}, graded messages).
     """
 
     def __init__(self, *, shape: Tuple[int, ...], threshold, v_init, z_max: int, bias, bias_start: int,
-                 bias_steps: int, period: int, name: Optional[str] = None) -> None:
-        super().__init__(shape=shape, name=name)
+                 bias_steps: int, reset_interval: Optional[int] = None, reset_offset: int = 0,
+                 name: Optional[str] = None) -> None:
+        constants = {key: np.broadcast_to(value, shape).copy()
+                     for key, value in (("threshold", threshold), ("v_init", v_init), ("bias", bias))}
+        super().__init__(shape=shape, z_max=int(z_max), bias_start=int(bias_start), bias_steps=int(bias_steps),
+                         reset_interval=reset_interval, reset_offset=reset_offset, name=name, **constants)
+        check_reset(reset_interval, reset_offset)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
-        self.v = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
+        self.v = Var(shape=shape, init=constants["v_init"])
         self.z = Var(shape=shape, init=0)
-        self.threshold = Var(shape=shape, init=np.broadcast_to(threshold, shape).copy())
-        self.v_init = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
-        self.z_max = Var(shape=(1,), init=z_max)
-        self.bias = Var(shape=shape, init=np.broadcast_to(bias, shape).copy())
-        self.bias_start = Var(shape=(1,), init=bias_start)
-        self.bias_steps = Var(shape=(1,), init=bias_steps)
-        self.period = Var(shape=(1,), init=period)
 
 
 class EventMaxPool(AbstractProcess):
     """Event-based max pooling (the paper's Algorithm 2, `dynamics.pool_step`), no delay.
 
-    window_index (n_out, k) lists, for each flat output position, the flat input positions
-    of its window (flat in the ports' own layout). Counts reset every `period` steps.
+    window_index (n_out, k), a constant, lists for each flat output position the flat input
+    positions of its window (flat in the ports' own layout). Counts reset where a sample
+    starts (reset_interval, reset_offset as in QffsNeuron). State Vars: counts, max_count.
     Ports: s_in (signed spikes), s_out (signed spikes).
     """
 
     def __init__(self, *, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], window_index: np.ndarray,
-                 period: int, name: Optional[str] = None) -> None:
-        super().__init__(in_shape=in_shape, out_shape=out_shape, name=name)
+                 reset_interval: Optional[int] = None, reset_offset: int = 0, name: Optional[str] = None) -> None:
+        super().__init__(in_shape=in_shape, out_shape=out_shape, window_index=np.asarray(window_index, np.int32),
+                         reset_interval=reset_interval, reset_offset=reset_offset, name=name)
+        check_reset(reset_interval, reset_offset)
         self.s_in = InPort(shape=in_shape)
         self.s_out = OutPort(shape=out_shape)
-        self.window_index = Var(shape=window_index.shape, init=window_index)
         self.counts = Var(shape=in_shape, init=0)
         self.max_count = Var(shape=out_shape, init=0)
-        self.period = Var(shape=(1,), init=period)
 
 
 class SpikeRecorder(AbstractProcess):
