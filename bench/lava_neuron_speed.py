@@ -14,18 +14,17 @@ import numpy as np
 from qffs_lava.backends.lava.runner import import_lava
 
 
-def time_neuron(make_neuron, shape, steps, repeats):
+def time_steps(build, data: np.ndarray, steps: int, repeats: int) -> float:
+    """Best wall time per step, over `repeats` runs of `steps` steps after 10 warm-up steps, of the
+    Processes that build(port) connects to a RingBuffer source sending `data` (Loihi2SimCfg, fixed_pt)."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
 
-    rng = np.random.default_rng(0)
-    data = rng.integers(-300, 300, size=shape + (64,)).astype(np.int32)
     best = float("inf")
     for _ in range(repeats):
         source = RingBuffer(data=data)
-        neuron = make_neuron(shape)
-        source.s_out.connect(neuron.a_in)
+        build(source.s_out)
         try:
             source.run(condition=RunSteps(num_steps=10), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))  # warm-up
             start = time.perf_counter()
@@ -44,10 +43,15 @@ def measure(shape=(28, 28, 16), steps: int = 500, repeats: int = 3) -> dict:
     from qffs_lava.backends.lava.procs.process import QffsNeuron
 
     shape = tuple(shape)
-    lif = time_neuron(lambda s: LIF(shape=s, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0), shape,
-                      steps, repeats)
-    qffs = time_neuron(lambda s: QffsNeuron(shape=s, threshold=1000, v_init=500, z_max=3, bias=10, bias_start=2,
-                                            bias_steps=3, reset_interval=20), shape, steps, repeats)
+    data = np.random.default_rng(0).integers(-300, 300, size=shape + (64,)).astype(np.int32)
+
+    def feeding(make_neuron):
+        return lambda port: port.connect(make_neuron().a_in)
+
+    lif = time_steps(feeding(lambda: LIF(shape=shape, du=4095, dv=0, vth=1000, bias_mant=0, bias_exp=0)), data,
+                     steps, repeats)
+    qffs = time_steps(feeding(lambda: QffsNeuron(shape=shape, threshold=1000, v_init=500, z_max=3, bias=10,
+                                                 bias_start=2, bias_steps=3, reset_interval=20)), data, steps, repeats)
     return {"shape": list(shape), "steps": steps, "lif_step_s": lif, "qffs_step_s": qffs, "ratio": qffs / lif}
 
 

@@ -10,8 +10,8 @@
    same layers built from lava-nc's Processes: the same Dense and Conv synapses into LIF
    neurons (fixed_pt), each max pool replaced by a 2x2 stride-2 depthwise Conv, since
    lava-nc has no pool. Both get the same graded input from a RingBuffer and run the
-   same steps in one runtime (Loihi2SimCfg, fixed_pt); the best of a few repeats is
-   reported per step (target: QffsNetwork at most 1.2 times the stock network).
+   same steps (`lava_neuron_speed.time_steps`); the best of a few repeats is reported per
+   step (target: QffsNetwork at most 1.2 times the stock network).
 """
 
 import argparse
@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from lava_neuron_speed import time_steps
 
 from qffs_lava.backends.lava.runner import default_workers, import_lava, run_lava
 from qffs_lava.ir.netfile import read_net
@@ -86,29 +87,6 @@ def stock_network(network, source_port):
     return network.propagate(Stock())[-1][0]
 
 
-def time_steps(build, data, steps: int, repeats: int) -> float:
-    """Best wall time per step of `steps` steps (after 10 warm-up steps) of the network that build(port) makes."""
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.sink import RingBuffer as Sink
-    from lava.proc.io.source import RingBuffer as Source
-
-    best = float("inf")
-    for _ in range(repeats):
-        source = Source(data=data)
-        out = build(source.s_out)
-        sink = Sink(shape=out.shape, buffer=steps + 10)
-        out.connect(sink.a_in)
-        try:
-            source.run(condition=RunSteps(num_steps=10), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            start = time.perf_counter()
-            source.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            best = min(best, (time.perf_counter() - start) / steps)
-        finally:
-            source.stop()
-    return best
-
-
 def step_cost_figures(network, x, steps: int = 200, repeats: int = 3) -> dict:
     """Per-step time of the QffsNetwork and of the stock network on the same input, and their ratio."""
     import_lava()
@@ -119,9 +97,7 @@ def step_cost_figures(network, x, steps: int = 200, repeats: int = 3) -> dict:
     data = probe.source_data(x[:max(1, steps // period + 1)])
 
     def qffs(port):
-        net = QffsNetwork(network, reset_interval=period)
-        port.connect(net.inp)
-        return net.out
+        port.connect(QffsNetwork(network, reset_interval=period).inp)
 
     qffs_s = time_steps(qffs, data, steps, repeats)
     stock_s = time_steps(lambda port: stock_network(network, port), data, steps, repeats)
