@@ -8,6 +8,7 @@ workers, or its worker processes and their runtimes' workers).
 import os
 import pty
 import select
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
         try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a shell starts a command, even if ours ignores it
             os.execve(argv[0], argv, env)
         finally:
             os._exit(127)

@@ -61,8 +61,16 @@ def test_ctrl_c_in_a_terminal_ten_times_in_a_row_at_each_moment(digits_net, work
               "(10 runs)")
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process, even if it was started with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers):
+def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, ctrl_c_raises):
     network = read_net(digits_net)
     before, shm = descendants_of(os.getpid()), shared_memory_segments()
     x = np.random.default_rng(0).integers(0, 17, size=(400, 1, 8, 8)) / 16

@@ -269,6 +269,8 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progre
     processes = [context.Process(target=_worker, args=(chunks, tasks, results, run_args))
                  for _ in range(workers)]
     done: Dict[int, Dict[int, np.ndarray]] = {}
+    interrupts = MainProcessInterrupts()
+    interrupts.install()  # Ctrl-C raises here as with one worker, even where SIGINT was inherited ignored
     try:
         for process in processes:
             process.start()
@@ -302,6 +304,7 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progre
         for channel in (tasks, results):
             channel.cancel_join_thread()
             channel.close()
+        interrupts.uninstall()
     return [done[index] for index in range(len(chunks))]
 
 
