@@ -13,6 +13,7 @@ from processes import descendants_of, shared_memory_segments
 from random_nets import random_graph, random_inputs
 
 from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.backends.lava.layout import from_lava_layout
 from qffs_lava.backends.lava.runner import LavaRun, import_lava, run_lava
 from qffs_lava.ir.netfile import read_net, write_net
 
@@ -41,10 +42,8 @@ def residual_net(tmp_path_factory):
 def output_spikes_by_sample(net, spikes, samples):
     """The sink's (*out shape, N * interval) spikes as (interval, N, classes) in net.h5's order."""
     steps = np.moveaxis(np.asarray(spikes), -1, 0).reshape((samples, net.reset_interval) + net.out.shape)
-    flat = steps.reshape(samples, net.reset_interval, -1)
-    if len(net.network.shapes[-1]) == 1:
-        flat = flat[..., np.argsort(net.flat_order[-1])]
-    return torch.from_numpy(flat.transpose(1, 0, 2).astype(np.int64))
+    chw = from_lava_layout(steps, net.network.shapes[-1], net.flat_order[-1])
+    return torch.from_numpy(chw.reshape(samples, net.reset_interval, -1).transpose(1, 0, 2).astype(np.int64))
 
 
 def assert_example_equals_runner(net_path, x):
@@ -107,7 +106,8 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     got = output_spikes_by_sample(net, out, len(x))
     assert torch.equal(got.cumsum(dim=0), expected.output_counts)
     probed = probed.reshape((len(x), net.reset_interval) + net.layer_out[hidden].shape)  # (N, t, W, H, C)
-    assert torch.equal(torch.from_numpy(probed.transpose(1, 0, 4, 3, 2).astype(np.int8)), expected.spikes[hidden - 1])
+    probed = from_lava_layout(probed, network.shapes[hidden], net.flat_order[hidden]).swapaxes(0, 1)
+    assert torch.equal(torch.from_numpy(probed.astype(np.int8)), expected.spikes[hidden - 1])
     assert int(np.abs(probed).sum()) > 0
 
 
