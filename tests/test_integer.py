@@ -63,12 +63,15 @@ def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
     assert network.meta["qann_forward"] == "LSQ, float weights"
     assert network.meta["qann_accuracy"] == content["accuracy"]["qann"]
 
-    with_phase = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=1, **QUIET)
+    with_phase = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=2, **QUIET)
     assert with_phase["accuracy"]["lsq"] == content["accuracy"]["qann"]  # the phase comes after the same training
 
     added = train("digits", "mlp", out=tmp_path / "hw.pt", init=str(tmp_path / "lsq.pt"), float_epochs=0,
                   qat_epochs=0, hardware_epochs=2, **QUIET)
     assert added["hardware_exact"] and added["accuracy"]["lsq"] == content["accuracy"]["qann"]
+    assert added["accuracy"]["qann"] == with_phase["accuracy"]["qann"]  # the same phase as in one full run
+    for name, value in with_phase["state_dict"].items():
+        assert torch.equal(added["state_dict"][name], value), name
     assert added["accuracy"]["integer_before"] == network.meta["int_qann_accuracy"]  # what the export gave
     assert added["train"]["phase_seconds"]["hardware"] > 0
     after = export(tmp_path / "hw.pt", tmp_path / "hw.h5", log=lambda _: None)

@@ -251,8 +251,9 @@ def train(
         accuracies["agreement_before"] = float((exported == predictions(model, test_x)).double().mean())
         log(f"before the hardware-exact phase: LSQ QANN {100 * lsq_acc:.2f}%, the integer network it exports "
             f"{100 * accuracies['integer_before']:.2f}%, top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
-        accuracies["qann"] = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data, generator,
-                                  progress, log, teacher=teacher)
+        phase_generator = torch.Generator().manual_seed(cfg.seed + 1)  # --init lsq.pt adds the same phase
+        accuracies["qann"] = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data,
+                                  phase_generator, progress, log, teacher=teacher)
     lap("hardware")
     seconds = sum(clock[phase] for phase in ("float", "qat", "hardware"))
     qann = "hardware-exact QANN (the exported network)" if cfg.hardware_epochs else "QANN"
