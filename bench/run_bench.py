@@ -69,7 +69,9 @@ def model_figures(name: str, dataset: str, arch: str) -> dict:
     figures.update(float_accuracy=accuracy["float"], lsq_accuracy=accuracy["lsq"],
                    integer_before=accuracy["integer_before"], agreement_before=accuracy["agreement_before"],
                    train_seconds=content["train"]["seconds"], phase_seconds=content["train"]["phase_seconds"],
-                   hardware_epochs=content["train"]["hardware_epochs"], train_threads=content["train"]["threads"])
+                   hardware_epochs=content["train"]["hardware_epochs"], train_threads=content["train"]["threads"],
+                   validation=accuracy["validation"], validation_images=content["train"]["validation_images"],
+                   hardware_epoch_kept=content["train"]["hardware_epoch_kept"])
     exported = run(f"qffs-export {name}.pt {name}.h5")
     meta = read_net(RUNS / f"{name}.h5").meta
     figures.update(export_command=exported["command"], export_seconds=exported["seconds"],
@@ -210,11 +212,16 @@ def block_export(r: dict) -> str:
 
 def block_hardware(r: dict) -> str:
     return model_table(r, ("model", "LSQ QANN (no phase)", "its integer network, agreement",
-                           "hardware-exact QANN = integer network", "agreement", "phase: epochs, time"),
+                           "hardware-exact QANN = integer network", "change", "agreement",
+                           "kept epoch of the phase (validation acc.: before, kept)", "phase time"),
                        lambda m: (f"{m['dataset']} {m['arch']}", pct(m["lsq_accuracy"]),
                                   f"{pct(m['integer_before'])}, {pct(m['agreement_before'])}",
-                                  pct(m["qann_accuracy"]), pct(m["qann_agreement"]),
-                                  f"{m['hardware_epochs']}, {duration(m['phase_seconds']['hardware'])}"))
+                                  pct(m["qann_accuracy"]), f"{100 * (m['qann_accuracy'] - m['lsq_accuracy']):+.2f}",
+                                  pct(m["qann_agreement"]),
+                                  f"{m['hardware_epoch_kept']} of {m['hardware_epochs']} "
+                                  f"({pct(m['validation']['integer_before'])}, {pct(m['validation']['qann'])}; "
+                                  f"{m['validation_images']} images)",
+                                  duration(m["phase_seconds"]["hardware"])))
 
 
 def speed_text(figures: dict) -> str:

@@ -126,6 +126,10 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="float training learning rate (AdamW, cosine)")
     parser.add_argument("--qat-lr", type=float, default=5e-4, help="LSQ fine-tuning learning rate")
     parser.add_argument("--hardware-lr", type=float, default=1e-4, help="hardware-exact fine-tuning learning rate")
+    parser.add_argument("--validation", type=float, default=0.1,
+                        help="share of the training split held out from all training (default 0.1, the same "
+                             "images for every seed); the hardware-exact phase keeps its epoch with the best "
+                             "validation accuracy, epoch 0 (the LSQ model's integer network) included")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None, help="start from this model file instead of a fresh model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -139,7 +143,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
         layer_bits=args.layer_bits, weight_bits=args.weight_bits, float_epochs=args.float_epochs,
         qat_epochs=args.qat_epochs, hardware_epochs=args.hardware_epochs, batch_size=args.batch_size, lr=args.lr,
-        qat_lr=args.qat_lr, hardware_lr=args.hardware_lr,
+        qat_lr=args.qat_lr, hardware_lr=args.hardware_lr, validation=args.validation,
         seed=args.seed, init=args.init, device=args.device, distill=args.distill,
     )
     return 0

