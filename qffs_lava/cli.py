@@ -56,6 +56,15 @@ def bits(text: str) -> int:
     return value
 
 
+def arch_name(text: str) -> str:
+    """A built-in architecture, or MODULE:FUNCTION / file.py:FUNCTION / torchvision:NAME."""
+    if text not in ARCHS and ":" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a built-in architecture ({', '.join(ARCHS)}) nor "
+                                         "MODULE:FUNCTION (e.g. mypackage.models:build, models.py:build, "
+                                         "torchvision:resnet18)")
+    return text
+
+
 def bits_list(text: str) -> List[int]:
     return [bits(part) for part in text.split(",")]
 
@@ -101,7 +110,15 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         "Example: qffs-train --dataset digits --arch mlp --out digits.pt",
     )
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="digits needs no download")
-    parser.add_argument("--arch", required=True, choices=list(ARCHS), help=ARCH_HELP)
+    parser.add_argument("--arch", required=True, type=arch_name,
+                        help=f"built-in: {ARCH_HELP}. Or your own PyTorch model: MODULE:FUNCTION or "
+                             "path/to/file.py:FUNCTION, a function (or class) that returns an nn.Module, called "
+                             "with num_classes and in_channels where it takes them (the current folder is "
+                             "importable), traced with torch.fx; torchvision:NAME for torchvision's models "
+                             "(e.g. torchvision:resnet18, num_classes from the dataset)")
+    parser.add_argument("--small-input-stem", action="store_true",
+                        help="torchvision ResNets: a 3x3 stride-1 stem conv and no max pool, for 32x32 images "
+                             "(the usual CIFAR stem)")
     parser.add_argument("--out", required=True, help="the model file to write (e.g. model.pt)")
     parser.add_argument("--data-dir", default="data", help="torchvision-layout dataset folder (default: data)")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs internet)")
@@ -131,7 +148,11 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                              "images for every seed); the hardware-exact phase keeps its epoch with the best "
                              "validation accuracy, epoch 0 (the LSQ model's integer network) included")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", default=None, help="start from this model file instead of a fresh model")
+    parser.add_argument("--init", default=None,
+                        help="start from this model file instead of a fresh model: a qffs model file, or the "
+                             "state dict of a float model trained in plain PyTorch (torch.save(model."
+                             "state_dict(), path)) for the model --arch builds; with --float-epochs 0 LSQ "
+                             "fine-tunes it as it is")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where to train (default cpu, deterministic); cuda for a GPU, e.g. for vgg11/vgg16")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -145,6 +166,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         qat_epochs=args.qat_epochs, hardware_epochs=args.hardware_epochs, batch_size=args.batch_size, lr=args.lr,
         qat_lr=args.qat_lr, hardware_lr=args.hardware_lr, validation=args.validation,
         seed=args.seed, init=args.init, device=args.device, distill=args.distill,
+        small_input_stem=args.small_input_stem,
     )
     return 0
 

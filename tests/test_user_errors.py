@@ -124,6 +124,23 @@ def test_counts_state_one_rule(tmp_path, digits_net):
                    "argument --samples: must be an integer >= 0, got '-1'")
 
 
+def test_arch_names_a_built_in_or_a_function_that_builds_a_module(tmp_path):
+    out = ("--dataset", "digits", "--out", tmp_path / "m.pt", "--float-epochs", "1", "--qat-epochs", "1")
+    assert_refused(cli("qffs-train", "--arch", "lenet5", *out),
+                   "'lenet5' is neither a built-in architecture (mlp, lenet")
+    assert_refused(cli("qffs-train", "--arch", "no_such_package.models:build", *out),
+                   "--arch no_such_package.models:build: cannot import no_such_package.models: ModuleNotFoundError")
+    assert_refused(cli("qffs-train", "--arch", "torch.nn:no_such_model", *out),
+                   "--arch torch.nn:no_such_model: torch.nn has no function or class 'no_such_model'")
+    assert_refused(cli("qffs-train", "--arch", "torchvision:resnet_99", *out),
+                   "torchvision.models has no model 'resnet_99'")
+    assert_refused(cli("qffs-train", "--arch", "torch.nn:Tanh", *out),
+                   "--arch torch.nn:Tanh: calling it with {'num_classes': 10, 'in_channels': 1} failed: TypeError")
+    assert_refused(cli("qffs-train", "--arch", "examples/custom_resnet.py:SmallResNet", "--small-input-stem", *out),
+                   "--small-input-stem is for torchvision's ResNets, not examples/custom_resnet.py:SmallResNet")
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_fewer_steps_than_the_input_window_are_refused(digits_net):
     assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "2"),
                    "T = 2 steps: the network needs at least K = 3 steps")

@@ -51,9 +51,8 @@ def _unpickling_refusal(err: pickle.UnpicklingError) -> str:
     return reason if len(reason) <= 200 else reason[:200].rsplit(" ", 1)[0] + " ..."
 
 
-def read_model_file(path: str | Path) -> Dict[str, Any]:
-    """The model file's dict, loaded without arbitrary unpickling and checked for format and version."""
-    path = Path(path)
+def _load_weights_only(path: Path) -> Any:
+    """torch.load(path, weights_only=True), every failure a ModelFileError that says what the file is."""
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     kind = file_kind(path)
@@ -64,12 +63,37 @@ def read_model_file(path: str | Path) -> Dict[str, Any]:
         raise ModelFileError(f"{path} is not a PyTorch model file: it is {kind}; give the model file that "
                              "qffs-train wrote")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ModelFileError(f"refused {path}: loading it needs arbitrary unpickling, which could run code "
                              f"({_unpickling_refusal(err)})") from None
     except Exception as err:  # truncated zip, a zip that torch did not write, ...
         raise ModelFileError(f"cannot read model file {path}: {type(err).__name__}: {str(err)[:200]}") from None
+
+
+def is_model_file(path: str | Path) -> bool:
+    """Whether `path` is a qffs model file, rather than (say) a plain PyTorch state dict."""
+    content = _load_weights_only(Path(path))
+    return isinstance(content, dict) and content.get("format") == MODEL_FORMAT
+
+
+def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
+    """A plain PyTorch state dict (`torch.save(model.state_dict(), path)`, or a checkpoint dict holding one
+    under "state_dict"), loaded without arbitrary unpickling."""
+    content = _load_weights_only(Path(path))
+    if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
+        content = content["state_dict"]
+    if not isinstance(content, dict) or not content or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
+        raise ModelFileError(f"{path} is neither a qffs model file nor a PyTorch state dict (a dict of tensors, "
+                             "as torch.save(model.state_dict(), path) writes)")
+    return content
+
+
+def read_model_file(path: str | Path) -> Dict[str, Any]:
+    """The model file's dict, loaded without arbitrary unpickling and checked for format and version."""
+    path = Path(path)
+    content = _load_weights_only(path)
     if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not a qffs model file (no format '{MODEL_FORMAT}'); make one with qffs-train")
     version = content.get("version")

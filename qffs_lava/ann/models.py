@@ -240,12 +240,13 @@ def arch_from_v1(arch: Arch) -> Arch:
     return {k: v for k, v in arch.items() if k != "layers"} | {"nodes": nodes}
 
 
-def check_arch(arch: Arch) -> Dict[str, Shape]:
+def check_arch(arch: Arch, partial: bool = False) -> Dict[str, Shape]:
     """Validate an architecture; return the shape (without batch) of every node and of "input".
 
     Raises ValueError naming the node: unknown ops, missing or bad parameters, names that
     are not module names or repeat, inputs that are not earlier nodes, shapes that do not
-    fit, and a network that does not end in an act over num_classes.
+    fit, and (unless `partial`: a graph still being built) a network that does not end in
+    an act over num_classes.
     """
     if not isinstance(arch, dict) or not {"name", "input_shape", "num_classes", "nodes"} <= set(arch):
         raise ValueError("architecture must be a dict with name, input_shape, num_classes, nodes")
@@ -288,6 +289,8 @@ def check_arch(arch: Arch) -> Dict[str, Shape]:
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
     last = nodes[-1]
+    if partial:
+        return shapes
     if last["op"] != "act" or shapes[last["name"]] != (arch["num_classes"],):
         raise ValueError(f"the network must end in an act over {arch['num_classes']} classes, ends with "
                          f"{last['op']} of shape {shapes[last['name']]}")

@@ -20,18 +20,19 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from qffs_lava.ann.archs import make_arch, set_layer_bits
+from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
 from qffs_lava.ann.datasets import dataset_info, load_dataset, split_validation
 from qffs_lava.ann.lsq import LsqQuantizer
-from qffs_lava.ann.modelfile import load_model_file, save_model_file
+from qffs_lava.ann.modelfile import is_model_file, load_model_file, read_state_dict, save_model_file
 from qffs_lava.ann.models import build_model, predict, set_quantized
+from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.errors import QffsError
 from qffs_lava.export.integer import IntegerModel
 from qffs_lava.fileio import check_outputs, check_writable
@@ -70,7 +71,8 @@ class TrainConfig:
     distill: bool = False  # LSQ fine-tuning also matches the float model's softmax
     seed: int = 0
     download: bool = False
-    init: Optional[str] = None
+    init: Optional[str] = None  # a qffs model file, or a PyTorch state dict for the model arch builds
+    small_input_stem: bool = False  # torchvision ResNets: a 3x3 stride-1 stem without max pool
     device: str = "cpu"
 
     def __post_init__(self):
@@ -95,8 +97,8 @@ class TrainConfig:
         if isinstance(self.validation, bool) or not isinstance(self.validation, (int, float)) \
                 or not 0 <= self.validation <= 0.5:
             raise QffsError(f"--validation: must be a share of the training split in [0, 0.5], got {self.validation!r}")
-        if self.float_epochs == 0 and self.init is None:
-            raise QffsError("float-epochs 0 needs --init with a trained model file")
+        if self.float_epochs == 0 and self.init is None and not self.arch.startswith("module "):
+            raise QffsError("float-epochs 0 needs --init with a trained model file or state dict")
         if self.qat_epochs == 0 and self.init is None:
             raise QffsError("qat-epochs 0 needs --init with a quantized model file (it fine-tunes that one)")
         if self.device not in ("cpu", "cuda"):
@@ -208,9 +210,47 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_
     return kept
 
 
+def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module]) -> Tuple[dict, nn.Module]:
+    """(architecture, model) for cfg.arch: a built-in name, MODULE:FUNCTION or torchvision:NAME (torch_import),
+    or the nn.Module given; with --init of a PyTorch state dict, its weights."""
+    state = read_state_dict(cfg.init) if cfg.init is not None else None
+    if module is None and cfg.arch not in ARCHS:
+        module = build_module(cfg.arch, info.input_shape, info.num_classes, cfg.small_input_stem)
+    if module is not None:
+        if state is not None:
+            _load_state(module, state, cfg.init)
+        return from_torch(module, info.input_shape, cfg.act_bits, cfg.out_bits, cfg.layer_bits, cfg.weight_bits,
+                          name=cfg.arch)
+    try:
+        architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits)
+        if cfg.layer_bits:
+            architecture = set_layer_bits(architecture, cfg.layer_bits)
+    except ValueError as err:
+        raise QffsError(str(err)) from None
+    model = build_model(architecture, weight_bits=cfg.weight_bits)
+    if state is not None:
+        set_quantized(model, False)
+        _load_state(model, {k: v for k, v in state.items() if "quantizer" not in k}, cfg.init,
+                    ignore=lambda key: "quantizer" in key)
+    return architecture, model
+
+
+def _load_state(module: nn.Module, state: dict, path: str, ignore=lambda key: False) -> None:
+    """module.load_state_dict(state), its mismatches a QffsError that names them."""
+    expected = {k: v for k, v in module.state_dict().items() if not ignore(k)}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        raise QffsError(f"--init {path} does not fit the model --arch builds: "
+                        + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                                    for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                                       ("other shapes", sorted(wrong))) if keys))
+    module.load_state_dict(state, strict=False)
+
+
 def train(
     dataset: str,
-    arch: str,
+    arch: str | nn.Module,
     out: Optional[str | Path] = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
@@ -221,13 +261,18 @@ def train(
 
     Deterministic on the CPU (the default device); `device="cuda"` trains on a GPU.
 
-    Options are TrainConfig's fields. Returns the model file's content, including the
-    measured test accuracies: float, lsq (after LSQ fine-tuning), qann (the QANN as trained:
-    after the hardware-exact phase, that of the integer network) and, with the phase,
-    integer_before and agreement_before (the integer network the LSQ model exports, and its
-    top-1 agreement with the LSQ model).
+    `arch`: a built-in name, "MODULE:FUNCTION" or "torchvision:NAME" (a function that builds an
+    nn.Module, see torch_import.build_module), or an nn.Module itself, whose weights are the start
+    (float_epochs=0 fine-tunes them as they are). Options are TrainConfig's fields.
+
+    Returns the model file's content, including the measured test accuracies: float, lsq
+    (after LSQ fine-tuning), qann (the QANN as trained: after the hardware-exact phase, that
+    of the integer network) and, with the phase, integer_before and agreement_before (the
+    integer network the LSQ model exports, and its top-1 agreement with the LSQ model).
     """
-    cfg = TrainConfig(dataset=dataset, arch=arch, **options)
+    module = arch if isinstance(arch, nn.Module) else None
+    cfg = TrainConfig(dataset=dataset, arch=f"module {type(arch).__name__}" if module is not None else arch,
+                      **options)
     if out is not None:
         check_writable(out)
         check_outputs({"--out": out}, {"--init": cfg.init})
@@ -242,7 +287,7 @@ def train(
                  for split in (training, validation, load_dataset(cfg.dataset, "test", cfg.data_dir)))
     test_x, test_y = data[2]
 
-    if cfg.init is not None:
+    if cfg.init is not None and is_model_file(cfg.init):
         init, model = load_model_file(cfg.init)
         architecture = init["arch"]
         if init["dataset"] != cfg.dataset:
@@ -253,14 +298,11 @@ def train(
                 f"{init['train'].get('validation', 0)}, this run holds out {cfg.validation}: some validation "
                 "images were in its training data, so choosing by validation favours the model as it came")
     else:
-        try:
-            architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits)
-            if cfg.layer_bits:
-                architecture = set_layer_bits(architecture, cfg.layer_bits)
-        except ValueError as err:
-            raise QffsError(str(err)) from None
-        model = build_model(architecture, weight_bits=cfg.weight_bits)
-        float_acc = None
+        if cfg.qat_epochs == 0:
+            raise QffsError("qat-epochs 0 needs --init with a quantized qffs model file (it fine-tunes that one)")
+        architecture, model = _new_model(cfg, info, module)
+        set_quantized(model, False)
+        float_acc = accuracy(model.to(device), test_x, test_y) if cfg.float_epochs == 0 else None
     model.to(device)
     input_norm = {"mean": [0.0] * info.input_shape[0], "std": [1.0] * info.input_shape[0]}
     clock = {"started": time.perf_counter()}
