@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 
 from qffs_lava.ann.archs import ARCH_HELP, ARCHS
 from qffs_lava.ann.datasets import DATASETS
+from qffs_lava.dynamics import ABLATIONS
 from qffs_lava.errors import QffsError
 from qffs_lava.fileio import check_outputs, file_kind
 
@@ -116,6 +117,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                              "with num_classes and in_channels where it takes them (the current folder is "
                              "importable), traced with torch.fx; torchvision:NAME for torchvision's models "
                              "(e.g. torchvision:resnet18, num_classes from the dataset)")
+    parser.add_argument("--pool", default="max", choices=["max", "avg"],
+                        help="lenet, vgg11, vgg16: max pooling (default; event max pooling in the SNN) or average "
+                             "pooling (folded into the next synapse; the paper's pooling ablation)")
     parser.add_argument("--small-input-stem", action="store_true",
                         help="torchvision ResNets: a 3x3 stride-1 stem conv and no max pool, for 32x32 images "
                              "(the usual CIFAR stem)")
@@ -166,7 +170,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         qat_epochs=args.qat_epochs, hardware_epochs=args.hardware_epochs, batch_size=args.batch_size, lr=args.lr,
         qat_lr=args.qat_lr, hardware_lr=args.hardware_lr, validation=args.validation,
         seed=args.seed, init=args.init, device=args.device, distill=args.distill,
-        small_input_stem=args.small_input_stem,
+        small_input_stem=args.small_input_stem, pool=args.pool,
     )
     return 0
 
@@ -303,6 +307,10 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                         help="Lava backends: run chunks of 100 samples in N Lava runtimes at once, each in its "
                              "own process (default: one per core, at most one per chunk; results do not "
                              "depend on it)")
+    parser.add_argument("--ablate", action="append", default=[], choices=list(ABLATIONS),
+                        help="leave out one of QFFS's mechanisms, as in the paper's ablation study (torch backend; "
+                             "repeat for several): negative-spikes (Algorithm 1 never sends -1), count-bound (no "
+                             "zMax), precharge (v starts at 0, not th // 2)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
     parser.add_argument("--no-loihi-check", action="store_true",
@@ -320,7 +328,8 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     network = read_net(args.net)
     x, labels, description = load_inputs(args)
     report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet,
-                      loihi_check=not args.no_loihi_check, device=args.device, workers=args.workers)
+                      loihi_check=not args.no_loihi_check, device=args.device, workers=args.workers,
+                      ablate=args.ablate)
     report["net"], report["inputs"] = str(args.net), description
     print(format_report(report))
     if args.json:

@@ -35,6 +35,37 @@ class NeuronParams(NamedTuple):
     v_init: Array
 
 
+class Mechanisms(NamedTuple):
+    """Which of QFFS's mechanisms a simulation uses; the paper's ablation study leaves some out.
+
+    negative_spikes: Algorithm 1's -1 spike when v < 0 and z > 0 (off: never).
+    count_bound:     z <= z_max (off: a neuron fires whenever v >= th).
+    precharge:       v starts at v_init = th // 2 (off: at 0).
+    The SNN semantics of DESIGN.md section 3 are all three on (`ALL_MECHANISMS`).
+    """
+
+    negative_spikes: bool = True
+    count_bound: bool = True
+    precharge: bool = True
+
+    def params(self, params: NeuronParams) -> NeuronParams:
+        """The neuron parameters these mechanisms give: z_max unbounded without the bound, v_init 0 without
+        the pre-charge."""
+        return NeuronParams(threshold=params.threshold, z_max=params.z_max if self.count_bound else UNBOUNDED,
+                            v_init=params.v_init if self.precharge else params.v_init * 0)
+
+
+ALL_MECHANISMS = Mechanisms()
+UNBOUNDED = 2**31 - 1  # a count bound no simulation reaches
+#: The paper's ablations by name (qffs-run --ablate): each leaves one mechanism out.
+ABLATIONS = {"negative-spikes": "negative_spikes", "count-bound": "count_bound", "precharge": "precharge"}
+
+
+def without(*names: str) -> Mechanisms:
+    """All mechanisms but the named ones (keys of ABLATIONS)."""
+    return Mechanisms(**{ABLATIONS[name]: False for name in names})
+
+
 class NeuronState(NamedTuple):
     """QFFS neuron state: membrane potential v and net spike count z (0 <= z <= z_max)."""
 
@@ -52,7 +83,8 @@ def neuron_init(zeros: Array, params: NeuronParams) -> NeuronState:
     return NeuronState(v=zeros + params.v_init, z=zeros + 0)
 
 
-def neuron_step(current: Array, state: NeuronState, params: NeuronParams) -> Tuple[Array, NeuronState]:
+def neuron_step(current: Array, state: NeuronState, params: NeuronParams,
+                negative_spikes: bool = True) -> Tuple[Array, NeuronState]:
     """One step of the QFFS neuron (the paper's Algorithm 1). Returns (spikes, new state).
 
         v <- clip(v + I, V_MIN, V_MAX)                       # 24-bit saturation
@@ -61,13 +93,15 @@ def neuron_step(current: Array, state: NeuronState, params: NeuronParams) -> Tup
         else:                        s =  0
 
     Since th > 0 the two conditions exclude each other. After the input stops, the
-    neuron settles at z = clip(floor((sum(I) + v_init) / th), 0, z_max).
+    neuron settles at z = clip(floor((sum(I) + v_init) / th), 0, z_max). With
+    negative_spikes False (an ablation) the second branch never fires.
     """
     v = (state.v + current).clip(V_MIN, V_MAX)
     fire = (v >= params.threshold) & (state.z < params.z_max)
-    cancel = (v < 0) & (state.z > 0)
     one = params.threshold ** 0  # 1 in the threshold's type, so spikes keep the state's dtype
-    spikes = fire * one - cancel * one
+    spikes = fire * one
+    if negative_spikes:
+        spikes = spikes - ((v < 0) & (state.z > 0)) * one
     return spikes, NeuronState(v=v - spikes * params.threshold, z=state.z + spikes)
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.dynamics import ABLATIONS, without
 from qffs_lava.errors import QffsError, QffsFormatError
 from qffs_lava.fileio import atomic_output
 from qffs_lava.ir.loihi import loihi_problems
@@ -69,14 +70,16 @@ def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
 
 
 def output_counts_by_step(net: TorchNetwork, x: torch.Tensor, steps: int, backend: str, mode: str,
-                          batch_size: int, progress: bool, workers: Optional[int] = None) -> torch.Tensor:
+                          batch_size: int, progress: bool, workers: Optional[int] = None,
+                          ablate: Sequence[str] = ()) -> torch.Tensor:
     """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
     with tqdm(total=len(x), desc=f"{backend} ({mode})", unit="sample",
               disable=not progress, leave=False) as bar:
         if backend == "torch":
             chunks = []
             for start in range(0, len(x), batch_size):
-                chunks.append(net.simulate(x[start:start + batch_size], steps, mode).synchronous_counts())
+                chunks.append(net.simulate(x[start:start + batch_size], steps, mode,
+                                           mechanisms=without(*ablate)).synchronous_counts())
                 bar.update(len(chunks[-1][0]))
             return torch.cat(chunks, dim=1)
         from qffs_lava.backends.lava.runner import run_lava
@@ -86,10 +89,12 @@ def output_counts_by_step(net: TorchNetwork, x: torch.Tensor, steps: int, backen
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
              mode: str = "sync", batch_size: int = 256, progress: bool = True, loihi_check: bool = True,
-             device: str = "cpu", workers: Optional[int] = None) -> Dict:
+             device: str = "cpu", workers: Optional[int] = None, ablate: Sequence[str] = ()) -> Dict:
     """Run and compare with the QANN after every step; returns the report (JSON-ready).
 
     The Lava backends run chunks of samples in `workers` runtimes at once (default: one per core).
+    `ablate` names QFFS mechanisms the torch backend leaves out (keys of dynamics.ABLATIONS:
+    the paper's ablation study); the QANN stays the full network's.
 
     The QANN and the torch backend run on `device` ("cuda" for a GPU). The Lava backends
     refuse (QffsFormatError) a network outside Loihi 2's ranges unless loihi_check is
@@ -104,6 +109,11 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
                         f"the steps over which its input is presented")
     if batch_size < 1:
         raise QffsError(f"batch size must be at least 1, got {batch_size}")
+    unknown = [name for name in ablate if name not in ABLATIONS]
+    if unknown:
+        raise QffsError(f"unknown ablation {unknown[0]!r} (choose from {', '.join(ABLATIONS)})")
+    if ablate and backend != "torch":
+        raise QffsError(f"ablations run on the torch backend only, not {backend}")
     x = check_inputs(network, x)
     if backend in ("lava", "lava-float", "loihi2"):
         mode = "pipelined"  # how Lava runs; results are still reported in synchronous steps
@@ -122,18 +132,19 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
     if labels is not None:
         labels = check_labels(labels, len(x), network.num_classes)
     started = time.perf_counter()
-    net = TorchNetwork(network).to(device)
+    # without the count bound, counts (and currents) exceed what exact_dtype planned for
+    net = TorchNetwork(network, torch.float64 if "count-bound" in ablate else None).to(device)
     qann = torch.cat([net.qann(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
     qann_pred = qann.argmax(dim=1)
     report = {
         "backend": backend, "mode": mode, "steps": steps, "samples": len(x), "device": device,
-        "pipeline_depth": network.pipeline_depth, "bias_steps": network.bias_steps,
+        "pipeline_depth": network.pipeline_depth, "bias_steps": network.bias_steps, "ablated": list(ablate),
         "qann_accuracy": _accuracy(qann_pred, labels),
     }
     if backend == "qann":
         counts, by_step = qann, None
     else:
-        by_step = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress, workers)
+        by_step = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress, workers, ablate)
         counts = by_step[-1]
     seconds = time.perf_counter() - started
     predictions = counts.argmax(dim=1)
@@ -176,7 +187,8 @@ def format_report(report: Dict) -> str:
     """The table of accuracy and agreement with the QANN per step, and the summary lines."""
     lines = [f"backend qann (the closed form, no time steps), {report['samples']} samples" if report["backend"] ==
              "qann" else f"backend {report['backend']} ({report['mode']}), {report['samples']} samples, "
-             f"K = {report['bias_steps']}, pipeline depth D = {report['pipeline_depth']}"]
+             f"K = {report['bias_steps']}, pipeline depth D = {report['pipeline_depth']}"
+             + (f", without: {', '.join(report['ablated'])} (an ablation)" if report.get("ablated") else "")]
     if report.get("accuracy_by_step") is not None:
         lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}")
         for t, (acc, agree, equal) in enumerate(zip(report["accuracy_by_step"], report["agreement_by_step"],

@@ -62,14 +62,22 @@ def mlp(input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bit
     return g.finish()
 
 
-def lenet(input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3) -> Arch:
-    """LeNet-style: 2 x [conv 5x5 -> batchnorm -> act -> maxpool 2] -> linear 128 -> act -> linear -> act."""
+def pool_node(g: GraphBuilder, name: str, source: str, pool: str) -> str:
+    """A 2x2 stride-2 pooling node: "max" (event max pooling in the SNN) or "avg" (folded into the next synapse)."""
+    if pool == "max":
+        return g.add(name, "maxpool", [source], kernel_size=2, stride=2, padding=0)
+    return g.add(name, "avgpool", [source], kernel_size=2, stride=2)
+
+
+def lenet(input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3,
+          pool: str = "max") -> Arch:
+    """LeNet-style: 2 x [conv 5x5 -> batchnorm -> act -> pool 2] -> linear 128 -> act -> linear -> act."""
     channels, height, width = input_shape
     g = GraphBuilder("lenet", input_shape, num_classes)
     x = INPUT
     for i, cout in enumerate((16, 32), start=1):
         x = g.act(f"act{i}", g.conv_bn(f"conv{i}", x, channels, cout, 5), act_bits)
-        x = g.add(f"pool{i}", "maxpool", [x], kernel_size=2, stride=2, padding=0)
+        x = pool_node(g, f"pool{i}", x, pool)
         channels, height, width = cout, height // 2, width // 2
     x = g.add("flatten", "flatten", [x])
     x = g.act("act3", g.add("fc1_bn", "batchnorm", [g.linear("fc1", x, channels * height * width, 128)],
@@ -84,14 +92,15 @@ VGG_CONFIGS = {
 }
 
 
-def vgg(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3) -> Arch:
-    """VGG for 32x32 inputs: [conv 3x3 -> batchnorm -> act] blocks with maxpools -> linear -> act."""
+def vgg(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3,
+        pool: str = "max") -> Arch:
+    """VGG for 32x32 inputs: [conv 3x3 -> batchnorm -> act] blocks with 2x2 pools -> linear -> act."""
     channels, height, width = input_shape
     g = GraphBuilder(name, input_shape, num_classes)
     x = INPUT
     for i, item in enumerate(VGG_CONFIGS[name], start=1):
         if item == "M":
-            x = g.add(f"pool{i}", "maxpool", [x], kernel_size=2, stride=2, padding=0)
+            x = pool_node(g, f"pool{i}", x, pool)
             height, width = height // 2, width // 2
         else:
             x = g.act(f"act{i}", g.conv_bn(f"conv{i}", x, channels, item, 3), act_bits)
@@ -130,21 +139,30 @@ ARCH_HELP = ("mlp (any input), lenet (CNN with max pooling), vgg11/vgg16 (32x32 
              "stride-2 stem, one block per stage of 32/64/128 channels)")
 
 
-def make_arch(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3) -> Arch:
-    """A named architecture for a dataset's input shape."""
+POOLS = ("max", "avg")
+
+
+def make_arch(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3,
+              pool: str = "max") -> Arch:
+    """A named architecture for a dataset's input shape; `pool` "avg" puts average pooling where lenet and the
+    VGGs max-pool (the paper's pooling ablation)."""
     image = len(input_shape) == 3
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if pool != "max" and name not in ("lenet",) + tuple(VGG_CONFIGS):
+        raise ValueError(f"{name} has no max pooling to replace (pool avg is for lenet, vgg11, vgg16)")
     if name == "mlp":
         return mlp(input_shape, num_classes, act_bits, out_bits)
     if name == "lenet":
         if not image or min(input_shape[1:]) < 4:
             raise ValueError(f"lenet needs image inputs of at least 4x4, got {tuple(input_shape)}")
-        return lenet(input_shape, num_classes, act_bits, out_bits)
+        return lenet(input_shape, num_classes, act_bits, out_bits, pool)
     if name in VGG_CONFIGS or name == "resnet20":
         if not image or tuple(input_shape[1:]) != (32, 32):
             raise ValueError(f"{name} needs 32x32 image inputs (CIFAR-10), got {tuple(input_shape)}")
         if name == "resnet20":
             return resnet(name, input_shape, num_classes, (16, 32, 64), (3, 3, 3), act_bits, out_bits)
-        return vgg(name, input_shape, num_classes, act_bits, out_bits)
+        return vgg(name, input_shape, num_classes, act_bits, out_bits, pool)
     if name == "resnet8":
         if not image or min(input_shape[1:]) < 8:
             raise ValueError(f"resnet8 needs image inputs of at least 8x8, got {tuple(input_shape)}")

@@ -73,6 +73,7 @@ class TrainConfig:
     download: bool = False
     init: Optional[str] = None  # a qffs model file, or a PyTorch state dict for the model arch builds
     small_input_stem: bool = False  # torchvision ResNets: a 3x3 stride-1 stem without max pool
+    pool: str = "max"  # "avg": average pooling where lenet and the VGGs max-pool
     device: str = "cpu"
 
     def __post_init__(self):
@@ -217,12 +218,14 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module]) -> Tuple[dic
     if module is None and cfg.arch not in ARCHS:
         module = build_module(cfg.arch, info.input_shape, info.num_classes, cfg.small_input_stem)
     if module is not None:
+        if cfg.pool != "max":
+            raise QffsError(f"--pool is for the built-in architectures; {cfg.arch} pools as its code says")
         if state is not None:
             _load_state(module, state, cfg.init)
         return from_torch(module, info.input_shape, cfg.act_bits, cfg.out_bits, cfg.layer_bits, cfg.weight_bits,
                           name=cfg.arch)
     try:
-        architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits)
+        architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits, cfg.pool)
         if cfg.layer_bits:
             architecture = set_layer_bits(architecture, cfg.layer_bits)
     except ValueError as err:

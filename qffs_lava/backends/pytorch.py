@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from qffs_lava.dynamics import (
+    ALL_MECHANISMS,
+    Mechanisms,
     NeuronParams,
     PoolParams,
     bias_active,
@@ -158,9 +160,11 @@ class TorchNetwork(nn.Module):
         counts = [v.to(torch.int64) for v in values]
         return counts if all_layers else counts[-1].reshape(counts[-1].shape[0], -1)
 
-    def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False) -> SimResult:
+    def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False,
+                 mechanisms: Mechanisms = ALL_MECHANISMS) -> SimResult:
         """Run one batch of dataset values for `steps` synchronous steps (pipelined: steps + D of them).
 
+        `mechanisms` leaves QFFS mechanisms out (the paper's ablations; `dynamics.Mechanisms`).
         The result's tensors are on the CPU.
         """
         if mode not in MODES:
@@ -169,7 +173,7 @@ class TorchNetwork(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         network = self.network
         total = steps if mode == "sync" else steps + network.pipeline_depth
-        stepper = _Step(self, self.encode(x), mode)
+        stepper = _Step(self, self.encode(x), mode, mechanisms)
         batch = stepper.x_int.shape[0]
         outputs = torch.zeros(total, batch, network.num_classes, dtype=torch.int64, device=self.device)
         recorded = [torch.zeros((total, batch) + shape, dtype=torch.int8, device=self.device)
@@ -233,8 +237,8 @@ class _Settle:
 class _Step:
     """The executor's visitor for one time step t of the SNN; keeps every layer's state between steps."""
 
-    def __init__(self, net: TorchNetwork, x_int: torch.Tensor, mode: str):
-        self.net, self.x_int, self.mode, self.t = net, x_int, mode, 0
+    def __init__(self, net: TorchNetwork, x_int: torch.Tensor, mode: str, mechanisms: Mechanisms = ALL_MECHANISMS):
+        self.net, self.x_int, self.mode, self.mechanisms, self.t = net, x_int, mode, mechanisms, 0
         self.skip_silent = x_int.device.type == "cpu"
         batch = x_int.shape[0]
         self.silence = [torch.zeros((batch,) + shape, dtype=net.dtype, device=x_int.device)
@@ -255,8 +259,9 @@ class _Step:
             current = self.net.current(index, sources)
         if bias_active(self.t, network.bias_start(index, self.mode), network.bias_steps):
             current = current + buffers.bias
-        state = self.states.get(index) or neuron_init(self.silence[index], buffers.params())
-        spikes, self.states[index] = neuron_step(current, state, buffers.params())
+        params = self.mechanisms.params(buffers.params())
+        state = self.states.get(index) or neuron_init(self.silence[index], params)
+        spikes, self.states[index] = neuron_step(current, state, params, self.mechanisms.negative_spikes)
         return spikes
 
     def maxpool(self, index, layer, source):
