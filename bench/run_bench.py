@@ -320,13 +320,18 @@ BLOCKS = {
 }
 
 
+def replace_block(text: str, name: str, body: str) -> str:
+    """The README text with the lines between <!-- bench:NAME --> and <!-- /bench:NAME --> replaced by body."""
+    pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+    if not pattern.search(text):
+        sys.exit(f"README.md has no block <!-- bench:{name} --> ... <!-- /bench:{name} -->")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
 def update_readme(results: dict) -> None:
     text = README.read_text()
     for name, render in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
-        if not pattern.search(text):
-            sys.exit(f"README.md has no block <!-- bench:{name} --> ... <!-- /bench:{name} -->")
-        text = pattern.sub(lambda m: m.group(1) + render(results) + m.group(2), text)
+        text = replace_block(text, name, render(results))
     README.write_text(text)
 
 

@@ -17,3 +17,28 @@ def test_demo_pipeline_reaches_the_qann_and_lava_agrees_with_torch(tmp_path):
     assert summary["lava_prediction_agreement"] == 1.0
     assert summary["int_qann_accuracy"] >= 0.95
     assert (tmp_path / "accuracy_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_users_own_resnet_goes_through_train_export_and_run_on_fashion_mnist(tmp_path, data_dir, capsys):
+    """examples/custom_resnet.py (residual +, max pool, global average pool) through the three commands; its
+    LSQ QANN and its integer network agree on at least 99.5% of the test split (about 15 minutes)."""
+    import json
+
+    from qffs_lava.ann.modelfile import read_model_file
+    from qffs_lava.cli import export_main, run_main, train_main
+
+    if not (data_dir / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip(f"Fashion-MNIST is not under {data_dir}: run `make data`")
+    model, net, report = tmp_path / "custom.pt", tmp_path / "custom.h5", tmp_path / "run.json"
+    assert train_main(["--dataset", "fashionmnist", "--arch", "examples/custom_resnet.py:SmallResNet", "--out",
+                       str(model), "--data-dir", str(data_dir), "--float-epochs", "5", "--qat-epochs", "3",
+                       "--hardware-epochs", "2", "--threads", "2", "--quiet"]) == 0
+    accuracy = read_model_file(model)["accuracy"]
+    assert accuracy["agreement_before"] >= 0.995 and accuracy["qann"] >= 0.85
+    assert export_main([str(model), str(net), "--data-dir", str(data_dir)]) == 0
+    assert run_main([str(net), "--dataset", "fashionmnist", "--data-dir", str(data_dir), "--steps", "16",
+                     "--json", str(report), "--quiet"]) == 0
+    figures = json.loads(report.read_text())
+    assert figures["equal_from_step"] is not None and figures["qann_accuracy"] == accuracy["qann"]
+    print(capsys.readouterr().out[-3000:])

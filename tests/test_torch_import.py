@@ -146,3 +146,5 @@ def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path):
         float_accuracy = float((net(test_x).argmax(1) == test_y).double().mean())
     assert content["accuracy"]["float"] == pytest.approx(float_accuracy)  # its own weights, measured as they came
     assert content["accuracy"]["qann"] >= 0.8 and content["train"]["arch"] == spec
+    given = train("digits", net, float_epochs=0, qat_epochs=2, hardware_epochs=1, **QUIET)  # the module itself
+    assert given["accuracy"] == content["accuracy"] and given["train"]["arch"] == "module SmallResNet"
