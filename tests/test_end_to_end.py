@@ -20,7 +20,7 @@ def test_demo_pipeline_reaches_the_qann_and_lava_agrees_with_torch(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_users_own_resnet_goes_through_train_export_and_run_on_fashion_mnist(tmp_path, data_dir, capsys):
+def test_a_users_own_resnet_goes_through_train_export_and_run_on_fashion_mnist(tmp_path, data_dir):
     """examples/custom_resnet.py (residual +, max pool, global average pool) through the three commands; its
     LSQ QANN and its integer network agree on at least 99.5% of the test split (about 15 minutes)."""
     import json
@@ -41,4 +41,3 @@ def test_a_users_own_resnet_goes_through_train_export_and_run_on_fashion_mnist(t
                      "--json", str(report), "--quiet"]) == 0
     figures = json.loads(report.read_text())
     assert figures["equal_from_step"] is not None and figures["qann_accuracy"] == accuracy["qann"]
-    print(capsys.readouterr().out[-3000:])
