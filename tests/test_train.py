@@ -85,7 +85,7 @@ def run_cli(*args):
     "args, message",
     [
         (["--dataset", "imagenet", "--arch", "mlp"], "invalid choice: 'imagenet'"),
-        (["--dataset", "digits", "--arch", "resnet"], "invalid choice: 'resnet'"),
+        (["--dataset", "digits", "--arch", "resnet"], "'resnet' is neither a built-in architecture"),
         (["--dataset", "digits", "--arch", "resnet20"], "32x32"),
         (["--dataset", "digits", "--arch", "mlp", "--act-bits", "0"], "bits must be an integer in 1..8"),
         (["--dataset", "digits", "--arch", "mlp", "--out-bits", "9"], "bits must be an integer in 1..8"),
