@@ -160,20 +160,21 @@ class Fit:
 
 
 def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_pad=0, teacher=None,
-         keep_best=False) -> Fit:
+         keep_best: Optional[Fit] = None) -> Fit:
     """Train `epochs` epochs with a cosine learning rate on data = (train, validation, test).
 
     augment_pad > 0: random crops and flips (`augment`). With a teacher (the float model),
     the loss is (CE(y, out) + KL(softmax(teacher) || softmax(out))) / 2, as LSQ fine-tunes.
-    keep_best: the model ends as the epoch e in 0..epochs (0: as it came) of highest
-    validation accuracy, the earliest on ties; without validation images, as the last.
+    keep_best (the model's Fit as it came): the model ends as the epoch e in 0..epochs (0: as
+    it came) of highest validation accuracy, the earliest on ties; without validation images,
+    as the last.
     """
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = data
     optimizer = _optimizer(model, lr, cfg.weight_decay)
     batches = math.ceil(len(train_x) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
-    kept = Fit(accuracy(model, test_x, test_y) if epochs == 0 or keep_best else float("nan"),
-               accuracy(model, val_x, val_y) if epochs == 0 or keep_best else float("nan"), 0)
+    kept = keep_best or Fit(accuracy(model, test_x, test_y) if epochs == 0 else float("nan"),
+                            accuracy(model, val_x, val_y) if epochs == 0 else float("nan"), 0)
     best_state = copy.deepcopy(model.state_dict()) if keep_best else None
     bar = tqdm(total=epochs * batches, desc=phase, disable=not progress, unit="batch", mininterval=1.0)
     for epoch in range(1, epochs + 1):
@@ -233,14 +234,15 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module]) -> Tuple[dic
     model = build_model(architecture, weight_bits=cfg.weight_bits)
     if state is not None:
         set_quantized(model, False)
-        _load_state(model, {k: v for k, v in state.items() if "quantizer" not in k}, cfg.init,
-                    ignore=lambda key: "quantizer" in key)
+        _load_state(model, state, cfg.init)
     return architecture, model
 
 
-def _load_state(module: nn.Module, state: dict, path: str, ignore=lambda key: False) -> None:
-    """module.load_state_dict(state), its mismatches a QffsError that names them."""
-    expected = {k: v for k, v in module.state_dict().items() if not ignore(k)}
+def _load_state(module: nn.Module, state: dict, path: str) -> None:
+    """module.load_state_dict(state) but for LSQ quantizers (a float model has none), its mismatches a
+    QffsError that names them."""
+    state = {k: v for k, v in state.items() if "quantizer" not in k}
+    expected = {k: v for k, v in module.state_dict().items() if "quantizer" not in k}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
     if missing or unexpected or wrong:
@@ -341,7 +343,8 @@ def train(
             f"top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
         phase_generator = torch.Generator().manual_seed(cfg.seed + 1)  # --init lsq.pt adds the same phase
         tuned = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data, phase_generator,
-                     progress, log, teacher=teacher, keep_best=True)
+                     progress, log, teacher=teacher,
+                     keep_best=Fit(accuracies["integer_before"], validation["integer_before"], 0))
         accuracies["qann"], validation["qann"], kept_epoch = tuned.test, tuned.validation, tuned.epoch
     lap("hardware")
     seconds = sum(clock[phase] for phase in ("float", "qat", "hardware"))
