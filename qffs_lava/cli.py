@@ -207,11 +207,12 @@ def export_main(argv: Optional[List[str]] = None) -> int:
 def inspect_main(argv: Optional[List[str]] = None) -> int:
     from qffs_lava.ir.loihi import loihi_problems
     from qffs_lava.ir.netfile import read_net
-    from qffs_lava.summary import layer_table
+    from qffs_lava.summary import layer_table, resource_table
 
     parser = argparse.ArgumentParser(
         prog="qffs-inspect",
-        description="Print a net.h5's per-layer table, its metadata and whether it fits Loihi 2's ranges.",
+        description="Print a net.h5's per-layer table, each layer's neurons, synapses and weight memory with the "
+                    "totals, its metadata and whether it fits Loihi 2's ranges.",
     )
     parser.add_argument("net", help="a net.h5 written by qffs-export")
     parser.add_argument("--lava", action="store_true",
@@ -220,6 +221,7 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     network = read_net(args.net)
     print(layer_table(network))
+    print(resource_table(network))
     if args.lava:
         from qffs_lava.backends.lava.runner import lava_view
 
@@ -311,6 +313,10 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                         help="leave out one of QFFS's mechanisms, as in the paper's ablation study (torch backend; "
                              "repeat for several): negative-spikes (Algorithm 1 never sends -1), count-bound (no "
                              "zMax), precharge (v starts at 0, not th // 2)")
+    parser.add_argument("--stats", action="store_true",
+                        help="count the work: per layer and in total, per sample, for each t, positive and negative "
+                             "spikes, synaptic operations (SOPs: spikes x fan-out) and the ANN's multiply-"
+                             "accumulates (MACs) for the same network (torch and Lava backends; in the JSON too)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
     parser.add_argument("--no-loihi-check", action="store_true",
@@ -329,7 +335,7 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     x, labels, description = load_inputs(args)
     report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet,
                       loihi_check=not args.no_loihi_check, device=args.device, workers=args.workers,
-                      ablate=args.ablate)
+                      ablate=args.ablate, stats=args.stats)
     report["net"], report["inputs"] = str(args.net), description
     print(format_report(report))
     if args.json:

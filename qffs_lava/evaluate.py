@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.costs import Costs, cost_report
 from qffs_lava.dynamics import ABLATIONS, without
 from qffs_lava.errors import QffsError, QffsFormatError
 from qffs_lava.fileio import atomic_output
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.network import MODES, Network
+from qffs_lava.summary import cost_table
 
 BACKENDS = ("qann", "torch", "lava", "lava-float", "loihi2")
 
@@ -71,30 +73,37 @@ def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
 
 def output_counts_by_step(net: TorchNetwork, x: torch.Tensor, steps: int, backend: str, mode: str,
                           batch_size: int, progress: bool, workers: Optional[int] = None,
-                          ablate: Sequence[str] = ()) -> torch.Tensor:
-    """(steps, N, classes) output counts after each synchronous step t = 1..steps."""
+                          ablate: Sequence[str] = (), count_costs: bool = False) -> Tuple[torch.Tensor,
+                                                                                          Optional[Costs]]:
+    """(steps, N, classes) output counts after each synchronous step t = 1..steps, and with count_costs the
+    run's spikes and SOPs (costs.py)."""
     with tqdm(total=len(x), desc=f"{backend} ({mode})", unit="sample",
               disable=not progress, leave=False) as bar:
         if backend == "torch":
-            chunks = []
+            results = []
             for start in range(0, len(x), batch_size):
-                chunks.append(net.simulate(x[start:start + batch_size], steps, mode,
-                                           mechanisms=without(*ablate)).synchronous_counts())
-                bar.update(len(chunks[-1][0]))
-            return torch.cat(chunks, dim=1)
+                results.append(net.simulate(x[start:start + batch_size], steps, mode, mechanisms=without(*ablate),
+                                            count_costs=count_costs))
+                bar.update(results[-1].output_counts.shape[1])
+            costs = sum((r.costs for r in results[1:]), results[0].costs) if count_costs else None
+            return torch.cat([r.synchronous_counts() for r in results], dim=1), costs
         from qffs_lava.backends.lava.runner import run_lava
 
-        return run_lava(net.network, x, steps, backend, progress=bar.update, workers=workers).synchronous_counts()
+        result = run_lava(net.network, x, steps, backend, progress=bar.update, workers=workers,
+                          count_costs=count_costs)
+        return result.synchronous_counts(), result.costs
 
 
 def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, backend: str = "torch",
              mode: str = "sync", batch_size: int = 256, progress: bool = True, loihi_check: bool = True,
-             device: str = "cpu", workers: Optional[int] = None, ablate: Sequence[str] = ()) -> Dict:
+             device: str = "cpu", workers: Optional[int] = None, ablate: Sequence[str] = (),
+             stats: bool = False) -> Dict:
     """Run and compare with the QANN after every step; returns the report (JSON-ready).
 
     The Lava backends run chunks of samples in `workers` runtimes at once (default: one per core).
     `ablate` names QFFS mechanisms the torch backend leaves out (keys of dynamics.ABLATIONS:
-    the paper's ablation study); the QANN stays the full network's.
+    the paper's ablation study); the QANN stays the full network's. `stats` adds the report's
+    "costs": spikes, synaptic operations and the ANN's MACs per layer and step (costs.py).
 
     The QANN and the torch backend run on `device` ("cuda" for a GPU). The Lava backends
     refuse (QffsFormatError) a network outside Loihi 2's ranges unless loihi_check is
@@ -114,6 +123,8 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
         raise QffsError(f"unknown ablation {unknown[0]!r} (choose from {', '.join(ABLATIONS)})")
     if ablate and backend != "torch":
         raise QffsError(f"ablations run on the torch backend only, not {backend}")
+    if stats and backend == "qann":
+        raise QffsError("--stats counts spikes over time steps; the qann backend has none (choose torch or lava)")
     x = check_inputs(network, x)
     if backend in ("lava", "lava-float", "loihi2"):
         mode = "pipelined"  # how Lava runs; results are still reported in synchronous steps
@@ -144,8 +155,11 @@ def evaluate(network: Network, x, labels: Optional[torch.Tensor], steps: int, ba
     if backend == "qann":
         counts, by_step = qann, None
     else:
-        by_step = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress, workers, ablate)
+        by_step, costs = output_counts_by_step(net, x, steps, backend, mode, batch_size, progress, workers, ablate,
+                                               stats)
         counts = by_step[-1]
+        if costs is not None:
+            report["costs"] = cost_report(network, costs, mode)
     seconds = time.perf_counter() - started
     predictions = counts.argmax(dim=1)
     report.update({
@@ -189,12 +203,16 @@ def format_report(report: Dict) -> str:
              "qann" else f"backend {report['backend']} ({report['mode']}), {report['samples']} samples, "
              f"K = {report['bias_steps']}, pipeline depth D = {report['pipeline_depth']}"
              + (f", without: {', '.join(report['ablated'])} (an ablation)" if report.get("ablated") else "")]
+    costs = report.get("costs")
     if report.get("accuracy_by_step") is not None:
-        lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}")
+        lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}"
+                     + (f"  {'spikes':>9}  {'SOPs':>11}  {'SOPs/MACs':>9}" if costs else ""))
         for t, (acc, agree, equal) in enumerate(zip(report["accuracy_by_step"], report["agreement_by_step"],
                                                      report["equal_counts_by_step"]), start=1):
             acc_text = "-" if acc is None else f"{100 * acc:.2f}%"
-            lines.append(f"{t:>4}  {acc_text:>9}  {100 * agree:>12.2f}%  {100 * equal:>13.2f}%")
+            lines.append(f"{t:>4}  {acc_text:>9}  {100 * agree:>12.2f}%  {100 * equal:>13.2f}%" + (
+                f"  {costs['total']['spikes'][t - 1]:>9,.0f}  {costs['total']['sops'][t - 1]:>11,.0f}  "
+                f"{costs['total']['sops_per_mac'][t - 1]:>9.3f}" if costs else ""))
         where = report["equal_from_step"]
         lines.append("SNN == QANN on every sample from step " + (f"t = {where}" if where else
                      f"(not reached by t = {report['steps']})") + " (synchronous steps; Lava adds D = "
@@ -203,6 +221,8 @@ def format_report(report: Dict) -> str:
         lines.append(f"QANN accuracy {100 * report['qann_accuracy']:.2f}%" + (
             "" if report["backend"] == "qann" else
             f", {report['backend']} accuracy at t = {report['steps']}: {100 * report['accuracy']:.2f}%"))
+    if costs:
+        lines.append("(spikes and SOPs: per sample, cumulative up to t)\n" + cost_table(costs, report["steps"]))
     lines.append(f"wall time {report['seconds']:.1f} s")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""The demo pipeline end to end on digits (slow: `make test-slow`)."""
+"""End to end (slow: `make test-slow`): the demo pipeline on digits, and a user's own ResNet on Fashion-MNIST."""
 
 import pytest
 
@@ -20,6 +20,7 @@ def test_demo_pipeline_reaches_the_qann_and_lava_agrees_with_torch(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the training alone takes about 12 minutes on 2 cores
 def test_a_users_own_resnet_goes_through_train_export_and_run_on_fashion_mnist(tmp_path, data_dir):
     """examples/custom_resnet.py (residual +, max pool, global average pool) through the three commands; its
     LSQ QANN and its integer network agree on at least 99.5% of the test split (about 15 minutes)."""

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qffs_lava.costs import CostCounter, Costs
 from qffs_lava.dynamics import (
     ALL_MECHANISMS,
     Mechanisms,
@@ -70,6 +71,7 @@ class SimResult:
 
     output_counts: (steps, batch, classes) int64, the output layer's z after each step
     spikes: per layer after the input, (steps, batch, *shape) int8 spikes, if recorded
+    costs: every layer's spikes and SOPs per step (costs.py), if counted
     """
 
     mode: str
@@ -77,6 +79,7 @@ class SimResult:
     pipeline_depth: int
     output_counts: torch.Tensor
     spikes: Optional[List[torch.Tensor]] = None
+    costs: Optional[Costs] = None
 
     def synchronous_counts(self) -> torch.Tensor:
         """Output counts per synchronous step t = 1..T (pipelined results shifted by the depth D)."""
@@ -161,11 +164,11 @@ class TorchNetwork(nn.Module):
         return counts if all_layers else counts[-1].reshape(counts[-1].shape[0], -1)
 
     def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False,
-                 mechanisms: Mechanisms = ALL_MECHANISMS) -> SimResult:
+                 mechanisms: Mechanisms = ALL_MECHANISMS, count_costs: bool = False) -> SimResult:
         """Run one batch of dataset values for `steps` synchronous steps (pipelined: steps + D of them).
 
-        `mechanisms` leaves QFFS mechanisms out (the paper's ablations; `dynamics.Mechanisms`).
-        The result's tensors are on the CPU.
+        `mechanisms` leaves QFFS mechanisms out (the paper's ablations; `dynamics.Mechanisms`);
+        `count_costs` counts spikes and synaptic operations (costs.py). The result's tensors are on the CPU.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -178,16 +181,20 @@ class TorchNetwork(nn.Module):
         outputs = torch.zeros(total, batch, network.num_classes, dtype=torch.int64, device=self.device)
         recorded = [torch.zeros((total, batch) + shape, dtype=torch.int8, device=self.device)
                     for shape in network.shapes[1:]] if record_spikes else None
+        counter = CostCounter(network, total, batch, self.device) if count_costs else None
         for t in range(1, total + 1):
             stepper.t = t
             values = network.propagate(stepper)
             stepper.previous = values
+            if counter is not None:
+                counter.step(t, values)
             outputs[t - 1] = stepper.states[network.output_index].z.reshape(batch, -1)
             if recorded is not None:
                 for i, spikes in enumerate(values[1:], start=1):
                     recorded[i - 1][t - 1] = spikes
         return SimResult(mode, total, network.pipeline_depth, outputs.cpu(),
-                         [r.cpu() for r in recorded] if recorded is not None else None)
+                         [r.cpu() for r in recorded] if recorded is not None else None,
+                         counter.costs if counter is not None else None)
 
 
 class _Buffers:

@@ -3,7 +3,7 @@
 A chunk of samples runs back to back in one runtime: the source ring buffer holds each
 sample's K steps of graded input followed by silence, one sample per reset interval of
 `period = T + D` steps (time is pipelined: each Dense/Conv hop delays one step), and the
-output layer's spikes (every layer's, with record_spikes) are recorded to files. Chunks
+output layer's spikes (every layer's, with record_spikes or count_costs) are recorded to files. Chunks
 run in several runtimes at once, one per worker process. Every runtime is stopped, also
 on errors and Ctrl-C.
 """
@@ -18,13 +18,14 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from qffs_lava.backends.lava.layout import from_lava_layout, lava_shape
-from qffs_lava.backends.pytorch import SimResult
+from qffs_lava.backends.pytorch import SimResult, encode_inputs
+from qffs_lava.costs import Costs, count_recording
 from qffs_lava.errors import QffsError
 from qffs_lava.ir.network import Network
 
@@ -210,14 +211,24 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _run_chunk(network: Network, x: np.ndarray, steps: int, backend: str,
-               record_spikes: bool) -> Dict[int, np.ndarray]:
-    with LavaRun(network, x, steps, backend, record_spikes) as lava:
-        return lava.run()
+def _run_chunk(network: Network, x: np.ndarray, steps: int, backend: str, record_spikes: bool,
+               count_costs: bool) -> Tuple[Dict[int, np.ndarray], Optional[Costs]]:
+    """Per recorded layer, (samples, period, *shape) spikes; with count_costs, every layer is recorded and
+    its spikes counted (costs.py), then only those asked for are returned."""
+    with LavaRun(network, x, steps, backend, record_spikes or count_costs) as lava:
+        recorded = lava.run()
+    costs = None
+    if count_costs:
+        x_int = encode_inputs(x, network.input).reshape(-1, *network.input.shape)
+        costs = count_recording(network, x_int, {i: torch.from_numpy(s).transpose(0, 1)
+                                                 for i, s in recorded.items()})
+        if not record_spikes:
+            recorded = {network.output_index: recorded[network.output_index]}
+    return recorded, costs
 
 
 def _worker(chunks, tasks, results, run_args) -> None:
-    """A worker process: run the chunks named on `tasks` (None ends), put (index, spikes, error) on `results`.
+    """A worker process: run the chunks named on `tasks` (None ends), put (index, result, error) on `results`.
 
     SIGINT (a terminal's Ctrl-C, or the parent) stops the runtime in use, then the worker
     ends quietly; Lava's workers forked from here ignore it, as in the parent (LavaRun).
@@ -250,8 +261,9 @@ def _picklable(err: BaseException) -> bool:
         return False
 
 
-def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progress):
-    """Run the chunks in `workers` forked processes, one Lava runtime each at a time; spikes per chunk in order.
+def _in_parallel(network, chunks, steps, backend, record_spikes, count_costs, workers, progress):
+    """Run the chunks in `workers` forked processes, one Lava runtime each at a time; `_run_chunk`'s result
+    per chunk, in order.
 
     On an error in a worker, or a Ctrl-C or any exception here, every worker still running after
     a second (a terminal's Ctrl-C reaches them too) is interrupted (SIGINT: it stops its runtime,
@@ -265,10 +277,10 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progre
         tasks.put(index)
     for _ in range(workers):
         tasks.put(None)
-    run_args = (network, steps, backend, record_spikes)
+    run_args = (network, steps, backend, record_spikes, count_costs)
     processes = [context.Process(target=_worker, args=(chunks, tasks, results, run_args))
                  for _ in range(workers)]
-    done: Dict[int, Dict[int, np.ndarray]] = {}
+    done: Dict[int, tuple] = {}
     interrupts = MainProcessInterrupts()
     interrupts.install()  # Ctrl-C raises here as with one worker, even where SIGINT was inherited ignored
     try:
@@ -276,7 +288,7 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progre
             process.start()
         while len(done) < len(chunks):
             try:
-                index, spikes, err = results.get(timeout=0.5)
+                index, result, err = results.get(timeout=0.5)
             except queue.Empty:
                 if not any(process.is_alive() for process in processes) and results.empty():
                     raise QffsError("every Lava worker process ended before the run was complete "
@@ -284,7 +296,7 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progre
                 continue
             if err is not None:
                 raise err
-            done[index] = spikes
+            done[index] = result
             if progress is not None:
                 progress(len(chunks[index]))
     finally:
@@ -310,13 +322,13 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, workers, progre
 
 def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int = 100,
              record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None,
-             workers: Optional[int] = None) -> SimResult:
+             workers: Optional[int] = None, count_costs: bool = False) -> SimResult:
     """Run dataset values x (N, *input shape) through Lava, one runtime per `chunk` samples.
 
     `workers` runtimes run at once, each in its own process (default: the cores here, at
     most the number of chunks); 1 runs the chunks one after another in this process. The
     results do not depend on it. Returns what the torch simulator's pipelined mode returns
-    (steps 1..T+D).
+    (steps 1..T+D), with `count_costs` its spikes and SOPs counted from every layer's recording.
     """
     if workers is not None and workers < 1:
         raise QffsError(f"workers must be at least 1, got {workers}")
@@ -324,18 +336,20 @@ def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int 
     chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
     workers = min(workers or default_workers(), len(chunks))
     if workers > 1:
-        parts = _in_parallel(network, chunks, steps, backend, record_spikes, workers, progress)
+        results = _in_parallel(network, chunks, steps, backend, record_spikes, count_costs, workers, progress)
     else:
-        parts = []
+        results = []
         for part in chunks:
-            parts.append(_run_chunk(network, part, steps, backend, record_spikes))
+            results.append(_run_chunk(network, part, steps, backend, record_spikes, count_costs))
             if progress is not None:
                 progress(len(part))
+    parts = [recorded for recorded, _ in results]
     layers = {i: torch.from_numpy(np.concatenate([p[i] for p in parts])).transpose(0, 1) for i in parts[0]}
     last = network.output_index
     counts = layers[last].reshape(steps + network.pipeline_depth, len(x), -1).to(torch.int64).cumsum(dim=0)
     spikes = [layers[i] for i in range(1, last + 1)] if record_spikes else None
-    return SimResult("pipelined", steps + network.pipeline_depth, network.pipeline_depth, counts, spikes)
+    costs = sum((c for _, c in results[1:]), results[0][1]) if count_costs else None
+    return SimResult("pipelined", steps + network.pipeline_depth, network.pipeline_depth, counts, spikes, costs)
 
 
 def lava_view(network: Network) -> str:
