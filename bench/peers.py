@@ -28,6 +28,7 @@ import datetime
 import json
 import multiprocessing
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,9 +404,11 @@ def table(entry: Dict) -> str:
 
 
 def readme_block(results: Dict) -> str:
-    parts = [f"Measured {results['date']} by `make peers` ({results['machine']}, {results['threads']} threads), "
-             f"on the MNIST test split ({results['samples']} images); accuracy at T steps, and the first T from "
-             "which each stays within 0.5 and within 0.1 points of the float LeNet it was converted from:"]
+    split = "the whole MNIST test split" if results["samples"] == 10000 else \
+        f"the first {results['samples']} images of the MNIST test split"
+    parts = [f"Measured {results['date']} by `{results['command']}` ({results['machine']}, {results['threads']} "
+             f"threads) on {split}; accuracy at T steps, and the first T from which each stays within 0.5 and "
+             "within 0.1 points of the float LeNet it was converted from:"]
     for pool, entry in results["pools"].items():
         goal = entry["targets"]
         parts.append(f"**{pool} pooling** (float LeNet {pct(entry['float_accuracy'])}):\n\n{table(entry)}")
@@ -423,7 +426,8 @@ def readme_block(results: Dict) -> str:
 def stats_block(results: Dict) -> str:
     """The README's --stats example: the max-pooling QFFS LeNet's per-layer costs, as qffs-run prints them."""
     qffs = results["pools"][list(results["pools"])[-1]]["converters"]["QFFS"]
-    return (f"Measured {results['date']} by `make peers` ({results['threads']} threads) on its max-pooling LeNet: "
+    return (f"Measured {results['date']} by `{results['command']}` ({results['threads']} threads) on its max-pooling "
+            "LeNet: "
             f"`{qffs['commands'][1].replace(' --quiet', '')}` ends with\n\n```\n{qffs['cost_table']}\n```")
 
 
@@ -455,7 +459,9 @@ def plot(results: Dict, path: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=None,
-                        help="only the first N test images (a quick check; writes runs/peers/peers.json only)")
+                        help="only the first N test images, for every converter (default: the whole split)")
+    parser.add_argument("--check", action="store_true",
+                        help="a quick check of the whole path: write runs/peers/peers.json and .png only")
     parser.add_argument("--float-epochs", type=int, default=4, help="float training epochs (default 4)")
     parser.add_argument("--qat-epochs", type=int, default=4, help="QFFS's LSQ fine-tuning epochs (default 4)")
     parser.add_argument("--pools", nargs="+", default=["avg", "max"], choices=["avg", "max"],
@@ -464,9 +470,10 @@ def main():
     torch.set_num_threads(2)
     results = measure(args.samples, args.float_epochs, args.qat_epochs, args.pools,
                       lambda text: print(text, flush=True))
+    results["command"] = "make peers" + (f' PEERS_ARGS="{" ".join(sys.argv[1:])}"' if sys.argv[1:] else "")
     for entry in results["pools"].values():
         entry["targets"] = targets(entry)
-    if args.samples or args.pools != ["avg", "max"]:  # a quick check: nothing in bench/ or the README
+    if args.check or args.pools != ["avg", "max"]:  # nothing in bench/ or the README
         write_json(RUNS / "peers.json", results)
         plot(results, RUNS / "peers.png")
         print(readme_block(results) + "\n\n" + stats_block(results))
