@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from qffs_lava.ann.datasets import load_dataset, split_validation
 from qffs_lava.costs import connections
-from qffs_lava.evaluate import write_json
+from qffs_lava.evaluate import holds_from_step, write_json
 
 RUNS = ROOT / "runs" / "peers"
 PEER_STEPS = 256
@@ -322,13 +322,7 @@ def run_qffs(pool: str, state_dict: Path, samples: Optional[int], qat_epochs: in
 
 def steps_within(accuracy_by_step: List[float], target: float, points: float) -> Optional[int]:
     """The first T from which the accuracy stays within `points` of the target at every later T measured."""
-    inside = [a >= target - points / 100 for a in accuracy_by_step]
-    if not inside[-1]:
-        return None
-    t = len(inside)
-    while t > 1 and inside[t - 2]:
-        t -= 1
-    return t
+    return holds_from_step([a >= target - points / 100 for a in accuracy_by_step])
 
 
 def measure(samples: Optional[int], float_epochs: int, qat_epochs: int, pools: List[str], log) -> Dict:

@@ -186,15 +186,20 @@ def _accuracy(predictions: torch.Tensor, labels: Optional[torch.Tensor]) -> Opti
     return None if labels is None else float((predictions == labels).double().mean())
 
 
-def _equal_from_step(equal: torch.Tensor) -> Optional[int]:
-    """The first step t from which every sample's output counts equal the QANN's at every later step."""
-    all_equal = equal.all(dim=1).tolist()
-    if not all_equal[-1]:
+def holds_from_step(flags: Sequence[bool]) -> Optional[int]:
+    """The first step t (1-based) from which a condition holds at every later step measured; None if not at the
+    last one."""
+    if not flags[-1]:
         return None
-    t = len(all_equal)
-    while t > 1 and all_equal[t - 2]:
+    t = len(flags)
+    while t > 1 and flags[t - 2]:
         t -= 1
     return t
+
+
+def _equal_from_step(equal: torch.Tensor) -> Optional[int]:
+    """The first step t from which every sample's output counts equal the QANN's at every later step."""
+    return holds_from_step(equal.all(dim=1).tolist())
 
 
 def format_report(report: Dict) -> str:
