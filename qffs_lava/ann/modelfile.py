@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -71,29 +71,31 @@ def _load_weights_only(path: Path) -> Any:
         raise ModelFileError(f"cannot read model file {path}: {type(err).__name__}: {str(err)[:200]}") from None
 
 
-def is_model_file(path: str | Path) -> bool:
-    """Whether `path` is a qffs model file, rather than (say) a plain PyTorch state dict."""
-    content = _load_weights_only(Path(path))
-    return isinstance(content, dict) and content.get("format") == MODEL_FORMAT
-
-
-def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
-    """A plain PyTorch state dict (`torch.save(model.state_dict(), path)`, or a checkpoint dict holding one
-    under "state_dict"), loaded without arbitrary unpickling."""
-    content = _load_weights_only(Path(path))
+def read_init(path: str | Path) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, torch.Tensor]]]:
+    """qffs-train --init's file, loaded once: (content, None) for a qffs model file, (None, state dict) for a
+    plain PyTorch state dict (`torch.save(model.state_dict(), path)`, or a checkpoint dict holding one under
+    "state_dict")."""
+    path = Path(path)
+    content = _load_weights_only(path)
+    if isinstance(content, dict) and content.get("format") == MODEL_FORMAT:
+        return _checked_model_file(path, content), None
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not content or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
         raise ModelFileError(f"{path} is neither a qffs model file nor a PyTorch state dict (a dict of tensors, "
                              "as torch.save(model.state_dict(), path) writes)")
-    return content
+    return None, content
 
 
 def read_model_file(path: str | Path) -> Dict[str, Any]:
     """The model file's dict, loaded without arbitrary unpickling and checked for format and version."""
     path = Path(path)
-    content = _load_weights_only(path)
+    return _checked_model_file(path, _load_weights_only(path))
+
+
+def _checked_model_file(path: Path, content: Any) -> Dict[str, Any]:
+    """The loaded `content` of `path` checked for format, version and keys; a version 1 file made version 2."""
     if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not a qffs model file (no format '{MODEL_FORMAT}'); make one with qffs-train")
     version = content.get("version")
@@ -113,7 +115,11 @@ def read_model_file(path: str | Path) -> Dict[str, Any]:
 
 def load_model_file(path: str | Path) -> Tuple[Dict[str, Any], GraphModel]:
     """(content, model in eval mode): the architecture rebuilt from plain data and its weights loaded."""
-    content = read_model_file(path)
+    return model_from_content(path, read_model_file(path))
+
+
+def model_from_content(path: str | Path, content: Dict[str, Any]) -> Tuple[Dict[str, Any], GraphModel]:
+    """(content, model in eval mode) from the checked content of the model file at `path`."""
     try:
         weight_bits = content["bits"].get("weight")
         with torch.device("meta"):  # shapes only: nothing is allocated for a hostile architecture

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from tqdm import tqdm
 from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
 from qffs_lava.ann.datasets import dataset_info, load_dataset, split_validation
 from qffs_lava.ann.lsq import LsqQuantizer
-from qffs_lava.ann.modelfile import is_model_file, load_model_file, read_state_dict, save_model_file
+from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
 from qffs_lava.ann.models import build_model, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.errors import QffsError
@@ -212,10 +212,10 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_
     return kept
 
 
-def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module]) -> Tuple[dict, nn.Module]:
+def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module],
+               state: Optional[Dict[str, torch.Tensor]]) -> Tuple[dict, nn.Module]:
     """(architecture, model) for cfg.arch: a built-in name, MODULE:FUNCTION or torchvision:NAME (torch_import),
-    or the nn.Module given; with --init of a PyTorch state dict, its weights."""
-    state = read_state_dict(cfg.init) if cfg.init is not None else None
+    or the nn.Module given; with `state` (--init's PyTorch state dict), its weights."""
     if module is None and cfg.arch not in ARCHS:
         module = build_module(cfg.arch, info.input_shape, info.num_classes, cfg.small_input_stem)
     if module is not None:
@@ -282,6 +282,9 @@ def train(
         check_writable(out)
         check_outputs({"--out": out}, {"--init": cfg.init})
     info = dataset_info(cfg.dataset)
+    init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
+    if init is not None and init["dataset"] != cfg.dataset:
+        raise QffsError(f"--init {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -292,11 +295,9 @@ def train(
                  for split in (training, validation, load_dataset(cfg.dataset, "test", cfg.data_dir)))
     test_x, test_y = data[2]
 
-    if cfg.init is not None and is_model_file(cfg.init):
-        init, model = load_model_file(cfg.init)
+    if init is not None:
+        init, model = model_from_content(cfg.init, init)
         architecture = init["arch"]
-        if init["dataset"] != cfg.dataset:
-            raise QffsError(f"--init {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}")
         float_acc = init["accuracy"]["float"]
         if init["train"].get("validation", 0) != cfg.validation:
             log(f"warning: --init {cfg.init} was trained with a validation share of "
@@ -305,7 +306,7 @@ def train(
     else:
         if cfg.qat_epochs == 0:
             raise QffsError("qat-epochs 0 needs --init with a quantized qffs model file (it fine-tunes that one)")
-        architecture, model = _new_model(cfg, info, module)
+        architecture, model = _new_model(cfg, info, module, state)
         set_quantized(model, False)
         float_acc = accuracy(model.to(device), test_x, test_y) if cfg.float_epochs == 0 else None
     model.to(device)
