@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -240,12 +240,10 @@ def arch_from_v1(arch: Arch) -> Arch:
     return {k: v for k, v in arch.items() if k != "layers"} | {"nodes": nodes}
 
 
-def check_arch(arch: Arch, partial: bool = False) -> Dict[str, Shape]:
+def check_arch(arch: Arch) -> Dict[str, Shape]:
     """Validate an architecture; return the shape (without batch) of every node and of "input".
 
-    Raises ValueError naming the node: unknown ops, missing or bad parameters, names that
-    are not module names or repeat, inputs that are not earlier nodes, shapes that do not
-    fit, and (unless `partial`: a graph still being built) a network that does not end in
+    Raises ValueError naming the node (see check_node), and for a network that does not end in
     an act over num_classes.
     """
     if not isinstance(arch, dict) or not {"name", "input_shape", "num_classes", "nodes"} <= set(arch):
@@ -258,43 +256,50 @@ def check_arch(arch: Arch, partial: bool = False) -> Dict[str, Shape]:
         raise ValueError("architecture has no nodes")
     shapes: Dict[str, Shape] = {INPUT: shape}
     for i, node in enumerate(nodes):
-        if not isinstance(node, dict):
-            raise ValueError(f"node {i}: expected a dict")
-        name, op = node.get("name"), node.get("op")
-        where = f"node {name!r}" if isinstance(name, str) else f"node {i}"
-        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name == INPUT:
-            raise ValueError(f"{where}: a name of letters, digits and '_' (not 'input') is needed")
-        if name in RESERVED_NAMES:
-            raise ValueError(f"{where}: the name is taken by torch.nn.Module; choose another")
-        if name in shapes:
-            raise ValueError(f"{where}: the name is used twice")
-        if op not in OPS:
-            raise ValueError(f"{where}: unsupported op {op!r} (supported: {', '.join(OPS)})")
-        where = f"node {name!r} ({op})"
-        for key in OPS[op].keys:
-            if key not in node:
-                raise ValueError(f"{where}: missing key {key!r}")
-            _check_param(where, key, node[key])
-        inputs = node.get("inputs")
-        if not isinstance(inputs, list) or not all(isinstance(n, str) for n in inputs):
-            raise ValueError(f"{where}: 'inputs' must be a list of node names")
-        unknown = [n for n in inputs if n not in shapes]
-        if unknown:
-            raise ValueError(f"{where}: inputs {unknown} are not earlier nodes (or 'input')")
-        arity = OPS[op].arity
-        if (arity and len(inputs) != arity) or (not arity and len(inputs) < 2):
-            raise ValueError(f"{where}: takes {arity or 'two or more'} input(s), got {len(inputs)}")
-        try:
-            shapes[name] = OPS[op].shape(node, [shapes[n] for n in inputs])
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+        shapes[node["name"]] = check_node(i, node, shapes)
     last = nodes[-1]
-    if partial:
-        return shapes
     if last["op"] != "act" or shapes[last["name"]] != (arch["num_classes"],):
         raise ValueError(f"the network must end in an act over {arch['num_classes']} classes, ends with "
                          f"{last['op']} of shape {shapes[last['name']]}")
     return shapes
+
+
+def check_node(i: int, node: Any, shapes: Dict[str, Shape]) -> Shape:
+    """The shape of node number i, whose inputs are among `shapes` (the earlier nodes' and "input").
+
+    Raises ValueError naming the node: unknown ops, missing or bad parameters, names that are not
+    module names or repeat, inputs that are not earlier nodes, shapes that do not fit.
+    """
+    if not isinstance(node, dict):
+        raise ValueError(f"node {i}: expected a dict")
+    name, op = node.get("name"), node.get("op")
+    where = f"node {name!r}" if isinstance(name, str) else f"node {i}"
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name == INPUT:
+        raise ValueError(f"{where}: a name of letters, digits and '_' (not 'input') is needed")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{where}: the name is taken by torch.nn.Module; choose another")
+    if name in shapes:
+        raise ValueError(f"{where}: the name is used twice")
+    if op not in OPS:
+        raise ValueError(f"{where}: unsupported op {op!r} (supported: {', '.join(OPS)})")
+    where = f"node {name!r} ({op})"
+    for key in OPS[op].keys:
+        if key not in node:
+            raise ValueError(f"{where}: missing key {key!r}")
+        _check_param(where, key, node[key])
+    inputs = node.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(n, str) for n in inputs):
+        raise ValueError(f"{where}: 'inputs' must be a list of node names")
+    unknown = [n for n in inputs if n not in shapes]
+    if unknown:
+        raise ValueError(f"{where}: inputs {unknown} are not earlier nodes (or 'input')")
+    arity = OPS[op].arity
+    if (arity and len(inputs) != arity) or (not arity and len(inputs) < 2):
+        raise ValueError(f"{where}: takes {arity or 'two or more'} input(s), got {len(inputs)}")
+    try:
+        return OPS[op].shape(node, [shapes[n] for n in inputs])
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 class GraphModel(nn.Module):

@@ -33,7 +33,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from qffs_lava.ann.archs import set_layer_bits
-from qffs_lava.ann.models import INPUT, RESERVED_NAMES, Arch, GraphModel, check_arch
+from qffs_lava.ann.models import INPUT, RESERVED_NAMES, Arch, GraphModel, check_arch, check_node
 from qffs_lava.errors import QffsError
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (eps 1e-5, running statistics), ReLU (module, F.relu, torch.relu), "
@@ -42,6 +42,7 @@ SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (eps 1e-5, running statistics), ReL
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 SHAPE_QUERIES = ("size", "dim")
+FLATTEN_METHODS = ("view", "reshape", "flatten")  # each checked to give (batch, features)
 
 
 class _Importer:
@@ -69,12 +70,12 @@ class _Importer:
 
     def add(self, node: fx.Node, op: str, inputs: List[str], module: Optional[nn.Module] = None, **params) -> None:
         name = self.name(node.name)
-        self.nodes.append({"name": name, "op": op, "inputs": inputs, **params})
+        arch_node = {"name": name, "op": op, "inputs": inputs, **params}
         try:
-            self.shapes[name] = check_arch({"name": "import", "input_shape": list(self.shapes[INPUT]),
-                                            "num_classes": 1, "nodes": self.nodes}, partial=True)[name]
+            self.shapes[name] = check_node(len(self.nodes), arch_node, self.shapes)
         except ValueError as err:
             raise self.refuse(node, str(err)) from None
+        self.nodes.append(arch_node)
         self.values[node] = name
         if module is not None:
             self.weights[name] = module
@@ -180,7 +181,7 @@ class _Importer:
             if len(args) != 2 or not isinstance(args[1], fx.Node) or node.kwargs.get("alpha", 1) != 1:
                 raise self.refuse(node, "only the sum of two traced tensors is supported")
             return self.add(node, "add", [self.source(node, a) for a in args])
-        if target in ("view", "reshape", "flatten"):
+        if target in FLATTEN_METHODS:
             if target == "flatten" and (args[1:2] or (node.kwargs.get("start_dim", 0),))[0] != 1:
                 raise self.refuse(node, "only x.flatten(1) is supported")
             return self.flatten(node, args[0])
@@ -211,8 +212,8 @@ def _flattens(node: fx.Node) -> bool:
     """Whether a node flattens its input to (batch, features)."""
     meta = node.meta.get("tensor_meta")
     flat = meta is not None and hasattr(meta, "shape") and len(meta.shape) == 2
-    return flat and (node.op in ("call_method", "call_function") and node.target in ("view", "reshape", "flatten",
-                                                                                     torch.flatten)
+    return flat and (node.op == "call_method" and node.target in FLATTEN_METHODS
+                     or node.op == "call_function" and node.target is torch.flatten
                      or node.op == "call_module" and isinstance(node.graph.owning_module.get_submodule(node.target),
                                                                 nn.Flatten))
 
