@@ -406,6 +406,11 @@ def readme_block(results: Dict) -> str:
     for pool, entry in results["pools"].items():
         goal = entry["targets"]
         parts.append(f"**{pool} pooling** (float LeNet {pct(entry['float_accuracy'])}):\n\n{table(entry)}")
+        qffs = entry["converters"]["QFFS"]
+        equal = steps_within(qffs["accuracy_by_step"], qffs["qann_accuracy"], 0.1)
+        parts.append(f"QFFS's own QANN (the integer network it was exported from): {pct(qffs['qann_accuracy'])}; "
+                     "the SNN is within 0.1 points of it "
+                     + (f"from T = {equal}." if equal else f"at no T up to {len(qffs['accuracy_by_step'])}."))
         if "best_peer" in goal:
             parts.append(
                 f"Targets: QFFS within 0.5 points at T = {goal['qffs_steps']}, the best peer ({goal['best_peer']}) "
