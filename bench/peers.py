@@ -287,6 +287,19 @@ def run_peer(name: str, build, ann: nn.Sequential, test_x, test_y, batch: int, l
     return result
 
 
+def guarded(name: str, measure_peer: Callable[[], Dict], log: Callable[[str], None]) -> Dict:
+    """measure_peer()'s figures, or {"error": why} where the peer does not import or fails: said, and the bench
+    carries on."""
+    try:
+        return measure_peer()
+    except ImportError as err:
+        log(f"{name}: skipped, it does not import ({err}); pip install -e '.[peers]'")
+        return {"error": f"does not import: {err}"}
+    except Exception as err:  # noqa: BLE001 - a peer's failure is reported, the bench carries on
+        log(f"{name}: failed ({type(err).__name__}: {err})")
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
 def peer_converters(calibration: torch.Tensor) -> Dict[str, tuple]:
     """name -> (build function, the network it converts, batch size)."""
     return {
@@ -344,14 +357,8 @@ def measure(samples: Optional[int], float_epochs: int, qat_epochs: int, pools: L
                  "folded_accuracy": accuracy(folded, test_x, test_y), "converters": {}}
         log(f"float LeNet ({pool} pooling): {pct(entry['float_accuracy'])}")
         for name, (build, batch) in peer_converters(train_x[:10000]).items():
-            try:
-                entry["converters"][name] = run_peer(name, lambda: build(folded), folded, test_x, test_y, batch, log)
-            except ImportError as err:
-                log(f"{name}: skipped, it does not import ({err}); pip install -e '.[peers]'")
-                entry["converters"][name] = {"error": f"does not import: {err}"}
-            except Exception as err:  # noqa: BLE001 - a peer's failure is reported, the bench carries on
-                log(f"{name}: failed ({type(err).__name__}: {err})")
-                entry["converters"][name] = {"error": f"{type(err).__name__}: {err}"}
+            entry["converters"][name] = guarded(
+                name, lambda: run_peer(name, lambda: build(folded), folded, test_x, test_y, batch, log), log)
         entry["converters"]["QFFS"] = run_qffs(pool, state_dict, samples, qat_epochs)
         for figures in entry["converters"].values():
             if "accuracy_by_step" in figures:
