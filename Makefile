@@ -48,7 +48,7 @@ ablation: data
 	$(VPY) bench/ablation.py
 
 # QFFS against SpikingJelly's ann2snn and sinabs' from_model on one float MNIST LeNet, average and max pooling:
-# installs the peers (an optional extra), then bench/peers.json, .png and the README's table (about an hour).
+# installs the peers (an optional extra), then bench/peers.json, .png and the README's table (about 2 hours on 2 cores).
 # A quick check of the whole path: make peers PEERS_ARGS="--check --samples 200 --float-epochs 1 --qat-epochs 1 --pools avg"
 peers: data
 	$(VPY) -m pip install --quiet -e '.[peers]'

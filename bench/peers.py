@@ -17,7 +17,7 @@ For average pooling and for max pooling, in turn:
    pooling part of it; the analog input one event per nonzero pixel per step).
 Writes bench/peers.json, bench/peers.png and the README's bench:peers block. The peers are an
 optional extra (`pip install -e '.[peers]'`, which `make peers` runs); one that does not import
-is reported and skipped. About an hour on a 2-core CPU.
+is reported and skipped. About 2 hours on a 2-core CPU (the peers' 256-step runs on 10,000 images).
 """
 
 from __future__ import annotations
