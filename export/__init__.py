@@ -1,1 +1,1 @@
-"""The exporter (installed as ``qffs_lava.export``): model.pt -> integer SNN parameters -> net.h5."""
+"""The exporter (installed as ``qffs_export``): model.pt -> integer SNN parameters -> net.h5."""

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
-from qffs_lava.export.convert import convert
-from qffs_lava.export.integer import IntegerModel, trained_qann
+from qffs_export.convert import convert
+from qffs_export.integer import trained_qann
 from torch import nn
 
 from qffs_lava.ann.datasets import load_dataset
@@ -19,7 +19,7 @@ from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import write_net
 from qffs_lava.ir.network import Network
-from qffs_lava.summary import layer_table
+from qffs_lava.reports import layer_table
 
 
 def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -42,11 +42,7 @@ def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels:
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             ours: Dict[str, torch.Tensor] = {}
-            if isinstance(trained, IntegerModel):
-                counts, ours = trained.run(x)
-                trained_pred.append(predict(counts[names[-1]]))
-            else:
-                trained_pred.append(predict(trained(x, ours)))
+            trained_pred.append(predict(trained(x, ours)))
             exact: Dict[int, torch.Tensor] = {}
             int_pred.append(predict(torch_net.qann(x, preactivations=exact)).cpu())
             for index, pre in exact.items():
@@ -81,13 +77,13 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
     unless loihi_check is False, which writes it with a warning.
     """
     check_writable(net_path)
-    check_outputs({"net": net_path}, {"model": model_path})
+    check_outputs({"net_path": net_path}, {"model_path": model_path})
     content, model = load_model_file(model_path)
     network = convert(content, model)
     problems = loihi_problems(network)
     if problems and loihi_check:
-        raise QffsError("the network does not fit Loihi 2 (use --no-loihi-check to export anyway):\n  "
-                        + "\n  ".join(problems))
+        raise QffsError("the network does not fit Loihi 2 ({} exports it anyway):\n  " + "\n  ".join(problems),
+                        ("loihi_check", False))
     for problem in problems:
         log(f"warning: {problem}")
     qann = "hardware-exact" if content.get("hardware_exact") else "LSQ, float weights"
@@ -96,7 +92,7 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
     log(layer_table(network))
     if samples == 0:
         network.meta["fidelity_samples"] = 0
-        log("fidelity not measured (--samples 0)")
+        log("fidelity not measured (0 test samples)")
     else:
         images, labels = load_dataset(content["dataset"], "test", data_dir)
         if samples is not None:

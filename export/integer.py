@@ -1,8 +1,11 @@
 """A quantized model's integer network, computed in torch: the one definition of the exporter's arithmetic.
 
 The exporter (float64, no gradient) and the trainer's hardware-exact phase (straight-through
-gradients) both get a model's integers from `IntegerModel`, so the network that is trained
-is the network that is exported.
+gradients) both get a model's integer network from `IntegerModel.network()`: the `ir.Network`
+that qffs-export writes, with its integers also as tensors that carry gradients. The forward
+pass runs that network through the closed form every backend's QANN uses
+(`backends.pytorch.closed_form`, `dynamics.settled_count`), so the network that is trained is
+the network that is exported by construction.
 
 Units. One count of a spiking output stands for `unit` in the ANN: the LSQ step s of an act
 (and of a maxpool or flatten of it), 1 / (K inputScale) for the input, which delivers K x_int
@@ -18,6 +21,7 @@ holds (round(v) = floor(v + 1/2)):
 
     A_p = W_p unit_p,   mu = min(127 / max_p max A_p, 128 / max_p max -A_p)
     weight_p = 2 clip(round(mu A_p), -128, 127)          even integers in [-256, 254]
+    (the mantissa range -128..127 is ir/loihi.py's)
     threshold = max(1, round(2 mu s)),   vInit = threshold // 2
     bias per step = round(2 mu B / K) to a 13-bit mantissa times 2^e, 0 <= e <= 7
 
@@ -33,65 +37,25 @@ its running statistics, which the phase therefore leaves frozen.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from qffs_lava.export.plan import Path, Planned, plan_layers
+from qffs_export.plan import Path, Planned, plan_layers
 from torch import nn
 
-from qffs_lava.ann.lsq import grad_scaled, round_half_up, step_grad_scale, straight_through
+from qffs_lava.ann.lsq import grad_scaled, step_grad_scale, straight_through
 from qffs_lava.ann.models import INPUT, GraphModel, check_arch, pair
+from qffs_lava.backends.pytorch import LayerTensors, channel_shape, closed_form
+from qffs_lava.dynamics import NeuronParams, round_half_up
 from qffs_lava.errors import QffsError
-from qffs_lava.ir.loihi import BIAS_MANTISSA_BITS, BIAS_MAX_EXP
+from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, Layer, NeuronLayer, Neurons, Synapse
+from qffs_lava.ir.loihi import WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MIN, nearest_bias
+from qffs_lava.ir.network import Network
 
 Tensor = torch.Tensor
-
-
-def representable_bias(value: Tensor) -> Tensor:
-    """Per element, the integer nearest `value` that Loihi 2 holds as a per-step bias: round(value / 2^e) 2^e
-    with the smallest e in 0..7 whose mantissa fits 13 signed bits (round(value) where none does; the
-    Loihi check reports it)."""
-    limit = 2 ** (BIAS_MANTISSA_BITS - 1)
-    result, found = round_half_up(value), torch.zeros_like(value, dtype=torch.bool)
-    for exponent in range(BIAS_MAX_EXP + 1):
-        mantissa = round_half_up(value / 2**exponent)
-        fits = ~found & (mantissa >= -limit) & (mantissa < limit)
-        result = torch.where(fits, mantissa * 2**exponent, result)
-        found = found | fits
-    return result
-
-
-@dataclass
-class IntegerSynapse:
-    """One synapse of a neuron layer: integer weights (as floats) and, for a conv, its geometry."""
-
-    weight: Tensor  # conv (O, I/groups, kh, kw) or dense (O, M)
-    stride: Tuple[int, int] = (1, 1)
-    padding: Tuple[int, int] = (0, 0)
-    groups: int = 1
-
-    @property
-    def conv(self) -> bool:
-        return self.weight.ndim == 4
-
-    def __call__(self, counts: Tensor) -> Tensor:
-        weight = self.weight.to(counts.dtype)
-        if self.conv:
-            return F.conv2d(counts, weight, None, self.stride, self.padding, 1, self.groups)
-        return counts @ weight.T
-
-
-@dataclass
-class IntegerLayer:
-    """A neuron layer's integers (float tensors holding integer values), per output channel."""
-
-    synapses: List[IntegerSynapse]
-    bias: Tensor  # per step, for K steps
-    threshold: Tensor
-    v_init: Tensor
-    z_max: int
 
 
 def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_steps: int
@@ -101,25 +65,25 @@ def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_step
     scaled: A_p = W_p unit_p for each path, output channel first; bias: B, the float bias (O,);
     step: the act's s. Values are exact integers; gradients flow straight through every rounding.
     """
+    low, high = WEIGHT_MANTISSA_MIN, WEIGHT_MANTISSA_MAX
     rows = [a.detach().reshape(a.shape[0], -1) for a in scaled]
     top = torch.stack([r.clamp_min(0).amax(dim=1) for r in rows]).amax(dim=0)
     bottom = torch.stack([(-r).clamp_min(0).amax(dim=1) for r in rows]).amax(dim=0)
     inf = torch.full_like(top, float("inf"))
-    mu = torch.minimum(torch.where(top > 0, 127 / top, inf), torch.where(bottom > 0, 128 / bottom, inf))
+    mu = torch.minimum(torch.where(top > 0, high / top, inf), torch.where(bottom > 0, -low / bottom, inf))
     mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))  # an all-zero channel: any scale
     lam = 2 * mu
     weights = []
     for a in scaled:
         m = mu.reshape(-1, *([1] * (a.ndim - 1)))
-        weights.append(2 * straight_through(round_half_up(m * a).clamp(-128, 127), (m * a).clamp(-128, 127)))
+        weights.append(2 * straight_through(round_half_up(m * a).clamp(low, high), (m * a).clamp(low, high)))
     threshold = straight_through(round_half_up(lam * step).clamp_min(1), lam * step)
-    bias_int = straight_through(representable_bias(lam * bias / bias_steps), lam * bias / bias_steps)
+    bias_int = straight_through(nearest_bias(lam * bias / bias_steps), lam * bias / bias_steps)
     v_init = straight_through(torch.div(threshold, 2, rounding_mode="floor"), threshold / 2)
     return weights, bias_int, threshold, v_init
 
 
 # Folding -------------------------------------------------------------------------------------------
-
 
 def fold_batchnorm(weight: Tensor, bias: Tensor, bn: nn.Module) -> Tuple[Tensor, Tensor]:
     """W' = W g, B' = (B - mean) g + beta with g = gamma / sqrt(running var + eps), per output channel."""
@@ -154,14 +118,16 @@ def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std, padded: bo
 
 
 @dataclass
-class FoldedSynapse:
-    """A path's synapse in float64, everything folded: weight (conv (O, I, kh, kw) or dense (O, M)) and bias."""
+class FoldedPath:
+    """A path's synapse with everything folded in, in float64: the IR synapse (its geometry, and its weight as a
+    float tensor, conv (O, I, kh, kw) or dense (O, M)) and the bias it adds."""
 
-    weight: Tensor
+    synapse: Synapse
     bias: Tensor
-    stride: Tuple[int, int] = (1, 1)
-    padding: Tuple[int, int] = (0, 0)
-    groups: int = 1
+
+
+def _ints(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.int64)
 
 
 # The integer network of a model -------------------------------------------------------------------
@@ -170,8 +136,9 @@ class FoldedSynapse:
 class IntegerModel(nn.Module):
     """The integer QANN that `qffs-export` writes for `model`, recomputed from its parameters on every call.
 
-    forward(x) returns the output counts times the output act's step (logits, as the float QANN's);
-    `layers()` the integers of every neuron layer; `run(x)` every layer's counts and pre-activations.
+    `network()` is that network (an ir.Network, what qffs-export writes) with its integers as
+    tensors; forward(x) runs it (the output counts times the output act's step: logits, as the
+    float QANN's); `run(x)` gives every layer's counts.
     """
 
     def __init__(self, model: GraphModel, arch: Dict[str, Any], input_levels: float, input_norm: Dict[str, Any]):
@@ -218,14 +185,14 @@ class IntegerModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def folded(self, path: Path, out_shape: Tuple[int, ...]) -> FoldedSynapse:
+    def folded(self, path: Path, out_shape: Tuple[int, ...]) -> FoldedPath:
         """The path's synapse with batchnorm, average pooling and the input normalization folded in."""
         if path.synapse is None:  # the identity: a diagonal synapse
             channels, like = out_shape[0], dict(dtype=torch.float64, device=self.device)
             if len(out_shape) == 3:
-                return FoldedSynapse(torch.ones(channels, 1, 1, 1, **like), torch.zeros(channels, **like),
-                                     groups=channels)
-            return FoldedSynapse(torch.eye(channels, **like), torch.zeros(channels, **like))
+                return FoldedPath(ConvSynapse(torch.ones(channels, 1, 1, 1, **like), groups=channels),
+                                  torch.zeros(channels, **like))
+            return FoldedPath(DenseSynapse(torch.eye(channels, **like)), torch.zeros(channels, **like))
         node, module = self.nodes[path.synapse], getattr(self.model, path.synapse)
         weight, bias = module.effective_weight().double(), module.bias.double()
         stride, padding = pair(node.get("stride", 1)), pair(node.get("padding", 0))
@@ -236,7 +203,9 @@ class IntegerModel(nn.Module):
         if self.origin[path.source] == INPUT:
             weight, bias = fold_input_normalization(weight, bias, self.input_norm["mean"], self.input_norm["std"],
                                                     any(padding))
-        return FoldedSynapse(weight, bias, stride, padding, node.get("groups", 1))
+        if weight.ndim == 4:
+            return FoldedPath(ConvSynapse(weight, stride, padding, groups=node.get("groups", 1)), bias)
+        return FoldedPath(DenseSynapse(weight), bias)
 
     def _fold_pool(self, path: Path, node, weight, stride, padding):
         pool = self.nodes[path.pool]
@@ -256,55 +225,66 @@ class IntegerModel(nn.Module):
         pooled = (source_shape[0], source_shape[1] // kernel[0], source_shape[2] // kernel[1])
         return fold_avgpool(weight, kernel, pooled), stride, padding
 
-    def neuron_layer(self, planned: Planned) -> IntegerLayer:
-        """One act's integers: its paths folded, scaled by their units, and put on the grid."""
-        folded = [self.folded(path, self.shapes[planned.name]) for path in planned.paths]
-        scaled = [f.weight * self.unit(path.source) for f, path in zip(folded, planned.paths)]
+    def neuron_layer(self, planned: Planned, inputs: Tuple[int, ...]) -> Tuple[NeuronLayer, LayerTensors]:
+        """One act's neuron layer and its integers as tensors: its paths folded, scaled by their units, and put
+        on the grid."""
+        shape = tuple(self.shapes[planned.name])
+        folded = [self.folded(path, shape) for path in planned.paths]
+        scaled = [f.synapse.weight * self.unit(path.source) for f, path in zip(folded, planned.paths)]
         bias = folded[0].bias
         for f in folded[1:]:
             bias = bias + f.bias
         weights, bias_int, threshold, v_init = integer_grid(scaled, bias, self.step(planned.name), self.bias_steps)
-        synapses = [IntegerSynapse(w, f.stride, f.padding, f.groups) for w, f in zip(weights, folded)]
-        return IntegerLayer(synapses, bias_int, threshold, v_init, 2 ** getattr(self.model, planned.name).bits - 1)
+        z_max = 2 ** getattr(self.model, planned.name).bits - 1
+        channel = channel_shape(shape)
+        tensors = LayerTensors(tuple(weights), bias_int.reshape(channel),
+                               NeuronParams(threshold=threshold.reshape(channel), z_max=z_max,
+                                            v_init=v_init.reshape(channel)))
+        synapses = tuple(dataclasses.replace(f.synapse, weight=_ints(w)) for f, w in zip(folded, weights))
+        neurons = Neurons(threshold=_ints(threshold), v_init=_ints(v_init), z_max=z_max, bias_steps=self.bias_steps)
+        return NeuronLayer(shape, synapses, _ints(bias_int), neurons, inputs), tensors
 
-    def layers(self) -> Dict[str, IntegerLayer]:
-        """The integers of every neuron layer, by act name."""
-        return {planned.name: self.neuron_layer(planned) for planned in self.plan if planned.paths}
-
-    def run(self, x: Tensor) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        """(counts of every SNN layer, pre-activations of every neuron layer), by name, in x's dtype.
-
-        The pre-activation (sum_p weight_p . z_p + K bias + vInit) / threshold is the value whose
-        floor, clipped to 0 .. zMax, is the count (as x/s + 1/2 is for the float QANN).
-        """
-        integers = self.layers()
-        counts: Dict[str, Tensor] = {}
-        pre: Dict[str, Tensor] = {}
+    def network(self) -> Tuple[Network, Dict[int, LayerTensors]]:
+        """The integer network (what qffs-export writes; meta `layer_names`: the model node of each layer) and,
+        by layer index, its neuron layers' integers as tensors that carry the parameters' gradients."""
+        index: Dict[str, int] = {}
+        layers: List[Layer] = []
+        tensors: Dict[int, LayerTensors] = {}
         for planned in self.plan:
-            if not planned.sources:
-                counts[planned.name] = self.bias_steps * round_half_up(x * self.input_scale).detach()
-            elif planned.paths:
-                layer = integers[planned.name]
-                channel = (1, -1) + (1,) * (len(self.shapes[planned.name]) - 1)
-                current = sum(synapse(counts[source]) for synapse, source in zip(layer.synapses, planned.sources))
-                bias, threshold, v_init = (t.to(x.dtype).reshape(channel)
-                                           for t in (layer.bias, layer.threshold, layer.v_init))
-                total = current + self.bias_steps * bias + v_init
-                pre[planned.name] = total / threshold
-                value = torch.div(total, threshold, rounding_mode="floor").clamp(0, layer.z_max)
-                counts[planned.name] = straight_through(value, (pre[planned.name] - 0.5).clamp(0, layer.z_max))
-            elif planned.layer.kind == "maxpool":
-                pool = planned.layer
-                counts[planned.name] = F.max_pool2d(counts[planned.sources[0]], pool.kernel_size, pool.stride,
-                                                    pool.padding)
+            inputs = tuple(index[s] for s in planned.sources)
+            if planned.paths:
+                layer, tensors[len(layers)] = self.neuron_layer(planned, inputs)
+                layers.append(layer)
             else:
-                counts[planned.name] = counts[planned.sources[0]].flatten(1)
-        return counts, pre
+                layers.append(dataclasses.replace(planned.layer, inputs=inputs))
+            index[planned.name] = len(layers) - 1
+        return Network(layers, {"layer_names": [planned.name for planned in self.plan]}), tensors
 
-    def forward(self, x: Tensor) -> Tensor:
-        counts, _ = self.run(x)
-        output = self.plan[-1].name
-        return counts[output] * self.step(output).to(x.dtype)
+    def run(self, x: Tensor, preactivations: Optional[Dict[int, Tensor]] = None) -> List[Tensor]:
+        """Every layer's counts, by layer index, in x's dtype: `network()` run by `closed_form` on dataset values x,
+        gradients passed straight through every floor. Given a dict, also fills it with each neuron layer's
+        pre-activation (sum_p weight_p . z_p + K bias + vInit) / threshold, whose floor, clipped, is the count."""
+        network, tensors = self.network()
+        return closed_form(network, {i: _as(t, x.dtype) for i, t in tensors.items()}, network.input.encode(x),
+                           straight_through=True, preactivations=preactivations)
+
+    def forward(self, x: Tensor, preactivations: Optional[Dict[str, Tensor]] = None) -> Tensor:
+        """The output counts times the output act's step (the float QANN's logits); given a dict, also fills it,
+        by act name, with each neuron layer's pre-activation (as GraphModel does)."""
+        by_index: Optional[Dict[int, Tensor]] = {} if preactivations is not None else None
+        counts = self.run(x, by_index)
+        if preactivations is not None:
+            names = [planned.name for planned in self.plan]
+            preactivations.update({names[i]: value for i, value in by_index.items()})
+        return counts[-1] * self.step(self.plan[-1].name).to(x.dtype)
+
+
+def _as(tensors: LayerTensors, dtype: torch.dtype) -> LayerTensors:
+    """The layer's integers in another float dtype (the trainer computes in its inputs' dtype)."""
+    params = tensors.params
+    return LayerTensors(tuple(w.to(dtype) for w in tensors.weights), tensors.bias.to(dtype),
+                        NeuronParams(threshold=params.threshold.to(dtype), z_max=params.z_max,
+                                     v_init=params.v_init.to(dtype)))
 
 
 def trained_qann(content: Dict[str, Any], model: GraphModel) -> nn.Module:

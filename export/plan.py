@@ -1,4 +1,4 @@
-"""The export rule: which SNN layers a model's graph becomes (docs/format.md, DESIGN.md section 7).
+"""The export rule: which SNN layers a model's graph becomes (docs/format.md, "The export rule").
 
 Every `act` becomes a neuron layer whose current is a sum of affine paths from earlier
 spiking outputs (an act, a maxpool, a flatten, or the input), each

@@ -6,7 +6,7 @@ integer arrays and use only operators and methods that numpy arrays and torch te
 share, so one code path serves both libraries. Batch dimensions lead; the neuron or
 pool dimension is last.
 
-Spec: DESIGN.md section 3.
+Spec: docs/format.md, "Semantics".
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ Array = Any  # a numpy array or a torch tensor; the functions return the same ki
 #: Loihi 2 holds the membrane potential in 24-bit signed registers and saturates.
 V_MIN = -(2**23)
 V_MAX = 2**23 - 1
+
+
+def round_half_up(x: Array) -> Array:
+    """floor(x + 1/2): round to nearest, halves up, as QFFS rounds everywhere (numpy's and torch's round
+    send halves to even)."""
+    return (x + 0.5) // 1
 
 
 class NeuronParams(NamedTuple):
@@ -41,7 +47,7 @@ class Mechanisms(NamedTuple):
     negative_spikes: Algorithm 1's -1 spike when v < 0 and z > 0 (off: never).
     count_bound:     z <= z_max (off: a neuron fires whenever v >= th).
     precharge:       v starts at v_init = th // 2 (off: at 0).
-    The SNN semantics of DESIGN.md section 3 are all three on (`ALL_MECHANISMS`).
+    The SNN semantics of docs/format.md are all three on (`ALL_MECHANISMS`).
     """
 
     negative_spikes: bool = True
@@ -105,12 +111,18 @@ def neuron_step(current: Array, state: NeuronState, params: NeuronParams,
     return spikes, NeuronState(v=v - spikes * params.threshold, z=state.z + spikes)
 
 
-def settled_count(total_input: Array, params: NeuronParams) -> Array:
+def settled_count(total_input: Array, params: NeuronParams, straight_through: bool = False) -> Array:
     """Where a neuron's count ends after its input stops: clip(floor((sum I + v_init) / th), 0, z_max).
 
     This is the integer quantized ANN's activation; it holds while v stays inside 24 bits.
+    With straight_through (torch tensors, for training), the value is the same and its gradient
+    is that of the value it rounds, clip((sum I + v_init) / th - 1/2, 0, z_max).
     """
-    return ((total_input + params.v_init) // params.threshold).clip(0, params.z_max)
+    count = ((total_input + params.v_init) // params.threshold).clip(0, params.z_max)
+    if not straight_through:
+        return count
+    smooth = ((total_input + params.v_init) / params.threshold - 0.5).clip(0, params.z_max)
+    return count.detach() + (smooth - smooth.detach())
 
 
 class PoolParams(NamedTuple):

@@ -1,16 +1,17 @@
 """Hardware-exact fine-tuning: the trainer's forward pass is the exporter's integer network (export/integer.py)."""
 
+import numpy as np
 import pytest
 import torch
-from qffs_lava.export.exporter import export
-from qffs_lava.export.integer import IntegerModel, integer_grid, representable_bias
+from qffs_export.exporter import export
+from qffs_export.integer import IntegerModel, integer_grid
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.train import train
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.errors import QffsError
-from qffs_lava.ir.loihi import bias_mantissa_exponent, loihi_problems
+from qffs_lava.ir.loihi import bias_exponents, loihi_problems, nearest_bias
 from qffs_lava.ir.netfile import read_net
 
 QUIET = dict(progress=False, log=lambda _: None)
@@ -20,16 +21,16 @@ def assert_trained_forward_is_the_exported_network(model_path, net_path, images)
     """Layer by layer, the counts of the model's integer forward pass (float32, as trained) equal the net.h5's."""
     content, model = load_model_file(model_path)
     network = read_net(net_path)
-    counts, pre = IntegerModel.of(content, model).run(images)
+    pre = {}
+    counts = IntegerModel.of(content, model).run(images, pre)
     exported_pre = {}
     exported = TorchNetwork(network).qann(images, all_layers=True, preactivations=exported_pre)
-    names = network.meta["layer_names"]
-    assert list(counts) == names
-    for index, name in enumerate(names):
-        assert counts[name].dtype == torch.float32
-        assert torch.equal(counts[name].to(torch.int64).reshape(exported[index].shape), exported[index]), name
+    assert len(counts) == len(network.layers) and set(pre) == set(exported_pre)
+    for index, count in enumerate(counts):
+        assert count.dtype == torch.float32
+        assert torch.equal(count.to(torch.int64).reshape(exported[index].shape), exported[index]), index
         if index in exported_pre:
-            assert torch.allclose(pre[name].double(), exported_pre[index].double(), atol=1e-5, rtol=0)
+            assert torch.allclose(pre[index].double(), exported_pre[index].double(), atol=1e-5, rtol=0)
 
 
 def test_trained_digits_mlp_forward_pass_equals_the_exported_integers(digits_model_file, digits_net):
@@ -100,7 +101,7 @@ def test_the_phase_keeps_its_best_epoch_on_validation_and_never_trains_on_it(tmp
 
 
 def test_qat_epochs_0_needs_a_model_file_to_start_from():
-    with pytest.raises(QffsError, match="qat-epochs 0 needs --init"):
+    with pytest.raises(QffsError, match="qat_epochs=0 needs init"):
         train("digits", "mlp", qat_epochs=0, **QUIET)
 
 
@@ -116,8 +117,7 @@ def test_the_grid_is_loihi_2s_and_gradients_pass_straight_through():
     top = torch.stack([w.abs().reshape(5, -1).amax(1) for w in weights]).amax(0)
     assert torch.all((top == 254) | (top == 256))  # each channel fills the 8-bit range
     assert torch.equal(v_init, torch.div(threshold, 2, rounding_mode="floor")) and threshold.min() >= 1
-    for b in bias_int.tolist():
-        bias_mantissa_exponent(int(b))  # a 13-bit mantissa times 2^e
+    assert (bias_exponents(bias_int.detach().numpy()) >= 0).all()  # a 13-bit mantissa times 2^e
     rows = torch.cat([a.detach().reshape(5, -1) for a in scaled], dim=1)
     mu = torch.minimum(127 / rows.max(1).values, 128 / -rows.min(1).values)
     (sum(w.sum() for w in weights) + bias_int.sum() + threshold.sum()).backward()
@@ -127,7 +127,10 @@ def test_the_grid_is_loihi_2s_and_gradients_pass_straight_through():
     assert torch.allclose(bias.grad, 2 * mu / 3) and torch.isclose(step.grad, 2 * mu.sum())
 
 
-def test_representable_bias_rounds_to_the_nearest_mantissa_times_a_power_of_two():
+def test_nearest_bias_rounds_to_the_nearest_mantissa_times_a_power_of_two():
     values = torch.tensor([0.4, 0.5, -0.5, 4095.4, 4095.6, -4096.4, 10000.0, 10002.0, 524000.0, -1e9],
                           dtype=torch.float64)
-    assert representable_bias(values).tolist() == [0, 1, 0, 4095, 4096, -4096, 10000, 10004, 524032, -1e9]
+    expected = [0, 1, 0, 4095, 4096, -4096, 10000, 10004, 524032, -1e9]
+    assert nearest_bias(values).tolist() == expected
+    assert nearest_bias(values.numpy()).tolist() == expected  # numpy arrays alike
+    assert bias_exponents(np.array([4095, 4096, 10000, 10002, 524032, 10**9])).tolist() == [0, 1, 2, -1, 7, -1]

@@ -19,10 +19,7 @@ import math
 import torch
 from torch import nn
 
-
-def round_half_up(x: torch.Tensor) -> torch.Tensor:
-    """floor(x + 1/2): round to nearest, halves up (torch.round rounds halves to even)."""
-    return torch.floor(x + 0.5)
+from qffs_lava.dynamics import round_half_up
 
 
 def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Training: a float model, LSQ quantization-aware fine-tuning, then hardware-exact fine-tuning (DESIGN.md section 2).
+"""Training: a float model, LSQ quantization-aware fine-tuning, then hardware-exact fine-tuning
+(docs/training.md).
 
 The last phase trains the integer network the exporter will write (`export.integer`): its
 forward pass is the exporter's arithmetic (Loihi 2's weight grid, thresholds, biases,
@@ -33,8 +34,9 @@ from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
 from qffs_lava.ann.models import build_model, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
-from qffs_lava.errors import QffsError
-from qffs_lava.export.integer import IntegerModel
+from qffs_lava.backends.pytorch import check_torch_device
+from qffs_lava.errors import ParameterError, QffsError
+from qffs_export.integer import IntegerModel
 from qffs_lava.fileio import check_outputs, check_writable
 
 #: (float, QAT, hardware-exact epochs, batch size) per dataset, or per (dataset, architecture), when not given.
@@ -82,30 +84,32 @@ class TrainConfig:
         for name, default in zip(("float_epochs", "qat_epochs", "hardware_epochs", "batch_size"), schedule):
             if getattr(self, name) is None:
                 setattr(self, name, default)
-        for name in ("act_bits", "out_bits") + (("weight_bits",) if self.weight_bits is not None else ()):
-            bits = getattr(self, name)
-            if not 1 <= bits <= 8:
-                raise QffsError(f"{name.replace('_', '-')} must be in 1..8, got {bits}")
-        if self.weight_bits is not None and self.weight_bits < 2:
-            raise QffsError("weight-bits must be at least 2 (weights are signed)")
+        for name in ("act_bits", "out_bits"):
+            check_bits(name, getattr(self, name))
+        if self.weight_bits is not None:
+            check_bits("weight_bits", self.weight_bits, minimum=2, why=" (weights are signed)")
         for bits in self.layer_bits or ():
-            if not 1 <= bits <= 8:
-                raise QffsError(f"layer bits must be in 1..8, got {bits}")
+            check_bits("layer_bits", bits)
         for name, minimum in (("float_epochs", 0), ("qat_epochs", 0), ("hardware_epochs", 0), ("batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise QffsError(f"--{name.replace('_', '-')}: must be an integer >= {minimum}, got {value!r}")
+                raise ParameterError(f"{{}}: must be an integer >= {minimum}, got {value!r}", name)
         if isinstance(self.validation, bool) or not isinstance(self.validation, (int, float)) \
                 or not 0 <= self.validation <= 0.5:
-            raise QffsError(f"--validation: must be a share of the training split in [0, 0.5], got {self.validation!r}")
+            raise ParameterError(f"{{}}: must be a share of the training split in [0, 0.5], got {self.validation!r}",
+                                 "validation")
         if self.float_epochs == 0 and self.init is None and not self.arch.startswith("module "):
-            raise QffsError("float-epochs 0 needs --init with a trained model file or state dict")
+            raise ParameterError("{} needs {} with a trained model file or state dict", ("float_epochs", 0), "init")
         if self.qat_epochs == 0 and self.init is None:
-            raise QffsError("qat-epochs 0 needs --init with a quantized model file (it fine-tunes that one)")
-        if self.device not in ("cpu", "cuda"):
-            raise QffsError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise QffsError("--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
+            raise ParameterError("{} needs {} with a quantized model file (it fine-tunes that one)",
+                                 ("qat_epochs", 0), "init")
+        check_torch_device(self.device)
+
+
+def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
+    """ParameterError unless `bits` is an integer in minimum..8."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not minimum <= bits <= 8:
+        raise ParameterError(f"{{}}: bits must be an integer in {minimum}..8{why}, got {bits!r}", name)
 
 
 def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -220,7 +224,7 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module],
         module = build_module(cfg.arch, info.input_shape, info.num_classes, cfg.small_input_stem)
     if module is not None:
         if cfg.pool != "max":
-            raise QffsError(f"--pool is for the built-in architectures; {cfg.arch} pools as its code says")
+            raise ParameterError(f"{{}} is for the built-in architectures; {cfg.arch} pools as its code says", "pool")
         if state is not None:
             _load_state(module, state, cfg.init)
         return from_torch(module, info.input_shape, cfg.act_bits, cfg.out_bits, cfg.layer_bits, cfg.weight_bits,
@@ -240,16 +244,16 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module],
 
 def _load_state(module: nn.Module, state: dict, path: str) -> None:
     """module.load_state_dict(state) but for LSQ quantizers (a float model has none), its mismatches a
-    QffsError that names them."""
+    ParameterError that names them."""
     state = {k: v for k, v in state.items() if "quantizer" not in k}
     expected = {k: v for k, v in module.state_dict().items() if "quantizer" not in k}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
     if missing or unexpected or wrong:
-        raise QffsError(f"--init {path} does not fit the model --arch builds: "
-                        + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                                    for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                                       ("other shapes", sorted(wrong))) if keys))
+        raise ParameterError(f"{{}} {path} does not fit the model {{}} builds: "
+                             + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                                         for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                                            ("other shapes", sorted(wrong))) if keys), "init", "arch")
     module.load_state_dict(state, strict=False)
 
 
@@ -280,11 +284,11 @@ def train(
                       **options)
     if out is not None:
         check_writable(out)
-        check_outputs({"--out": out}, {"--init": cfg.init})
+        check_outputs({"out": out}, {"init": cfg.init})
     info = dataset_info(cfg.dataset)
     init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
     if init is not None and init["dataset"] != cfg.dataset:
-        raise QffsError(f"--init {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}")
+        raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}", "init")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -300,12 +304,13 @@ def train(
         architecture = init["arch"]
         float_acc = init["accuracy"]["float"]
         if init["train"].get("validation", 0) != cfg.validation:
-            log(f"warning: --init {cfg.init} was trained with a validation share of "
+            log(f"warning: {cfg.init} (init) was trained with a validation share of "
                 f"{init['train'].get('validation', 0)}, this run holds out {cfg.validation}: some validation "
                 "images were in its training data, so choosing by validation favours the model as it came")
     else:
         if cfg.qat_epochs == 0:
-            raise QffsError("qat-epochs 0 needs --init with a quantized qffs model file (it fine-tunes that one)")
+            raise ParameterError("{} needs {} with a quantized qffs model file (it fine-tunes that one)",
+                                 ("qat_epochs", 0), "init")
         architecture, model = _new_model(cfg, info, module, state)
         set_quantized(model, False)
         float_acc = accuracy(model.to(device), test_x, test_y) if cfg.float_epochs == 0 else None

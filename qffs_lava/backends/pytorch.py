@@ -1,12 +1,13 @@
-"""The network in PyTorch: the integer QANN ("qann" backend) and the batched SNN simulation ("torch").
+"""The network in PyTorch: the integer QANN (the qann backend) and the batched SNN simulation (torch).
 
 A `TorchNetwork` is built once per network: every integer parameter is a buffer, so
 `.to("cuda")` moves it to a GPU, and both backends walk the graph with the one executor
 (`Network.propagate`):
 
-- `qann(x)`: the closed form every QFFS network settles to (DESIGN.md section 7),
+- `qann(x)`: the closed form every QFFS network settles to (`closed_form`, docs/format.md),
       z = clip(floor((sum_j W_j . z_j + K b + vInit) / th), 0, zMax),
-  with K * x_int for the graded input, the max of the counts for max pooling;
+  with K * x_int for the graded input, the max of the counts for max pooling; the
+  exporter's and the trainer's integer network (qffs_export.integer) run through it too;
 - `simulate(x, T, mode)`: Algorithm 1 and 2 (`dynamics.neuron_step`, `dynamics.pool_step`)
   step by step, synchronous (every layer sees its sources' spikes of the same step) or
   pipelined (as Lava and Loihi run it: every synapse delays by one step and a layer's
@@ -20,15 +21,16 @@ without a host synchronisation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qffs_lava.costs import CostCounter, Costs
+from qffs_lava.backends.base import Backend, RunOptions
+from qffs_lava.costs import CostCounter
+from qffs_lava.errors import ParameterError
 from qffs_lava.dynamics import (
     ALL_MECHANISMS,
     Mechanisms,
@@ -42,9 +44,10 @@ from qffs_lava.dynamics import (
     pool_windows,
     settled_count,
 )
-from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, InputLayer, NeuronLayer
+from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, NeuronLayer
 from qffs_lava.ir.loihi import count_bounds, membrane_bounds
 from qffs_lava.ir.network import MODES, Network
+from qffs_lava.results import CLOSED_FORM, Simulation
 
 
 def exact_dtype(network: Network) -> torch.dtype:
@@ -59,59 +62,18 @@ def exact_dtype(network: Network) -> torch.dtype:
     return torch.float32 if worst < 2**23 else torch.float64
 
 
-def encode_inputs(x, input_layer: InputLayer) -> torch.Tensor:
-    """x_int = floor(x * inputScale + 1/2) as int64, for dataset values x (floats in [0, 1])."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
-    return input_layer.encode(x).to(torch.int64)
+class LayerTensors(NamedTuple):
+    """A neuron layer's integers as tensors (a float dtype holding whole numbers), per channel shaped to broadcast
+    over (batch, N) or (batch, C, H, W): one weight per synapse, the per-step bias and the neuron parameters."""
+
+    weights: Tuple[torch.Tensor, ...]
+    bias: torch.Tensor
+    params: NeuronParams
 
 
-@dataclass
-class SimResult:
-    """What a simulation recorded, all in the mode's own steps (pipelined: T + D of them).
-
-    output_counts: (steps, batch, classes) int64, the output layer's z after each step
-    spikes: per layer after the input, (steps, batch, *shape) int8 spikes, if recorded
-    costs: every layer's spikes and SOPs per step (costs.py), if counted
-    """
-
-    mode: str
-    steps: int
-    pipeline_depth: int
-    output_counts: torch.Tensor
-    spikes: Optional[List[torch.Tensor]] = None
-    costs: Optional[Costs] = None
-
-    def synchronous_counts(self) -> torch.Tensor:
-        """Output counts per synchronous step t = 1..T (pipelined results shifted by the depth D)."""
-        return self.output_counts if self.mode == "sync" else self.output_counts[self.pipeline_depth:]
-
-
-class _NeuronBuffers(nn.Module):
-    """A neuron layer's integers as buffers: weights w0.. (one per synapse), bias, threshold, vInit."""
-
-    def __init__(self, layer: NeuronLayer, dtype: torch.dtype):
-        super().__init__()
-        channel = (-1,) + (1,) * (len(layer.shape) - 1)  # broadcast over (batch, N) or (batch, C, H, W)
-        for j, synapse in enumerate(layer.synapses):
-            self.register_buffer(f"w{j}", torch.as_tensor(synapse.weight, dtype=dtype))
-        self.register_buffer("bias", torch.as_tensor(layer.bias, dtype=dtype).reshape(channel))
-        self.register_buffer("threshold", torch.as_tensor(layer.neurons.threshold, dtype=dtype).reshape(channel))
-        self.register_buffer("v_init", torch.as_tensor(layer.neurons.v_init, dtype=dtype).reshape(channel))
-        self.z_max = layer.neurons.z_max
-
-    def weight(self, j: int) -> torch.Tensor:
-        return getattr(self, f"w{j}")
-
-    def params(self) -> NeuronParams:
-        return NeuronParams(threshold=self.threshold, z_max=self.z_max, v_init=self.v_init)
-
-
-class _PoolBuffers(nn.Module):
-    """A max pool's window index (`dynamics.pool_windows`) as a buffer."""
-
-    def __init__(self, window_index: np.ndarray):
-        super().__init__()
-        self.register_buffer("window_index", torch.as_tensor(window_index, dtype=torch.int64))
+def channel_shape(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """How a per-channel vector broadcasts over a layer of this shape, batch first: (C, 1, 1) or (N,)."""
+    return (-1,) + (1,) * (len(shape) - 1)
 
 
 class _Synapses:
@@ -126,8 +88,90 @@ class _Synapses:
         return F.conv2d(spikes, weight, None, synapse.stride, synapse.padding, synapse.dilation, synapse.groups)
 
 
+def synaptic_current(layer: NeuronLayer, weights: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]):
+    """sum_j W_j . sources[j] over the layer's synapses, with the synapses' geometry from the IR."""
+    total = None
+    for synapse, weight, source in zip(layer.synapses, weights, sources):
+        part = synapse.visit(_Synapses, weight, source)
+        total = part if total is None else total + part
+    return total
+
+
+class _ClosedForm:
+    """The executor's visitor for the closed form: each layer's settled counts."""
+
+    def __init__(self, network: Network, tensors: Mapping[int, LayerTensors], x_int: torch.Tensor,
+                 straight_through: bool, preactivations: Optional[Dict[int, torch.Tensor]]):
+        self.network, self.tensors, self.x_int = network, tensors, x_int
+        self.straight_through, self.pre = straight_through, preactivations
+
+    def input(self, index, layer):
+        return self.x_int * self.network.bias_steps  # the input is presented for K steps
+
+    def neuron(self, index, layer, sources):
+        tensors = self.tensors[index]
+        total = synaptic_current(layer, tensors.weights, sources) + self.network.bias_steps * tensors.bias
+        if self.pre is not None:
+            self.pre[index] = (total + tensors.params.v_init) / tensors.params.threshold
+        return settled_count(total, tensors.params, self.straight_through)
+
+    def maxpool(self, index, layer, source):
+        return F.max_pool2d(source, layer.kernel_size, layer.stride, layer.padding)
+
+    def flatten(self, index, layer, source):
+        return source.reshape(source.shape[0], -1)
+
+
+def closed_form(network: Network, tensors: Mapping[int, LayerTensors], x_int: torch.Tensor,
+                straight_through: bool = False,
+                preactivations: Optional[Dict[int, torch.Tensor]] = None) -> List[torch.Tensor]:
+    """Every layer's settled counts (batch first) for inputs x_int (`InputLayer.encode`), the integer QANN:
+
+        z = clip(floor((sum_j W_j . z_j + K b + vInit) / th), 0, zMax)
+
+    with K x_int for the graded input and the max of the counts for max pooling. `tensors` gives each
+    neuron layer's integers (`network` its graph and geometry), so the trainer's integer network
+    (qffs_export.integer) runs here as the exported one does; `straight_through` passes gradients
+    through every floor (dynamics.settled_count). Given a dict, also fills it, per neuron layer index,
+    with (sum_j W_j . z_j + K b + vInit) / th: the value whose floor, clipped, is z.
+    """
+    return network.propagate(_ClosedForm(network, tensors, x_int, straight_through, preactivations))
+
+
+class _NeuronBuffers(nn.Module):
+    """A neuron layer's integers as buffers: weights w0.. (one per synapse), bias, threshold, vInit."""
+
+    def __init__(self, layer: NeuronLayer, dtype: torch.dtype):
+        super().__init__()
+        channel = channel_shape(layer.shape)
+        for j, synapse in enumerate(layer.synapses):
+            self.register_buffer(f"w{j}", torch.as_tensor(synapse.weight, dtype=dtype))
+        self.register_buffer("bias", torch.as_tensor(layer.bias, dtype=dtype).reshape(channel))
+        self.register_buffer("threshold", torch.as_tensor(layer.neurons.threshold, dtype=dtype).reshape(channel))
+        self.register_buffer("v_init", torch.as_tensor(layer.neurons.v_init, dtype=dtype).reshape(channel))
+        self.synapse_count, self.z_max = len(layer.synapses), layer.neurons.z_max
+
+    def tensors(self) -> LayerTensors:
+        return LayerTensors(tuple(getattr(self, f"w{j}") for j in range(self.synapse_count)), self.bias,
+                            NeuronParams(threshold=self.threshold, z_max=self.z_max, v_init=self.v_init))
+
+
+class _PoolBuffers(nn.Module):
+    """A max pool's window index (`dynamics.pool_windows`) as a buffer."""
+
+    def __init__(self, window_index: np.ndarray):
+        super().__init__()
+        self.register_buffer("window_index", torch.as_tensor(window_index, dtype=torch.int64))
+
+
 class TorchNetwork(nn.Module):
-    """A net.h5 network as torch buffers, built once: the QANN closed form and the SNN, on any device."""
+    """A net.h5 network as torch buffers, built once: the QANN closed form and the SNN, on any device.
+
+    Example:
+        >>> net = qffs.TorchNetwork(qffs.read_net("digits.h5"))
+        >>> counts = net.qann(images)                     # (N, classes) settled output counts
+        >>> run = net.simulate(images, 8, "pipelined")    # the SNN, T + D steps as Lava runs it
+    """
 
     def __init__(self, network: Network, dtype: Optional[torch.dtype] = None):
         super().__init__()
@@ -140,31 +184,25 @@ class TorchNetwork(nn.Module):
         return next((b.device for b in self.buffers()), torch.device("cpu"))
 
     def encode(self, x) -> torch.Tensor:
-        """Dataset values (batch, *input shape) as x_int in the network's dtype, on its device."""
-        x_int = encode_inputs(x, self.network.input).reshape(-1, *self.network.input.shape)
+        """Dataset values (batch, *input shape) as x_int (`InputLayer.encode`, in float64) in the network's
+        dtype, on its device."""
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+        x_int = self.network.input.encode(x).reshape(-1, *self.network.input.shape)
         return x_int.to(device=self.device, dtype=self.dtype)
 
-    def current(self, index: int, sources: List[torch.Tensor]) -> torch.Tensor:
-        """sum_j W_j . sources[j] for neuron layer `index`."""
-        layer, buffers = self.network.layers[index], self.layer_buffers[index]
-        total = None
-        for j, (synapse, source) in enumerate(zip(layer.synapses, sources)):
-            part = synapse.visit(_Synapses, buffers.weight(j), source)
-            total = part if total is None else total + part
-        return total
+    def tensors(self) -> Dict[int, LayerTensors]:
+        """Every neuron layer's integers, by layer index."""
+        return {i: self.layer_buffers[i].tensors() for i, _ in self.network.neuron_layers}
 
     def qann(self, x, all_layers: bool = False, preactivations: Optional[Dict[int, torch.Tensor]] = None):
-        """Output counts (batch, classes) as int64, or every layer's counts (on the network's device).
-
-        Given a dict, also fills it, per neuron layer index, with (sum_j W_j . z_j + K b + vInit) / th:
-        the value whose floor, clipped, is z.
-        """
-        values = self.network.propagate(_Settle(self, self.encode(x), preactivations))
+        """Output counts (batch, classes) as int64, or every layer's counts (on the network's device), by
+        `closed_form`; given a dict, also fills it with every neuron layer's pre-activation."""
+        values = closed_form(self.network, self.tensors(), self.encode(x), preactivations=preactivations)
         counts = [v.to(torch.int64) for v in values]
         return counts if all_layers else counts[-1].reshape(counts[-1].shape[0], -1)
 
     def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False,
-                 mechanisms: Mechanisms = ALL_MECHANISMS, count_costs: bool = False) -> SimResult:
+                 mechanisms: Mechanisms = ALL_MECHANISMS, count_costs: bool = False) -> Simulation:
         """Run one batch of dataset values for `steps` synchronous steps (pipelined: steps + D of them).
 
         `mechanisms` leaves QFFS mechanisms out (the paper's ablations; `dynamics.Mechanisms`);
@@ -192,9 +230,9 @@ class TorchNetwork(nn.Module):
             if recorded is not None:
                 for i, spikes in enumerate(values[1:], start=1):
                     recorded[i - 1][t - 1] = spikes
-        return SimResult(mode, total, network.pipeline_depth, outputs.cpu(),
-                         [r.cpu() for r in recorded] if recorded is not None else None,
-                         counter.costs if counter is not None else None)
+        return Simulation(mode, total, network.pipeline_depth, outputs.cpu(),
+                          [r.cpu() for r in recorded] if recorded is not None else None,
+                          counter.costs if counter is not None else None)
 
 
 class _Buffers:
@@ -217,30 +255,6 @@ class _Buffers:
         return nn.Module()
 
 
-class _Settle:
-    """The executor's visitor for the closed form: each layer's settled counts (and, given `pre`, each neuron
-    layer's pre-activation)."""
-
-    def __init__(self, net: TorchNetwork, x_int: torch.Tensor, pre: Optional[Dict[int, torch.Tensor]] = None):
-        self.net, self.x_int, self.pre = net, x_int, pre
-
-    def input(self, index, layer):
-        return self.x_int * self.net.network.bias_steps  # the input is presented for K steps
-
-    def neuron(self, index, layer, sources):
-        buffers = self.net.layer_buffers[index]
-        total = self.net.current(index, sources) + self.net.network.bias_steps * buffers.bias
-        if self.pre is not None:
-            self.pre[index] = (total + buffers.v_init) / buffers.threshold
-        return settled_count(total, buffers.params())
-
-    def maxpool(self, index, layer, source):
-        return F.max_pool2d(source, layer.kernel_size, layer.stride, layer.padding)
-
-    def flatten(self, index, layer, source):
-        return source.reshape(source.shape[0], -1)
-
-
 class _Step:
     """The executor's visitor for one time step t of the SNN; keeps every layer's state between steps."""
 
@@ -257,16 +271,16 @@ class _Step:
         return self.x_int if self.t <= self.net.network.bias_steps else self.silence[0]
 
     def neuron(self, index, layer, sources):
-        network, buffers = self.net.network, self.net.layer_buffers[index]
+        network, tensors = self.net.network, self.net.layer_buffers[index].tensors()
         if self.mode == "pipelined":  # every synapse delivers what its source sent one step ago
             sources = [self.previous[j] for j in layer.inputs]
         if self.skip_silent and not any(bool(s.any()) for s in sources):
             current = self.silence[index]  # event-driven: no spikes, no synaptic work
         else:
-            current = self.net.current(index, sources)
+            current = synaptic_current(layer, tensors.weights, sources)
         if bias_active(self.t, network.bias_start(index, self.mode), network.bias_steps):
-            current = current + buffers.bias
-        params = self.mechanisms.params(buffers.params())
+            current = current + tensors.bias
+        params = self.mechanisms.params(tensors.params)
         state = self.states.get(index) or neuron_init(self.silence[index], params)
         spikes, self.states[index] = neuron_step(current, state, params, self.mechanisms.negative_spikes)
         return spikes
@@ -281,3 +295,59 @@ class _Step:
 
     def flatten(self, index, layer, source):
         return source.reshape(source.shape[0], -1)
+
+
+def check_torch_device(device: str) -> None:
+    """Raise ParameterError unless PyTorch can compute on `device` here ("cpu", or "cuda" with a GPU)."""
+    if device not in ("cpu", "cuda"):
+        raise ParameterError("{} must be cpu or cuda", ("device", device))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("{}, but PyTorch sees no CUDA GPU here; use {}", ("device", "cuda"), ("device", "cpu"))
+
+
+class _TorchBackend(Backend):
+    """A backend computed by TorchNetwork, on a CPU or a GPU."""
+
+    devices = ("cpu", "cuda")
+
+    def check(self, options: RunOptions) -> None:
+        check_torch_device(options.device)
+        super().check(options)
+
+
+class QannBackend(_TorchBackend):
+    """The integer QANN in closed form: the counts every QFFS network settles to, no time steps."""
+
+    name = "qann"
+    summary = "the integer QANN in closed form (the exact target; no time steps)"
+    modes = ()
+
+    def simulate(self, network, x, steps, mode, options=RunOptions()):
+        net = TorchNetwork(network).to(options.device)
+        counts = []
+        for start in range(0, len(x), options.batch_size):
+            counts.append(net.qann(x[start:start + options.batch_size]).cpu())
+            if options.progress is not None:
+                options.progress(len(counts[-1]))
+        return Simulation(CLOSED_FORM, 1, 0, torch.cat(counts).unsqueeze(0))
+
+
+class TorchBackend(_TorchBackend):
+    """The SNN simulated in PyTorch, a batch of samples at once, on a CPU or a GPU."""
+
+    name = "torch"
+    summary = "the SNN simulated in PyTorch, batched, CPU or GPU (synchronous or pipelined)"
+    ablations = True
+    costs = True
+
+    def simulate(self, network, x, steps, mode, options=RunOptions()):
+        # without the count bound, counts (and currents) exceed what exact_dtype plans for
+        dtype = None if options.mechanisms.count_bound else torch.float64
+        net = TorchNetwork(network, dtype).to(options.device)
+        parts = []
+        for start in range(0, len(x), options.batch_size):
+            parts.append(net.simulate(x[start:start + options.batch_size], steps, mode, options.record_spikes,
+                                      options.mechanisms, options.count_costs))
+            if options.progress is not None:
+                options.progress(parts[-1].output_counts.shape[1])
+        return Simulation.concatenate(parts)

@@ -1,37 +1,60 @@
-"""Loihi 2's ranges (DESIGN.md section 3) and the checks every exported network must pass.
+"""Loihi 2's ranges (docs/format.md, "Loihi 2's ranges") and the checks every exported network must pass.
 
-Weights are an 8-bit signed mantissa in mixed-sign mode: even integers in [-256, 254]
-(lava's fixed-point Dense drops the lowest bit of any other). The membrane is 24-bit
-signed, so thresholds and the worst-case |v| stay below 2^23. A per-step bias is a
-13-bit mantissa times 2^e, 0 <= e <= 7.
+Every Loihi 2 range the project uses is stated here and only here. Weights are an 8-bit
+signed mantissa m in [-128, 127] in mixed-sign mode, stored as the even integers 2 m in
+[-256, 254] (lava's fixed-point Dense drops the lowest bit of any other). The membrane is
+24-bit signed, so thresholds and the worst-case |v| stay below 2^23. A per-step bias is a
+13-bit signed mantissa times 2^e, 0 <= e <= 7.
 """
 
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 
+from qffs_lava.dynamics import round_half_up
 from qffs_lava.ir.layers import NeuronLayer
 from qffs_lava.ir.network import Network
 
-WEIGHT_MIN, WEIGHT_MAX = -256, 254
+#: A weight's 8-bit signed mantissa; stored weights are twice it (even, mixed-sign mode).
+WEIGHT_MANTISSA_MIN, WEIGHT_MANTISSA_MAX = -128, 127
+WEIGHT_MIN, WEIGHT_MAX = 2 * WEIGHT_MANTISSA_MIN, 2 * WEIGHT_MANTISSA_MAX
 STATE_LIMIT = 2**23
 BIAS_MANTISSA_BITS, BIAS_MAX_EXP = 13, 7
 
+Array = Any  # a numpy array or a torch tensor
 
-def bias_mantissa_exponent(bias: int) -> Tuple[int, int]:
-    """(mantissa, exponent) with bias == mantissa * 2^exponent, the smallest exponent that fits 13 bits.
 
-    Raises ValueError when no exponent 0..7 represents `bias` exactly.
+def bias_grid(value: Array) -> Tuple[Array, Array]:
+    """Per element, Loihi 2's nearest per-step bias: (mantissa, exponent) with the smallest exponent e in 0..7
+    whose mantissa round(value / 2^e) fits 13 signed bits, and (round(value), -1) where none does.
+
+    The bias it holds is mantissa * 2^max(e, 0); it equals `value` exactly when e >= 0 and nothing was
+    rounded. numpy arrays and torch tensors alike (round half up, as everywhere in QFFS).
     """
     limit = 2 ** (BIAS_MANTISSA_BITS - 1)
-    for exponent in range(BIAS_MAX_EXP + 1):
-        mantissa, rest = divmod(int(bias), 2**exponent)
-        if rest == 0 and -limit <= mantissa < limit:
-            return mantissa, exponent
-    raise ValueError(f"bias {bias} is not a {BIAS_MANTISSA_BITS}-bit mantissa times 2^0..2^{BIAS_MAX_EXP}")
+    mantissa, exponent = round_half_up(value), value * 0 - 1
+    for e in range(BIAS_MAX_EXP, -1, -1):  # the smallest fitting exponent is written last
+        candidate = round_half_up(value / 2**e)
+        fits = (candidate >= -limit) & (candidate < limit)
+        mantissa = candidate * fits + mantissa * ~fits
+        exponent = e * fits + exponent * ~fits
+    return mantissa, exponent
+
+
+def nearest_bias(value: Array) -> Array:
+    """The per-step bias Loihi 2 holds nearest `value` (`bias_grid`; round(value) where none fits)."""
+    mantissa, exponent = bias_grid(value)
+    return mantissa * 2 ** exponent.clip(0, None)
+
+
+def bias_exponents(bias: np.ndarray) -> np.ndarray:
+    """Per integer bias, the exponent e of its exact 13-bit mantissa times 2^e; -1 where none represents it."""
+    mantissa, exponent = bias_grid(np.asarray(bias, dtype=np.float64))
+    exact = (exponent >= 0) & (mantissa * 2.0 ** exponent.clip(0, None) == bias)
+    return np.where(exact, exponent, -1).astype(np.int64)
 
 
 def count_bounds(network: Network) -> List[int]:
@@ -84,12 +107,10 @@ def loihi_problems(network: Network) -> List[str]:
                                 "be even")
         if layer.neurons.threshold.max() >= STATE_LIMIT:
             problems.append(f"layer {i}: threshold {layer.neurons.threshold.max()} is not below 2^23")
-        for b in np.unique(layer.bias):
-            try:
-                bias_mantissa_exponent(int(b))
-            except ValueError as err:
-                problems.append(f"layer {i}: {err}")
-                break
+        unfit = layer.bias[bias_exponents(layer.bias) < 0]
+        if unfit.size:
+            problems.append(f"layer {i}: bias {unfit[0]} is not a {BIAS_MANTISSA_BITS}-bit mantissa times "
+                            f"2^0..2^{BIAS_MAX_EXP}")
         low, high = membrane_bounds(network, i, bounds)
         if max(-low, high) >= STATE_LIMIT:
             problems.append(f"layer {i}: worst-case |v| {max(-low, high)} is not below 2^23 (24-bit membrane)")
