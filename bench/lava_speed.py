@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from lava_neuron_speed import time_steps
 
-from qffs_lava.backends.lava.runner import default_workers, import_lava, run_lava
+from qffs_lava.backends import simulate
+from qffs_lava.backends.lava.runner import default_workers, import_lava
+from qffs_lava.ir.layers import DenseSynapse
 from qffs_lava.ir.netfile import read_net
 
 
@@ -31,7 +33,7 @@ def workers_figures(network, x, steps: int, workers: int) -> dict:
     results = {}
     for n in (1, workers):
         start = time.perf_counter()
-        results[n] = run_lava(network, x, steps, "lava", workers=n)
+        results[n] = simulate(network, x, steps, "lava", workers=n)
         seconds = time.perf_counter() - start
         figures[f"workers_{n}_s"] = seconds
         figures[f"workers_{n}_samples_per_s"] = len(x) / seconds
@@ -60,7 +62,7 @@ def stock_network(network, source_port):
             lif = LIF(shape=lava_shape(shape), du=4095, dv=0, vth=int(layer.neurons.threshold.max()),
                       bias_mant=np.broadcast_to(layer.bias[channel], lava_shape(shape)).copy(), bias_exp=0)
             for synapse, source, (port, flat_order) in zip(layer.synapses, layer.inputs, sources):
-                if synapse.kind == "dense":
+                if isinstance(synapse, DenseSynapse):
                     process = Dense(weights=synapse.weight[:, flat_order], num_message_bits=MESSAGE_BITS)
                 else:
                     process = Conv(weight=lava_conv_weight(synapse.weight),

@@ -7,11 +7,11 @@ here is skipped (see conftest.py).
 import numpy as np
 import pytest
 import torch
-from qffs_lava.export.exporter import export
+from qffs_export.exporter import export
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.train import train
-from qffs_lava.backends.lava.runner import run_lava
+from qffs_lava.backends import simulate
 from qffs_lava.ir.netfile import read_net
 
 STEPS = 10
@@ -29,8 +29,8 @@ def exported(request, tmp_path_factory):
 def test_loihi2_spikes_equal_the_fixed_point_cpu_run(exported):
     x, _ = load_dataset("digits", "test")
     x = x[:20]
-    expected = run_lava(exported, x, STEPS, "lava", chunk=10, record_spikes=True)
-    got = run_lava(exported, x, STEPS, "loihi2", chunk=10, record_spikes=True)
+    expected = simulate(exported, x, STEPS, "lava", chunk=10, record_spikes=True)
+    got = simulate(exported, x, STEPS, "loihi2", chunk=10, record_spikes=True)
     for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
         assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
     assert torch.equal(got.output_counts, expected.output_counts)

@@ -1,4 +1,4 @@
-"""Cost accounting (DESIGN.md section 9): spikes, synaptic operations and the ANN's multiply-accumulates.
+"""Cost accounting (docs/costs.md): spikes, synaptic operations and the ANN's multiply-accumulates.
 
 - A spike is a nonzero s, +1 or -1 (a negative spike counts as one); neuron and max-pool
   layers send spikes, a flatten passes its source's on. The graded input counts one event
@@ -12,7 +12,7 @@
   with zero padding, which connect nothing).
 
 Both backends count with the one `CostCounter`: the torch simulator step by step as it
-runs, the Lava backend from its recorded spikes, so their figures can be compared.
+runs, the Lava backend from tallies of its recorded spikes, so their figures can be compared.
 """
 
 from __future__ import annotations
@@ -93,38 +93,51 @@ class Costs:
             np.array_equal(getattr(self, k), getattr(other, k)) for k in ("positive", "negative", "sops"))
 
 
+def sends_spikes(layer) -> bool:
+    """Whether a layer's values count as sent events: all but a flatten's, which passes its source's on."""
+    return not isinstance(layer, FlattenLayer)
+
+
 class CostCounter:
-    """Counts, one step at a time over a batch, each layer's spikes and the SOPs each neuron layer receives."""
+    """Counts each layer's spikes and the SOPs each neuron layer receives, from per-neuron tallies.
+
+    A tally of layer k at step t is, per neuron of k, how many of the samples sent a positive and
+    how many a negative value. The torch simulator tallies every step of a batch as it runs
+    (`step`); the Lava backend tallies its recordings in its workers (`tally`, numpy only) and
+    the parent adds them here (`add`), so fan-outs and sums stay in this process.
+    """
 
     def __init__(self, network: Network, steps: int, samples: int, device: torch.device | str = "cpu"):
         self.network = network
-        self.sends = [k for k, layer in enumerate(network.layers) if not isinstance(layer, FlattenLayer)]
-        self.fan_outs = {i: [m.to(device) for m in maps] for i, maps in fan_outs(network).items()}
+        self.sends = [sends_spikes(layer) for layer in network.layers]
+        self.readers: List[List[tuple]] = [[] for _ in network.layers]  # per layer: (reader, fan-out) per synapse
+        for i, maps in fan_outs(network).items():
+            for j, fan_out in zip(network.layers[i].inputs, maps):
+                self.readers[j].append((i, fan_out.to(device)))
         self.costs = Costs.zeros(len(network.layers), steps)
         self.costs.samples = samples
 
+    def add(self, t: int, k: int, positive, negative) -> None:
+        """Add layer k's tally at step t: per neuron (in its shape), how many samples sent +, how many -."""
+        positive, negative = torch.as_tensor(positive), torch.as_tensor(negative)
+        if self.sends[k]:
+            self.costs.positive[k, t - 1] += int(positive.sum())
+            self.costs.negative[k, t - 1] += int(negative.sum())
+        for i, fan_out in self.readers[k]:
+            active = (positive + negative).to(device=fan_out.device, dtype=torch.float64)
+            self.costs.sops[i, t - 1] += int((active.reshape(fan_out.shape) * fan_out).sum())
+
     def step(self, t: int, values: Sequence[torch.Tensor]) -> None:
         """Add step t's values (every layer's, batch first: the input's graded values, spikes after it)."""
-        costs = self.costs
-        for k in self.sends:
-            costs.positive[k, t - 1] += int((values[k] > 0).sum())
-            costs.negative[k, t - 1] += int((values[k] < 0).sum())
-        for i, layer in self.network.neuron_layers:
-            for j, fan_out in zip(layer.inputs, self.fan_outs[i]):
-                active = (values[j] != 0).sum(dim=0)  # per source neuron, over the batch
-                costs.sops[i, t - 1] += int((active.to(torch.float64) * fan_out).sum())
+        for k, value in enumerate(values):
+            self.add(t, k, *tally(value))
 
 
-def count_recording(network: Network, x_int: torch.Tensor, spikes: Dict[int, torch.Tensor]) -> Costs:
-    """Costs of a recorded run: x_int (batch, *input shape) sent for the first K steps, and every later
-    layer's spikes (steps, batch, *shape), as the Lava backend records them."""
-    steps, batch = spikes[1].shape[:2]
-    counter = CostCounter(network, steps, batch)
-    silence = torch.zeros_like(x_int)
-    for t in range(1, steps + 1):
-        values = [x_int if t <= network.bias_steps else silence]
-        counter.step(t, values + [spikes[k][t - 1] for k in range(1, len(network.layers))])
-    return counter.costs
+def tally(values, axis: int = 0):
+    """(positive, negative): per neuron, how many of the values along `axis` (the samples) are > 0 and < 0.
+
+    Numpy arrays and torch tensors alike: the Lava workers tally their recordings with numpy."""
+    return (values > 0).sum(axis), (values < 0).sum(axis)
 
 
 def cost_report(network: Network, costs: Costs, mode: str) -> Dict:
@@ -142,7 +155,7 @@ def cost_report(network: Network, costs: Costs, mode: str) -> Dict:
     layers = []
     for k, layer in enumerate(network.layers):
         layers.append({
-            "index": k, "type": layer.describe(),
+            "index": k, "type": layer.describe(), "sends": sends_spikes(layer),
             "neurons": int(np.prod(network.shapes[k])) if isinstance(layer, NeuronLayer) else 0,
             "weights": int(weights[k]), "macs": int(layer_macs[k]),
             "positive_spikes": positive[k].tolist(), "negative_spikes": negative[k].tolist(),
@@ -152,7 +165,7 @@ def cost_report(network: Network, costs: Costs, mode: str) -> Dict:
     total_sops, total_macs = sops.sum(axis=0), int(layer_macs.sum())
     return {
         "samples": costs.samples, "mode": mode, "pipeline_depth": network.pipeline_depth,
-        "definition": "DESIGN.md section 9: spikes +1 or -1 each; SOP = spike x fan-out; MACs of the same network",
+        "definition": "docs/costs.md: spikes +1 or -1 each; SOP = spike x fan-out; MACs of the same network",
         "layers": layers,
         "total": {"input_events": (positive[0] + negative[0]).tolist(), "spikes": spikes.tolist(),
                   "positive_spikes": positive[1:].sum(axis=0).tolist(),

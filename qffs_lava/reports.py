@@ -1,16 +1,20 @@
-"""The tables qffs prints: the per-layer table (qffs-export, qffs-inspect), resources (qffs-inspect) and
-costs (qffs-run --stats)."""
+"""What qffs prints and writes: the per-layer table (qffs-export, qffs-inspect), resources (qffs-inspect),
+a run's per-step table and costs (qffs-run), its JSON report and its accuracy plot."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from qffs_lava.costs import macs, weight_counts
+from qffs_lava.fileio import atomic_output
 from qffs_lava.ir.layers import NeuronLayer
-from qffs_lava.ir.loihi import STATE_LIMIT, bias_mantissa_exponent, count_bounds, membrane_bounds
+from qffs_lava.ir.loihi import BIAS_MANTISSA_BITS, STATE_LIMIT, bias_exponents, count_bounds, membrane_bounds
 from qffs_lava.ir.network import Network
+from qffs_lava.results import RunResult
 
 
 def render(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 2) -> str:
@@ -25,11 +29,10 @@ def render(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: i
 
 def _bias_text(bias: np.ndarray) -> str:
     """The per-step bias range and the largest exponent e its 13-bit mantissas need (bias = m * 2^e)."""
-    try:
-        exponent = max((bias_mantissa_exponent(int(b))[1] for b in np.unique(bias)), default=0)
-    except ValueError:
-        return f"[{bias.min()}, {bias.max()}] NOT 13-bit*2^e"
-    return f"[{bias.min()}, {bias.max()}] e<={exponent}"
+    exponents = bias_exponents(bias)
+    if np.any(exponents < 0):
+        return f"[{bias.min()}, {bias.max()}] NOT {BIAS_MANTISSA_BITS}-bit*2^e"
+    return f"[{bias.min()}, {bias.max()}] e<={exponents.max(initial=0)}"
 
 
 def _range_text(values: np.ndarray) -> str:
@@ -88,9 +91,8 @@ def cost_table(report: Dict, t: int) -> str:
     header = ("#", "type", "neurons", "+spikes", "-spikes", "SOPs", "MACs (ANN)", "SOPs/MACs")
     rows = []
     for layer in report["layers"]:
-        sends = layer["index"] == 0 or layer["type"] != "flatten"
         spikes = (_number(layer["positive_spikes"][t - 1]), _number(layer["negative_spikes"][t - 1])) \
-            if sends else ("-", "-")
+            if layer["sends"] else ("-", "-")
         ratio = f"{layer['sops'][t - 1] / layer['macs']:.3f}" if layer["macs"] else ""
         neurons = f"{layer['neurons']:,}" if layer["neurons"] else ""
         rows.append((str(layer["index"]), layer["type"] + (" (events)" if layer["index"] == 0 else ""), neurons,
@@ -102,4 +104,71 @@ def cost_table(report: Dict, t: int) -> str:
                  _number(total["sops"][t - 1]), f"{total['macs']:,}", f"{total['sops_per_mac'][t - 1]:.3f}"))
     where = f" (Lava/pipelined: steps 1..{t + report['pipeline_depth']})" if report["mode"] == "pipelined" else ""
     return (f"cost per sample up to t = {t}{where}, mean over {report['samples']} samples "
-            f"(spikes sent; SOPs = spikes x fan-out, received; DESIGN.md section 9):\n" + render(header, rows))
+            f"(spikes sent; SOPs = spikes x fan-out, received; docs/costs.md):\n" + render(header, rows))
+
+
+def run_table(result: RunResult) -> str:
+    """A run's report: per step t its accuracy and agreement with the QANN (and with costs its spikes and SOPs),
+    the step from which it equals the QANN, the accuracies, and with costs the per-layer table at T."""
+    if result.time_steps:
+        lines = [f"backend {result.backend} ({result.mode}), {result.samples} samples, K = {result.bias_steps}, "
+                 f"pipeline depth D = {result.pipeline_depth}"
+                 + (f", without: {', '.join(result.ablated)} (an ablation)" if result.ablated else "")]
+    else:
+        lines = [f"backend {result.backend} ({result.mode}, no time steps), {result.samples} samples"]
+    costs = result.costs
+    if result.time_steps:
+        lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}"
+                     + (f"  {'spikes':>9}  {'SOPs':>11}  {'SOPs/MACs':>9}" if costs else ""))
+        for t, (acc, agree, equal) in enumerate(zip(result.accuracy_by_step, result.agreement_by_step,
+                                                     result.equal_counts_by_step), start=1):
+            acc_text = "-" if acc is None else f"{100 * acc:.2f}%"
+            lines.append(f"{t:>4}  {acc_text:>9}  {100 * agree:>12.2f}%  {100 * equal:>13.2f}%" + (
+                f"  {costs['total']['spikes'][t - 1]:>9,.0f}  {costs['total']['sops'][t - 1]:>11,.0f}  "
+                f"{costs['total']['sops_per_mac'][t - 1]:>9.3f}" if costs else ""))
+        where = result.equal_from_step
+        lines.append("SNN == QANN on every sample from step " + (f"t = {where}" if where else
+                     f"(not reached by t = {result.steps})") + " (synchronous steps; Lava adds D = "
+                     f"{result.pipeline_depth} steps of pipeline delay)")
+    if result.qann_accuracy is not None:
+        lines.append(f"QANN accuracy {100 * result.qann_accuracy:.2f}%" + (
+            f", {result.backend} accuracy at t = {result.steps}: {100 * result.accuracy:.2f}%"
+            if result.time_steps else ""))
+    if costs:
+        lines.append("(spikes and SOPs: per sample, cumulative up to t)\n" + cost_table(costs, result.steps))
+    lines.append(f"wall time {result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write plain data as indented JSON, atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = "") -> None:
+    """Accuracy and agreement with the QANN against synchronous time step, one curve per run, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for name, result in results.items():
+        steps = range(1, len(result.agreement_by_step) + 1)
+        if result.accuracy_by_step[0] is not None:
+            axes[0].plot(steps, [100 * a for a in result.accuracy_by_step], marker="o", label=name)
+        axes[1].plot(steps, [100 * a for a in result.agreement_by_step], marker="o", label=name)
+    first = next(iter(results.values()))
+    if first.qann_accuracy is not None:
+        axes[0].axhline(100 * first.qann_accuracy, color="gray", linestyle="--", label="QANN")
+    axes[0].set(xlabel="time step t (synchronous)", ylabel="accuracy (%)", title="SNN accuracy")
+    axes[1].set(xlabel="time step t (synchronous)", ylabel="agreement (%)", title="prediction == QANN's")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

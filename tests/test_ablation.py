@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from qffs_lava.export.exporter import export
+from qffs_export.exporter import export
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.train import train
@@ -21,7 +21,8 @@ from qffs_lava.dynamics import (
     without,
 )
 from qffs_lava.errors import QffsError
-from qffs_lava.evaluate import evaluate
+import qffs_lava as qffs
+from qffs_lava.ir.layers import MaxPoolLayer
 from qffs_lava.ir.netfile import read_net
 
 
@@ -64,8 +65,8 @@ def test_qffs_run_ablate_reports_it_and_refuses_other_backends(digits_net, tmp_p
     assert "without: precharge (an ablation)" in capsys.readouterr().out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ablated"] == ["precharge"] and report["equal_from_step"] is None  # rounds down, never the QANN
-    with pytest.raises(QffsError, match="ablations run on the torch backend only, not lava"):
-        evaluate(read_net(digits_net), load_dataset("digits", "test")[0][:4], None, 8, "lava",
+    with pytest.raises(QffsError, match="ablate runs on the torch backend only, not lava"):
+        qffs.run(read_net(digits_net), load_dataset("digits", "test")[0][:4], None, 8, "lava",
                  ablate=["precharge"])
 
 
@@ -74,8 +75,8 @@ def test_average_pooling_lenet_trains_exports_and_settles_at_its_qann(tmp_path):
                     hardware_epochs=1, progress=False, log=lambda _: None)
     assert [n["op"] for n in content["arch"]["nodes"]].count("avgpool") == 2
     network = export(tmp_path / "avg.pt", tmp_path / "avg.h5", log=lambda _: None)
-    assert not any(layer.kind == "maxpool" for layer in network.layers)  # folded into the next synapse
-    report = evaluate(network, load_dataset("digits", "test")[0], None, 16, progress=False)
-    assert report["equal_from_step"] is not None and report["equal_from_step"] <= 16
+    assert not any(isinstance(layer, MaxPoolLayer) for layer in network.layers)  # folded into the next synapse
+    report = qffs.run(network, load_dataset("digits", "test")[0], None, 16, progress=False)
+    assert report.equal_from_step is not None and report.equal_from_step <= 16
     with pytest.raises(QffsError, match="resnet8 has no max pooling to replace"):
         train("digits", "resnet8", pool="avg", float_epochs=1, qat_epochs=1, progress=False, log=lambda _: None)

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qffs_lava.export.convert import convert
+from qffs_export.convert import convert
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import load_model_file
-from qffs_lava.backends.lava.runner import run_lava
+from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.ir.netfile import read_net, write_net
 
@@ -43,7 +43,7 @@ def test_version_1_nets_give_the_same_qann_and_torch_outputs(name, recorded, dat
 @pytest.mark.parametrize("backend", ["lava", "lava-float"])
 def test_version_1_nets_give_the_same_lava_outputs(name, backend, recorded, data_dir):
     network = read_net(V1 / f"v1_{name}.h5")
-    result = run_lava(network, inputs(name, data_dir)[:20], 12, backend)
+    result = simulate(network, inputs(name, data_dir)[:20], 12, backend)
     np.testing.assert_array_equal(result.output_counts.numpy(), recorded[f"{name}/{backend}"])
 
 

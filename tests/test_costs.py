@@ -1,4 +1,4 @@
-"""Cost accounting (DESIGN.md section 9): fan-out and MACs, spikes and SOPs counted independently, and the
+"""Cost accounting (docs/costs.md): fan-out and MACs, spikes and SOPs counted independently, and the
 same figures from the torch simulator and from Lava's recordings."""
 
 import json
@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from random_nets import random_graph, random_inputs, random_network
 
 from qffs_lava.ann.datasets import load_dataset
-from qffs_lava.backends.lava.runner import run_lava
+from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.cli import inspect_main, run_main
 from qffs_lava.costs import cost_report, fan_outs, macs
 from qffs_lava.errors import QffsError
-from qffs_lava.evaluate import evaluate
-from qffs_lava.ir.layers import ConvSynapse, InputLayer, NeuronLayer, Neurons
+import qffs_lava as qffs
+from qffs_lava.ir.layers import ConvSynapse, FlattenLayer, InputLayer, NeuronLayer, Neurons
 from qffs_lava.ir.netfile import read_net
 from qffs_lava.ir.network import Network
 
@@ -49,7 +49,7 @@ def test_macs_of_random_networks_count_each_connection_once():
                 ones = torch.ones((1,) + network.shapes[j], dtype=torch.float64)
                 weight = torch.ones(synapse.weight.shape, dtype=torch.float64)
                 reached = F.conv2d(ones, weight, None, synapse.stride, synapse.padding, synapse.dilation,
-                                   synapse.groups) if synapse.kind == "conv" else ones @ weight.T
+                                   synapse.groups) if isinstance(synapse, ConvSynapse) else ones @ weight.T
                 expected[i] += int(reached.sum())
         assert macs(network).tolist() == expected.tolist()
 
@@ -63,13 +63,13 @@ def recount(network: Network, x_int: torch.Tensor, spikes, steps: int):
         values = [x_int.double() if t < network.bias_steps else torch.zeros_like(x_int.double())]
         values += [s[t].double() for s in spikes]
         for k, layer in enumerate(network.layers):
-            if layer.kind != "flatten":
+            if not isinstance(layer, FlattenLayer):
                 positive[k, t], negative[k, t] = int((values[k] > 0).sum()), int((values[k] < 0).sum())
         for i, layer in network.neuron_layers:
             for synapse, j in zip(layer.synapses, layer.inputs):
                 active = (values[j] != 0).double()
                 ones = torch.ones(synapse.weight.shape, dtype=torch.float64)
-                if synapse.kind == "conv":
+                if isinstance(synapse, ConvSynapse):
                     reached = F.conv2d(active, ones, None, synapse.stride, synapse.padding, synapse.dilation,
                                        synapse.groups)
                 else:
@@ -119,7 +119,7 @@ def test_lava_counts_equal_torch_on_twenty_samples(digits_lenet_net):
     graph = random_graph(rng)
     for network, inputs in ((lenet, x[:20]), (graph, random_inputs(rng, graph, 20))):
         torch_costs = TorchNetwork(network).simulate(inputs, 8, "pipelined", count_costs=True).costs
-        lava = run_lava(network, inputs, 8, "lava", chunk=10, workers=1, count_costs=True)
+        lava = simulate(network, inputs, 8, "lava", chunk=10, workers=1, count_costs=True)
         assert lava.spikes is None  # counted from every layer's recording, which is not kept
         assert lava.costs == torch_costs
         assert torch_costs.sops.sum() > 0
@@ -134,8 +134,8 @@ def test_qffs_run_stats_prints_and_writes_the_costs(digits_net, tmp_path, capsys
     costs = json.loads(out.read_text())["costs"]
     assert [layer["index"] for layer in costs["layers"]] == list(range(len(read_net(digits_net).layers)))
     assert costs["samples"] == 30 and len(costs["total"]["sops"]) == 6
-    with pytest.raises(QffsError, match="qann backend has none"):
-        evaluate(read_net(digits_net), load_dataset("digits", "test")[0][:5], None, 6, "qann", stats=True)
+    with pytest.raises(QffsError, match="which the qann backend has not"):
+        qffs.run(read_net(digits_net), load_dataset("digits", "test")[0][:5], None, 6, "qann", stats=True)
 
 
 def test_qffs_inspect_lists_neurons_synapses_and_weight_memory(digits_lenet_net, capsys):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from random_nets import random_graph, random_inputs
 
-from qffs_lava.backends.lava.runner import run_lava
+from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.errors import QffsFormatError
-from qffs_lava.evaluate import evaluate
+import qffs_lava as qffs
 from qffs_lava.ir.layers import ConvSynapse, MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net, write_net
 
@@ -72,9 +72,9 @@ def test_graph_results_do_not_depend_on_batch_size():
     network = random_graph(rng)
     x = random_inputs(rng, network, 23)
     for mode in ("sync", "pipelined"):
-        a = evaluate(network, x, None, 12, "torch", mode, batch_size=23, progress=False)
-        b = evaluate(network, x, None, 12, "torch", mode, batch_size=5, progress=False)
-        assert a["output_counts"] == b["output_counts"] and a["agreement_by_step"] == b["agreement_by_step"]
+        a = qffs.run(network, x, None, 12, "torch", mode, batch_size=23, progress=False)
+        b = qffs.run(network, x, None, 12, "torch", mode, batch_size=5, progress=False)
+        assert a.output_counts == b.output_counts and a.agreement_by_step == b.agreement_by_step
 
 
 def test_pipeline_depth_is_the_longest_path_and_sets_the_bias_window():
@@ -103,7 +103,8 @@ def test_a_graph_survives_the_file_round_trip(tmp_path):
 
 
 def first_residual_layer(network):
-    return next(i for i, layer in network.neuron_layers if len(layer.synapses) > 1 and layer.kind == "conv")
+    return next(i for i, layer in network.neuron_layers
+                if len(layer.synapses) > 1 and isinstance(layer.synapses[0], ConvSynapse))
 
 
 def edit(path, change):
@@ -125,10 +126,11 @@ def replace(f, key, value):
      r"got \[-1"),
     (lambda f, i: replace(f, f"layer/{i}/inputs", np.array([1])), r"key 'inputs': expected one per synapse"),
     (lambda f, i: replace(f, f"layer/{i}/synapse/1/weight", f[f"layer/{i}/synapse/1/weight"][()][:1]),
-     r"layer {i} \(conv\): synapse 1 \(conv\) maps its input .* but the layer's shape is"),
+     r"layer {i} \(conv\) key 'shape': synapse 1 \(conv\) maps its input .* but the layer's shape is"),
     (lambda f, i: replace(f, f"layer/{i}/synapse/1/type", np.array([b"pool"])),
      r"layer {i} \(conv\) synapse 1 key 'type': expected one of dense, conv, got 'pool'"),
-    (lambda f, i: f[f"layer/{i}/synapse"].move("1", "7"), r"layer {i} \(conv\) synapse key '': expected subgroups"),
+    (lambda f, i: f[f"layer/{i}/synapse"].move("1", "7"),
+     r"layer {i} \(conv\) key 'synapse': expected subgroups 1\.\.2"),
     (lambda f, i: f["meta"].attrs.__setitem__("version", 1), r"key 'inputs': expected no 'inputs' in a version 1"),
 ])
 def test_the_validator_names_the_layer_and_key_of_a_broken_graph(tmp_path, change, message):
@@ -164,7 +166,7 @@ def test_lava_spikes_equal_torch_pipelined_on_a_residual_graph(residual_graph, b
     assert not network.is_chain()
     steps = settle_steps(network, "sync")
     expected = TorchNetwork(network).simulate(x, steps, "pipelined", record_spikes=True)
-    got = run_lava(network, x, steps, backend, chunk=10, record_spikes=True)
+    got = simulate(network, x, steps, backend, chunk=10, record_spikes=True)
     for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
         assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
     assert torch.equal(got.output_counts, expected.output_counts)

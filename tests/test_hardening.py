@@ -16,10 +16,12 @@ from processes import alive, descendants_of, lava_scratch_folders, shared_memory
 from terminal import MOMENTS, ctrl_c_in_a_terminal
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
-from qffs_lava.backends.lava.runner import import_lava, run_lava
+from qffs_lava.backends import simulate
+from qffs_lava.backends.lava.runner import import_lava
 from qffs_lava.dynamics import V_MAX, V_MIN
 from qffs_lava.errors import ModelFileError, QffsError, QffsFormatError
-from qffs_lava.evaluate import evaluate, write_json
+import qffs_lava as qffs
+from qffs_lava.reports import write_json
 from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer, Neurons
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import read_net, write_net
@@ -86,7 +88,7 @@ def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, 
     threading.Thread(target=press_ctrl_c_once_running, daemon=True).start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_lava(network, x, 16, "lava", chunk=400 // workers, workers=workers)  # about 150 s if it ran to the end
+        simulate(network, x, 16, "lava", chunk=400 // workers, workers=workers)  # about 150 s if it ran to the end
     assert time.monotonic() - started < 100
     assert descendants_of(os.getpid()) == before
     assert shared_memory_segments() == shm
@@ -103,7 +105,7 @@ def test_keyboard_interrupt_while_lava_starts_leaves_nothing(digits_net, monkeyp
     network = read_net(digits_net)
     before, shm = descendants_of(os.getpid()), shared_memory_segments()
     with pytest.raises(KeyboardInterrupt):
-        run_lava(network, np.zeros((2, 1, 8, 8)), 4, "lava")
+        simulate(network, np.zeros((2, 1, 8, 8)), 4, "lava")
     time.sleep(0.5)
     assert descendants_of(os.getpid()) == before
     assert shared_memory_segments() == shm
@@ -122,10 +124,10 @@ def test_overflowing_network_is_refused_for_lava_and_saturates_when_bypassed():
     assert any("worst-case |v|" in p for p in loihi_problems(network))
     x = np.ones((2, 200))
     with pytest.raises(QffsFormatError, match=r"worst-case \|v\|"):
-        evaluate(network, x, None, 4, "lava", progress=False)
-    torch_report = evaluate(network, x, None, 4, "torch", "pipelined", progress=False)
-    lava_report = evaluate(network, x, None, 4, "lava", progress=False, loihi_check=False)
-    assert lava_report["output_counts"] == torch_report["output_counts"] == [[1, 0], [1, 0]]
+        qffs.run(network, x, None, 4, "lava", progress=False)
+    torch_report = qffs.run(network, x, None, 4, "torch", "pipelined", progress=False)
+    lava_report = qffs.run(network, x, None, 4, "lava", progress=False, loihi_check=False)
+    assert lava_report.output_counts == torch_report.output_counts == [[1, 0], [1, 0]]
 
 
 @pytest.mark.parametrize("tag", ["fixed_pt", "floating_pt"])
@@ -215,6 +217,6 @@ def test_code_execution_payloads_never_run(tmp_path):
 def test_inputs_outside_the_dataset_range_are_refused(digits_net):
     network = read_net(digits_net)
     with pytest.raises(QffsError, match=r"inputs must be dataset values in \[0, 1\]"):
-        evaluate(network, np.full((2, 1, 8, 8), 16.0), None, 4, progress=False)
+        qffs.run(network, np.full((2, 1, 8, 8), 16.0), None, 4, progress=False)
     with pytest.raises(QffsError, match="NaN"):
-        evaluate(network, np.full((2, 64), np.nan), None, 4, progress=False)
+        qffs.run(network, np.full((2, 64), np.nan), None, 4, progress=False)

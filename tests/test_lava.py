@@ -9,9 +9,10 @@ from processes import children_of, shared_memory_segments
 from random_nets import random_inputs, random_network
 
 from qffs_lava.ann.datasets import load_dataset
-from qffs_lava.backends.lava.runner import LavaRun, run_lava
+from qffs_lava.backends import BACKENDS, simulate
+from qffs_lava.backends.lava.runner import LavaRun
 from qffs_lava.backends.pytorch import TorchNetwork
-from qffs_lava.evaluate import evaluate
+import qffs_lava as qffs
 from qffs_lava.ir.netfile import read_net
 
 STEPS = 10
@@ -20,8 +21,8 @@ STEPS = 10
 def assert_same_spike_trains(network, x, steps=STEPS):
     """Every layer's spikes from Lava (fixed_pt and floating_pt) == the torch simulator's pipelined mode."""
     torch_run = TorchNetwork(network).simulate(x, steps, "pipelined", record_spikes=True)
-    fixed = run_lava(network, x, steps, "lava", chunk=8, record_spikes=True)
-    floating = run_lava(network, x, steps, "lava-float", chunk=8, record_spikes=True)
+    fixed = simulate(network, x, steps, "lava", chunk=8, record_spikes=True)
+    floating = simulate(network, x, steps, "lava-float", chunk=8, record_spikes=True)
     assert len(fixed.spikes) == len(torch_run.spikes) == len(network.layers) - 1
     for i, (a, b, c) in enumerate(zip(fixed.spikes, torch_run.spikes, floating.spikes), start=1):
         assert a.shape == b.shape, f"layer {i}"
@@ -54,12 +55,12 @@ def test_strided_grouped_conv_and_padded_pool_equal_torch(tmp_path):
 def test_qffs_run_lava_backend_matches_torch_backend(digits_net):
     network = read_net(digits_net)
     x, y = load_dataset("digits", "test")
-    lava = evaluate(network, x[:60], y[:60], 8, "lava", progress=False)
-    torch_report = evaluate(network, x[:60], y[:60], 8, "torch", progress=False)
-    assert lava["mode"] == "pipelined"
-    assert lava["output_counts"] == torch_report["output_counts"]
-    assert lava["accuracy_by_step"] == torch_report["accuracy_by_step"]
-    assert lava["predictions"] == torch_report["predictions"]
+    lava = qffs.run(network, x[:60], y[:60], 8, "lava", progress=False)
+    torch_report = qffs.run(network, x[:60], y[:60], 8, "torch", progress=False)
+    assert lava.mode == "pipelined"
+    assert lava.output_counts == torch_report.output_counts
+    assert lava.accuracy_by_step == torch_report.accuracy_by_step
+    assert lava.predictions == torch_report.predictions
 
 
 def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
@@ -67,7 +68,7 @@ def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
     x, _ = load_dataset("digits", "test")
     children, segments = children_of(os.getpid()), shared_memory_segments()
     for _ in range(20):
-        run_lava(network, x[:2], 4, "lava")
+        simulate(network, x[:2], 4, "lava")
     assert children_of(os.getpid()) == children
     assert shared_memory_segments() == segments
 
@@ -76,7 +77,7 @@ def test_runtime_is_stopped_when_the_run_fails(digits_net):
     network = read_net(digits_net)
     children, segments = children_of(os.getpid()), shared_memory_segments()
     with pytest.raises(ValueError):
-        with LavaRun(network, np.zeros((2, 1, 8, 8), np.int64), 4, "lava") as lava:
+        with LavaRun(network, np.zeros((2, 1, 8, 8), np.int64), 4, BACKENDS["lava"]) as lava:
             lava.run()
             raise ValueError("failure inside the block")
     assert not lava.folder.exists()

@@ -14,7 +14,9 @@ from random_nets import random_graph, random_inputs
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.backends.lava.layout import from_lava_layout
-from qffs_lava.backends.lava.runner import LavaRun, import_lava, run_lava
+from qffs_lava.backends import simulate
+from qffs_lava.backends.lava.runner import LavaRun, import_lava
+from qffs_lava.ir.layers import MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net, write_net
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lava_network.py"
@@ -49,7 +51,7 @@ def output_spikes_by_sample(net, spikes, samples):
 def assert_example_equals_runner(net_path, x):
     net, spikes = example().run_network(net_path, x, STEPS)
     got = output_spikes_by_sample(net, spikes, len(x))
-    runner = run_lava(read_net(net_path), x, STEPS, "lava", workers=1)
+    runner = simulate(read_net(net_path), x, STEPS, "lava", workers=1)
     assert torch.equal(got.cumsum(dim=0), runner.output_counts)
     assert int(got.abs().sum()) > 0
     counts = net.output_counts(spikes).reshape(len(x), -1)
@@ -87,7 +89,7 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     network = read_net(digits_lenet_net)
     x, _ = load_dataset("digits", "test")
     x = x[:3].numpy()
-    expected = run_lava(network, x, STEPS, "lava", record_spikes=True, workers=1)
+    expected = simulate(network, x, STEPS, "lava", record_spikes=True, workers=1)
     net = QffsNetwork(net_config=digits_lenet_net, reset_interval=STEPS + network.pipeline_depth)
     source = Source(data=net.source_data(x))
     steps = source.data.shape[-1]
@@ -114,10 +116,10 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
 def test_workers_give_the_same_results_as_one(residual_net):
     path, x = residual_net
     network = read_net(path)
-    one = run_lava(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1)
+    one = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1)
     before, shm = descendants_of(os.getpid()), shared_memory_segments()
     done = []
-    two = run_lava(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, progress=done.append)
+    two = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, progress=done.append)
     assert sorted(done) == [2, 2, 2]
     assert torch.equal(one.output_counts, two.output_counts)
     for a, b in zip(one.spikes, two.spikes):
@@ -134,7 +136,7 @@ def test_an_error_in_a_worker_is_raised_and_every_worker_stopped(residual_net, m
     monkeypatch.setattr(LavaRun, "run", broken)  # the forked workers inherit it
     before, shm = descendants_of(os.getpid()), shared_memory_segments()
     with pytest.raises(ValueError, match="broken on purpose"):
-        run_lava(read_net(path), x, STEPS, "lava", chunk=2, workers=2)
+        simulate(read_net(path), x, STEPS, "lava", chunk=2, workers=2)
     assert descendants_of(os.getpid()) == before and shared_memory_segments() == shm
 
 
@@ -153,7 +155,7 @@ def test_the_process_checks_its_parameters_and_prints_the_lava_view(digits_lenet
     with pytest.raises(FileNotFoundError, match="qffs-export"):
         QffsNetwork(net_config="missing.h5")
     net = QffsNetwork(net_config=digits_lenet_net, input_shape=(8, 8, 1))
-    assert len(net) == sum(1 for layer in network.layers if layer.kind in ("dense", "conv", "maxpool"))
+    assert len(net) == sum(1 for layer in network.layers if isinstance(layer, (NeuronLayer, MaxPoolLayer)))
     view = str(net)
     for text in ("Conv -> QffsNeuron", "EventMaxPool", "OutPort.reshape", "Dense -> QffsNeuron", "8x8x16",
                  "24 (signed spikes)"):

@@ -10,7 +10,7 @@ import torch
 from random_nets import random_inputs, random_network
 
 from qffs_lava.backends.pytorch import TorchNetwork
-from qffs_lava.evaluate import evaluate
+import qffs_lava as qffs
 from qffs_lava.ir.layers import MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net
 
@@ -81,10 +81,10 @@ def test_results_do_not_depend_on_batch_size():
     rng = np.random.default_rng(3)
     network = random_network(rng, "conv")
     x = random_inputs(rng, network, 23)
-    a = evaluate(network, x, None, 12, "torch", "sync", batch_size=23, progress=False)
-    b = evaluate(network, x, None, 12, "torch", "sync", batch_size=5, progress=False)
-    assert a["output_counts"] == b["output_counts"]
-    assert a["agreement_by_step"] == b["agreement_by_step"]
+    a = qffs.run(network, x, None, 12, "torch", "sync", batch_size=23, progress=False)
+    b = qffs.run(network, x, None, 12, "torch", "sync", batch_size=5, progress=False)
+    assert a.output_counts == b.output_counts
+    assert a.agreement_by_step == b.agreement_by_step
 
 
 def test_exported_digits_mlp_equals_qann_per_neuron(digits_net):
@@ -96,10 +96,10 @@ def test_exported_digits_mlp_equals_qann_per_neuron(digits_net):
     expected = qann_forward(network, x, all_layers=True)[1:]
     for got, want in zip(layer_counts(result), expected):
         assert torch.equal(got.reshape(want.shape), want)
-    report = evaluate(network, x, y, 16, progress=False)
-    assert report["equal_from_step"] is not None and report["equal_from_step"] <= 16
-    assert report["accuracy"] == report["qann_accuracy"]
-    assert len(report["accuracy_by_step"]) == 16 and report["agreement_by_step"][-1] == 1.0
+    report = qffs.run(network, x, y, 16, progress=False)
+    assert report.equal_from_step is not None and report.equal_from_step <= 16
+    assert report.accuracy == report.qann_accuracy
+    assert len(report.accuracy_by_step) == 16 and report.agreement_by_step[-1] == 1.0
 
 
 def qffs_run(*args):

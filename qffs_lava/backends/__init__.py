@@ -1,2 +1,46 @@
-"""The backends that run a net.h5: `pytorch` (the integer QANN and the batched SNN simulator) and
-`lava` (the network built as Lava Processes: CPU simulation, and Loihi 2 with lava-loihi)."""
+"""The backends that run a net.h5, in one registry (docs/backends.md).
+
+    qann        the integer QANN in closed form (pytorch.py)
+    torch       the SNN simulated in PyTorch, batched, CPU or GPU (pytorch.py)
+    lava        Lava's CPU simulator, bit-accurate fixed_pt models (lava/)
+    lava-float  Lava's CPU simulator, floating_pt models (lava/)
+    loihi2      a Loihi 2 system through lava-loihi (lava/)
+
+Each is a `Backend` (base.py) that states what it needs and runs a network for T steps,
+returning a `results.Simulation`. Adding one is one class and one entry in BACKENDS.
+"""
+
+from typing import Dict
+
+from qffs_lava.backends.base import Backend, RunOptions
+from qffs_lava.backends.lava import LavaBackend, LavaFloatBackend, Loihi2Backend
+from qffs_lava.backends.pytorch import QannBackend, TorchBackend
+from qffs_lava.errors import ParameterError
+
+BACKENDS: Dict[str, Backend] = {backend.name: backend for backend in (
+    QannBackend(), TorchBackend(), LavaBackend(), LavaFloatBackend(), Loihi2Backend())}
+
+__all__ = ["BACKENDS", "Backend", "RunOptions", "get_backend", "simulate"]
+
+
+def get_backend(name: str) -> Backend:
+    """The backend of that name; ParameterError listing the choices otherwise."""
+    try:
+        return BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ParameterError(f"{{}}: unknown backend {name!r} (choose from {', '.join(BACKENDS)})",
+                             "backend") from None
+
+
+def simulate(network, x, steps: int, backend: str = "torch", mode: str = "sync", **options):
+    """A backend's raw `results.Simulation` of dataset values x (N, *input shape) for `steps` synchronous steps,
+    with `RunOptions(**options)` (e.g. record_spikes=True): every step's output counts, and spikes and costs
+    where asked. A backend that does not run `mode` runs its own (the Lava backends: pipelined).
+
+    Example:
+        >>> sim = simulate(network, images, 8, "lava", record_spikes=True)
+        >>> sim.spikes[0].shape                   # (T + D, N, *shape of layer 1)
+    """
+    runner, run_options = get_backend(backend), RunOptions(**options)
+    runner.check(run_options)
+    return runner.simulate(network, x, steps, runner.mode_for(mode), run_options)

@@ -1,3 +1,71 @@
-"""The Lava backends: `runner` builds a net.h5 as Lava Processes and runs it; `procs/` holds the
-QFFS Processes and their ProcessModels (a folder of their own, since Lava's compiler imports every
-module beside a Process)."""
+"""The Lava backends: the network built as Lava Processes (procs/) and run by Lava's runtime (runner.py).
+
+    lava        Loihi2SimCfg with the fixed_pt ProcessModels: bit-accurate integers, on the CPU
+    lava-float  Loihi2SimCfg with the floating_pt ProcessModels
+    loihi2      Loihi2HwCfg on a Loihi 2 system (needs lava-loihi)
+
+Lava is imported when a network is first run, not when this module is.
+"""
+
+from __future__ import annotations
+
+from qffs_lava.backends.base import Backend, RunOptions
+from qffs_lava.errors import QffsError
+
+
+class LavaBackend(Backend):
+    """Lava's CPU simulator with the fixed_pt ProcessModels: the network as Loihi 2 computes it."""
+
+    name = "lava"
+    summary = "Lava's CPU simulator, bit-accurate fixed_pt models (pipelined)"
+    lava_tag = "fixed_pt"
+    modes = ("pipelined",)
+    costs = True
+    loihi_ranges = True
+
+    def run_config(self):
+        """The Lava run configuration a runtime of this backend compiles with."""
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        return Loihi2SimCfg(select_tag=self.lava_tag)
+
+    def simulate(self, network, x, steps, mode, options=RunOptions()):
+        from qffs_lava.backends.lava.runner import run_lava
+
+        return run_lava(network, x, steps, self, options)
+
+
+class LavaFloatBackend(LavaBackend):
+    """Lava's CPU simulator with the floating_pt ProcessModels."""
+
+    name = "lava-float"
+    summary = "Lava's CPU simulator, floating_pt models (pipelined)"
+    lava_tag = "floating_pt"
+
+
+class Loihi2Backend(LavaBackend):
+    """A Loihi 2 system through lava-loihi (Loihi2HwCfg)."""
+
+    name = "loihi2"
+    summary = "Loihi 2 hardware, Loihi2HwCfg (needs lava-loihi from INRC)"
+    packages = ("lava-loihi",)
+
+    def check(self, options: RunOptions) -> None:
+        from qffs_lava.backends.lava.runner import import_lava
+
+        import_lava()
+        try:
+            from lava.utils.loihi import is_installed
+        except ImportError:
+            is_installed = None
+        if is_installed is None or not is_installed():
+            raise QffsError(
+                "the loihi2 backend needs lava-loihi (Intel's Loihi 2 extension of Lava, available to INRC "
+                "members) and access to a Loihi 2 system; it is not installed here. Run the lava backend for "
+                "the bit-accurate CPU simulation of the same network.")
+        super().check(options)
+
+    def run_config(self):
+        from lava.magma.core.run_configs import Loihi2HwCfg
+
+        return Loihi2HwCfg(select_tag=self.lava_tag)

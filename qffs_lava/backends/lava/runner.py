@@ -5,7 +5,9 @@ sample's K steps of graded input followed by silence, one sample per reset inter
 `period = T + D` steps (time is pipelined: each Dense/Conv hop delays one step), and the
 output layer's spikes (every layer's, with record_spikes or count_costs) are recorded to files. Chunks
 run in several runtimes at once, one per worker process. Every runtime is stopped, also
-on errors and Ctrl-C.
+on errors and Ctrl-C. Workers use numpy only (PyTorch does not support autograd in a process
+forked after its parent started autograd threads): with count_costs they return tallies of
+their recordings (costs.tally), and this process counts the costs from them.
 """
 
 from __future__ import annotations
@@ -18,18 +20,22 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+from qffs_lava.backends.base import RunOptions
 from qffs_lava.backends.lava.layout import from_lava_layout, lava_shape
-from qffs_lava.backends.pytorch import SimResult, encode_inputs
-from qffs_lava.costs import Costs, count_recording
-from qffs_lava.errors import QffsError
+from qffs_lava.costs import CostCounter, Costs, tally
+from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.ir.network import Network
+from qffs_lava.results import Simulation
 
-TAGS = {"lava": "fixed_pt", "lava-float": "floating_pt", "loihi2": "fixed_pt"}
+#: Per recorded layer, a chunk's (samples, period, *shape) spikes; with costs, per layer (positive, negative)
+#: tallies (period, *shape) over the chunk's samples.
+Recorded = Dict[int, np.ndarray]
+Tallies = Dict[int, Tuple[np.ndarray, np.ndarray]]
 
 
 def import_lava():
@@ -124,12 +130,8 @@ class LavaRun:
     recordings (SpikeRecorder).
     """
 
-    def __init__(self, network: Network, x: np.ndarray, steps: int, backend: str = "lava",
-                 record_spikes: bool = False):
-        if backend not in TAGS:
-            raise QffsError(f"unknown Lava backend {backend!r} (choose from {', '.join(TAGS)})")
-        if backend == "loihi2":
-            require_lava_loihi()
+    def __init__(self, network: Network, x: np.ndarray, steps: int, backend, record_spikes: bool = False):
+        """backend: a Lava backend (qffs_lava.backends.lava), whose run_config() the runtime runs with."""
         import_lava()
         from lava.proc.io.source import RingBuffer as Source
 
@@ -159,15 +161,6 @@ class LavaRun:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
 
-    def _run_config(self):
-        from lava.magma.core.run_configs import Loihi2SimCfg
-
-        if self.backend == "loihi2":
-            from lava.magma.core.run_configs import Loihi2HwCfg
-
-            return Loihi2HwCfg(select_tag=TAGS[self.backend])
-        return Loihi2SimCfg(select_tag=TAGS[self.backend])
-
     def __enter__(self) -> "LavaRun":
         return self
 
@@ -192,7 +185,7 @@ class LavaRun:
         """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes."""
         from lava.magma.core.run_conditions import RunSteps
 
-        executable = self.source.compile(self._run_config())
+        executable = self.source.compile(self.backend.run_config())
         self.interrupts.install()  # before Lava forks its workers, which inherit the handler
         self.started = True
         with self.interrupts.held():  # a Ctrl-C while the workers are forked waits until all exist
@@ -211,23 +204,21 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _run_chunk(network: Network, x: np.ndarray, steps: int, backend: str, record_spikes: bool,
-               count_costs: bool) -> Tuple[Dict[int, np.ndarray], Optional[Costs]]:
-    """Per recorded layer, (samples, period, *shape) spikes; with count_costs, every layer is recorded and
-    its spikes counted (costs.py), then only those asked for are returned."""
+def _run_chunk(network: Network, x: np.ndarray, steps: int, backend, record_spikes: bool,
+               count_costs: bool) -> Tuple[Recorded, Optional[Tallies]]:
+    """Per recorded layer, (samples, period, *shape) spikes; with count_costs every layer is recorded and
+    tallied (costs.tally over the samples), then only the layers asked for are returned. Numpy only."""
     with LavaRun(network, x, steps, backend, record_spikes or count_costs) as lava:
         recorded = lava.run()
-    costs = None
+    tallies = None
     if count_costs:
-        x_int = encode_inputs(x, network.input).reshape(-1, *network.input.shape)
-        costs = count_recording(network, x_int, {i: torch.from_numpy(s).transpose(0, 1)
-                                                 for i, s in recorded.items()})
+        tallies = {i: tally(spikes) for i, spikes in recorded.items()}
         if not record_spikes:
             recorded = {network.output_index: recorded[network.output_index]}
-    return recorded, costs
+    return recorded, tallies
 
 
-def _worker(chunks, tasks, results, run_args) -> None:
+def _worker(network, chunks, run_args, tasks, results) -> None:
     """A worker process: run the chunks named on `tasks` (None ends), put (index, result, error) on `results`.
 
     SIGINT (a terminal's Ctrl-C, or the parent) stops the runtime in use, then the worker
@@ -238,7 +229,7 @@ def _worker(chunks, tasks, results, run_args) -> None:
     try:
         for index in iter(tasks.get, None):
             try:
-                results.put((index, _run_chunk(run_args[0], chunks[index], *run_args[1:]), None))
+                results.put((index, _run_chunk(network, chunks[index], *run_args), None))
             except Exception as err:  # noqa: BLE001 - the parent raises it
                 results.put((index, None, err if _picklable(err) else QffsError(f"{type(err).__name__}: {err}")))
                 break
@@ -261,7 +252,7 @@ def _picklable(err: BaseException) -> bool:
         return False
 
 
-def _in_parallel(network, chunks, steps, backend, record_spikes, count_costs, workers, progress):
+def _in_parallel(network, chunks, run_args, workers, progress):
     """Run the chunks in `workers` forked processes, one Lava runtime each at a time; `_run_chunk`'s result
     per chunk, in order.
 
@@ -277,8 +268,7 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, count_costs, wo
         tasks.put(index)
     for _ in range(workers):
         tasks.put(None)
-    run_args = (network, steps, backend, record_spikes, count_costs)
-    processes = [context.Process(target=_worker, args=(chunks, tasks, results, run_args))
+    processes = [context.Process(target=_worker, args=(network, chunks, run_args, tasks, results))
                  for _ in range(workers)]
     done: Dict[int, tuple] = {}
     interrupts = MainProcessInterrupts()
@@ -320,36 +310,52 @@ def _in_parallel(network, chunks, steps, backend, record_spikes, count_costs, wo
     return [done[index] for index in range(len(chunks))]
 
 
-def run_lava(network: Network, x, steps: int, backend: str = "lava", chunk: int = 100,
-             record_spikes: bool = False, progress: Optional[Callable[[int], None]] = None,
-             workers: Optional[int] = None, count_costs: bool = False) -> SimResult:
-    """Run dataset values x (N, *input shape) through Lava, one runtime per `chunk` samples.
+def run_lava(network: Network, x, steps: int, backend, options: RunOptions = RunOptions()) -> Simulation:
+    """Run dataset values x (N, *input shape) through Lava with a Lava backend's run configuration, one
+    runtime per `options.chunk` samples.
 
-    `workers` runtimes run at once, each in its own process (default: the cores here, at
+    `options.workers` runtimes run at once, each in its own process (default: the cores here, at
     most the number of chunks); 1 runs the chunks one after another in this process. The
     results do not depend on it. Returns what the torch simulator's pipelined mode returns
-    (steps 1..T+D), with `count_costs` its spikes and SOPs counted from every layer's recording.
+    (steps 1..T+D), with count_costs its spikes and SOPs counted here from the workers' tallies.
     """
-    if workers is not None and workers < 1:
-        raise QffsError(f"workers must be at least 1, got {workers}")
+    if options.workers is not None and options.workers < 1:
+        raise ParameterError("{} must be at least 1, got " + str(options.workers), "workers")
+    if options.chunk < 1:
+        raise ParameterError("{} must be at least 1, got " + str(options.chunk), "chunk")
     x = np.asarray(x, dtype=np.float64).reshape(-1, *network.input.shape)
-    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
-    workers = min(workers or default_workers(), len(chunks))
+    chunks = [x[start:start + options.chunk] for start in range(0, len(x), options.chunk)]
+    workers = min(options.workers or default_workers(), len(chunks))
+    run_args = (steps, backend, options.record_spikes, options.count_costs)
     if workers > 1:
-        results = _in_parallel(network, chunks, steps, backend, record_spikes, count_costs, workers, progress)
+        results = _in_parallel(network, chunks, run_args, workers, options.progress)
     else:
         results = []
         for part in chunks:
-            results.append(_run_chunk(network, part, steps, backend, record_spikes, count_costs))
-            if progress is not None:
-                progress(len(part))
+            results.append(_run_chunk(network, part, *run_args))
+            if options.progress is not None:
+                options.progress(len(part))
     parts = [recorded for recorded, _ in results]
     layers = {i: torch.from_numpy(np.concatenate([p[i] for p in parts])).transpose(0, 1) for i in parts[0]}
-    last = network.output_index
-    counts = layers[last].reshape(steps + network.pipeline_depth, len(x), -1).to(torch.int64).cumsum(dim=0)
-    spikes = [layers[i] for i in range(1, last + 1)] if record_spikes else None
-    costs = sum((c for _, c in results[1:]), results[0][1]) if count_costs else None
-    return SimResult("pipelined", steps + network.pipeline_depth, network.pipeline_depth, counts, spikes, costs)
+    last, period = network.output_index, steps + network.pipeline_depth
+    counts = layers[last].reshape(period, len(x), -1).to(torch.int64).cumsum(dim=0)
+    spikes = [layers[i] for i in range(1, last + 1)] if options.record_spikes else None
+    costs = _count_costs(network, x, period, [t for _, t in results]) if options.count_costs else None
+    return Simulation("pipelined", period, network.pipeline_depth, counts, spikes, costs)
+
+
+def _count_costs(network: Network, x: np.ndarray, period: int, chunk_tallies) -> Costs:
+    """The run's costs from the workers' tallies, and the input's graded events (x_int for the first K steps)."""
+    counter = CostCounter(network, period, len(x))
+    x_int = network.input.encode(x)
+    for t in range(1, network.bias_steps + 1):
+        counter.add(t, 0, *tally(x_int))
+    for i in range(1, len(network.layers)):
+        positive = sum(t[i][0] for t in chunk_tallies)
+        negative = sum(t[i][1] for t in chunk_tallies)
+        for step in range(period):
+            counter.add(step + 1, i, positive[step], negative[step])
+    return counter.costs
 
 
 def lava_view(network: Network) -> str:
@@ -358,16 +364,3 @@ def lava_view(network: Network) -> str:
     from qffs_lava.backends.lava.procs.network import QffsNetwork
 
     return "Lava view (QffsNetwork):\n" + str(QffsNetwork(network))
-
-
-def require_lava_loihi() -> None:
-    """Raise a clear QffsError unless lava-loihi (Loihi 2 hardware support) is installed."""
-    try:
-        from lava.utils.loihi import is_installed
-    except ImportError:
-        is_installed = None
-    if is_installed is None or not is_installed():
-        raise QffsError(
-            "the loihi2 backend needs lava-loihi (Intel's Loihi 2 extension of Lava, available to INRC "
-            "members) and access to a Loihi 2 system; it is not installed here. Run --backend lava for "
-            "the bit-accurate CPU simulation of the same network.")

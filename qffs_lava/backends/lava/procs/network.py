@@ -1,4 +1,4 @@
-"""QffsNetwork: a whole net.h5 as one hierarchical Lava Process (DESIGN.md section 8).
+"""QffsNetwork: a whole net.h5 as one hierarchical Lava Process (docs/lava.md).
 
 Lava users compose it like lava-dl's `netx.hdf5.Network`: connect a source to `inp`, a
 sink to `out`, probes to any of `layers`, and run it with a Lava run configuration.

@@ -1,0 +1,120 @@
+"""What runs return, apart from any backend: a backend's `Simulation`, and `RunResult`, what `qffs.run` and
+`qffs-run` report.
+
+`Simulation` holds what every backend produces for N samples: the output layer's net spike
+count after each of the run's own steps (pipelined runs have T + D of them), and, where
+asked for, every layer's spikes and the run's costs. `RunResult` compares a simulation with
+the integer QANN after every synchronous step t = 1..T; `to_json()` is the `--json` report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from qffs_lava.costs import Costs
+
+#: The mode of a closed-form result (the qann backend), which has no time steps.
+CLOSED_FORM = "closed form"
+
+
+@dataclass
+class Simulation:
+    """A backend's output for N samples, in its own steps.
+
+    mode:           "sync", "pipelined", or CLOSED_FORM (one row: the settled counts)
+    steps:          rows of output_counts (pipelined: T + D)
+    pipeline_depth: D, the steps a pipelined run lags the synchronous one
+    output_counts:  (steps, N, classes) int64, the output layer's net count z after each step
+    spikes:         per layer after the input, (steps, N, *shape) int8 spikes, if recorded
+    costs:          spikes and synaptic operations per layer and step (costs.py), if counted
+    """
+
+    mode: str
+    steps: int
+    pipeline_depth: int
+    output_counts: torch.Tensor
+    spikes: Optional[List[torch.Tensor]] = None
+    costs: Optional[Costs] = None
+
+    def synchronous_counts(self) -> torch.Tensor:
+        """Output counts per synchronous step t = 1..T (a pipelined run's rows shifted by D)."""
+        return self.output_counts[self.pipeline_depth:] if self.mode == "pipelined" else self.output_counts
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Simulation"]) -> "Simulation":
+        """The simulations of consecutive batches of samples as one."""
+        first = parts[0]
+        spikes = None if first.spikes is None else [torch.cat([p.spikes[i] for p in parts], dim=1)
+                                                    for i in range(len(first.spikes))]
+        costs = None if first.costs is None else sum((p.costs for p in parts[1:]), first.costs)
+        return cls(first.mode, first.steps, first.pipeline_depth,
+                   torch.cat([p.output_counts for p in parts], dim=1), spikes, costs)
+
+
+@dataclass
+class RunResult:
+    """A net.h5 run on N samples, compared with its integer QANN (`qffs.run`, `qffs-run`).
+
+    Accuracies are shares in [0, 1] (None without labels); the per-step lists have one entry per
+    synchronous step t = 1..T (None for the qann backend, which has no steps):
+
+        accuracy_by_step[t-1]      share of predictions at t equal to the labels
+        agreement_by_step[t-1]     share of predictions at t equal to the QANN's
+        equal_counts_by_step[t-1]  share of samples whose output counts at t equal the QANN's
+        equal_from_step            the first t from which every sample's counts equal the QANN's
+
+    output_counts (N, classes), predictions, labels and qann_predictions are per sample, at T.
+    costs is the cost report (costs.cost_report) when counted.
+    """
+
+    backend: str
+    mode: str
+    steps: int
+    samples: int
+    device: str
+    pipeline_depth: int
+    bias_steps: int
+    ablated: List[str]
+    qann_accuracy: Optional[float]
+    accuracy: Optional[float]
+    seconds: float
+    output_counts: List[List[int]]
+    predictions: List[int]
+    labels: Optional[List[int]]
+    qann_predictions: List[int]
+    accuracy_by_step: Optional[List[Optional[float]]] = None
+    agreement_by_step: Optional[List[float]] = None
+    equal_counts_by_step: Optional[List[float]] = None
+    equal_from_step: Optional[int] = None
+    costs: Optional[Dict[str, Any]] = None
+    net: Optional[str] = None
+    inputs: Optional[str] = None
+
+    @property
+    def time_steps(self) -> bool:
+        """Whether the run has time steps (every backend but qann)."""
+        return self.agreement_by_step is not None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as plain data (what --json writes); costs only where counted."""
+        data = dataclasses.asdict(self)
+        if data["costs"] is None:
+            del data["costs"]
+        if not self.time_steps:
+            for key in ("accuracy_by_step", "agreement_by_step", "equal_counts_by_step", "equal_from_step"):
+                del data[key]
+        return data
+
+    def to_json(self) -> str:
+        """The report as `qffs-run --json` writes it."""
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "RunResult":
+        """A result from its `to_dict()`, or from a --json file's content."""
+        return cls(**data)
