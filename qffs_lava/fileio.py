@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from qffs_lava.errors import QffsError
+from qffs_lava.errors import ParameterError, QffsError
 
 #: Leading bytes of the formats a user might pass by mistake, and what to call them.
 SIGNATURES = (
@@ -71,7 +71,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def check_outputs(outputs: dict, inputs: dict) -> None:
     """Refuse any output that is one of the inputs, or another output, before anything runs.
 
-    outputs, inputs: {what the user called it (e.g. '--json'): path or None}.
+    outputs, inputs: {parameter name (e.g. 'json'): path or None}; the error names the parameters.
     """
     given = {name: Path(path) for name, path in outputs.items() if path is not None}
     sources = {name: Path(path) for name, path in inputs.items() if path is not None}
@@ -79,8 +79,8 @@ def check_outputs(outputs: dict, inputs: dict) -> None:
     for i, name in enumerate(names):
         for other, source in list(sources.items()) + [(n, given[n]) for n in names[:i]]:
             if _same_file(given[name], source):
-                raise QffsError(f"{name} {given[name]} is the same file as {other} {source}: writing it would "
-                                "destroy it; choose another output path")
+                raise ParameterError(f"{{}} {given[name]} is the same file as {{}} {source}: writing it would "
+                                     "destroy it; choose another output path", name, other)
 
 
 def _open_mode(path: Path) -> int:

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from qffs_lava.export.convert import convert
-from qffs_lava.export.exporter import export
+from qffs_export.convert import convert
+from qffs_export.exporter import export
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
 from qffs_lava.ann.models import arch_from_v1, build_model, set_quantized
@@ -241,7 +241,8 @@ def test_dense_layer_shapes_are_checked():
     from qffs_lava.ir.network import Network
 
     neurons = Neurons(np.array([3, 3]), np.array([1, 1]), 3, 3)
-    with pytest.raises(ValueError, match=r"layer 1 \(dense\): dense weight \(2, 4\) does not map the input \(5,\)"):
+    with pytest.raises(ValueError, match=r"layer 1 \(dense\) key 'weight': dense weight \(2, 4\) does not map the "
+                                         r"input \(5,\)"):
         Network([InputLayer((5,), 16.0), NeuronLayer((2,), (DenseSynapse(np.zeros((2, 4), np.int64)),),
                                                      np.zeros(2, np.int64), neurons)])
 
@@ -298,7 +299,7 @@ def test_resnet20_exports_within_loihi_ranges_and_its_snn_equals_its_qann():
 def test_a_trained_resnet_spikes_alike_in_lava_and_torch(tmp_path):
     from qffs_lava.ann.datasets import load_dataset
     from qffs_lava.ann.train import train
-    from qffs_lava.backends.lava.runner import run_lava
+    from qffs_lava.backends import simulate
 
     train("digits", "resnet8", out=tmp_path / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
           qat_epochs=1)
@@ -307,7 +308,7 @@ def test_a_trained_resnet_spikes_alike_in_lava_and_torch(tmp_path):
     assert network.meta["version"] == 2 and network.meta["qann_agreement"] >= 0.9
     x = load_dataset("digits", "test")[0][:20]
     expected = TorchNetwork(network).simulate(x, 10, "pipelined", record_spikes=True)
-    got = run_lava(network, x, 10, "lava", chunk=20, record_spikes=True)  # lava-float: test_graph.py
+    got = simulate(network, x, 10, "lava", chunk=20, record_spikes=True)  # lava-float: test_graph.py
     for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
         assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
 
@@ -339,14 +340,14 @@ HEAD = [{"name": "flat", "op": "flatten", "inputs": ["a"]},
      "batchnorm 'bn' (into act 'a') cannot be converted: a path into an act is"),
 ])
 def test_the_export_rule_refuses_other_graphs_naming_the_node(nodes, message):
-    from qffs_lava.export.plan import plan_layers
+    from qffs_export.plan import plan_layers
 
     with pytest.raises(QffsError, match=re.escape(message)):
         plan_layers(graph_arch(nodes + HEAD))
 
 
 def test_a_graph_maps_to_layers_with_shortcuts_and_shared_flattens():
-    from qffs_lava.export.plan import plan_layers
+    from qffs_export.plan import plan_layers
 
     nodes = [conv("c1", "input"), {"name": "a1", "op": "act", "inputs": ["c1"], "bits": 2},
              conv("c2", "a1", cin=2), {"name": "s", "op": "add", "inputs": ["c2", "a1", "input_proj"]},

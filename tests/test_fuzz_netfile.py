@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from random_nets import random_graph, random_inputs, random_network
 
-from qffs_lava.errors import QffsError, QffsFormatError
-from qffs_lava.evaluate import evaluate
+import qffs_lava as qffs
+from qffs_lava.errors import QffsFormatError
 from qffs_lava.ir.netfile import read_net, write_net
 
 CASE_SECONDS = 20
@@ -85,19 +86,21 @@ MUTATIONS = st.one_of(
 
 
 def mutate(path, mutation):
+    """Apply the mutation; the path inside the file it changed (None for a truncation)."""
     kind = mutation[0]
     if kind == "truncate":
         data = path.read_bytes()
         path.write_bytes(data[:int(len(data) * mutation[1])])
-        return
+        return None
     with h5py.File(path, "r+") as f:
         if kind == "meta":
             f["meta"].attrs[mutation[1]] = mutation[2]
-            return
+            return "meta"
         if kind == "drop":
             paths = all_paths(path)
-            del f[paths[mutation[1] % len(paths)]]
-            return
+            target = paths[mutation[1] % len(paths)]
+            del f[target]
+            return target
         datasets = []
         f.visititems(lambda name, item: datasets.append(name) if isinstance(item, h5py.Dataset) else None)
         target = sorted(datasets)[mutation[1] % len(datasets)]
@@ -113,30 +116,42 @@ def mutate(path, mutation):
             name = types[mutation[1] % len(types)]
             del f[name]
             f[name] = np.array([mutation[2].encode()])
+            return name
         elif kind == "link":
             del f[target]
             f[target] = h5py.ExternalLink("/etc/hostname", "/anything")
+        return target
 
 
 def load_and_run(path, network_inputs):
-    """What a user's command does with the file: validate, then run the torch backend and the QANN."""
+    """What a user's command does with the file: validate, then run the torch backend and the QANN for T = K + 3
+    steps (any T >= K is valid)."""
     network = read_net(path)
     x = random_inputs(np.random.default_rng(0), network, 3) if network_inputs is None else network_inputs
-    report = evaluate(network, x, None, 6, "torch", progress=False)
-    assert len(report["output_counts"]) == 3
+    report = qffs.run(network, x, None, network.bias_steps + 3, "torch", progress=False)
+    assert len(report.output_counts) == 3
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["dense", "conv", "graph"]), mutation=MUTATIONS)
 def test_mutated_net_files_load_and_run_or_raise_qffs_format_error(valid_files, tmp_path, kind, mutation):
+    """Either the file still runs, or the validator refuses it with a QffsFormatError (nothing else, and not a
+    later error from the run) naming the place and the key; only a truncated file may be refused as a whole."""
     path = tmp_path / f"mutated-{kind}.h5"
     shutil.copy(valid_files[kind], path)
-    mutate(path, mutation)
+    target = mutate(path, mutation)
     with time_limit(CASE_SECONDS):
         try:
             load_and_run(path, None)
-        except QffsError as err:  # QffsFormatError from the validator; the run's own checks (T >= K)
-            assert str(err)  # one clear message
+        except QffsFormatError as err:
+            assert type(err) is QffsFormatError, f"{mutation} raised {type(err).__name__}: {err}"
+            if mutation[0] == "truncate" and err.key is None:
+                assert err.where is None and str(path) in str(err)  # not readable as HDF5, or damaged
+            else:
+                assert err.where is not None and err.key is not None, f"{mutation}: {err} names no place and key"
+                assert err.key in str(err) and (err.where == "file" or err.where in str(err)), f"{mutation}: {err}"
+                if target is not None and target.startswith("layer/"):
+                    assert err.where.startswith("layer") or err.where == "file", f"{mutation} on {target}: {err}"
         except Exception as err:  # anything else is a bug the fuzzer found
             raise AssertionError(f"{mutation} raised {type(err).__name__}: {err}") from err
 

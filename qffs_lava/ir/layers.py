@@ -1,6 +1,6 @@
 """The layer types of a QFFS network, each owning its fields, its shape rule and its net.h5 keys.
 
-One small frozen dataclass per type (DESIGN.md sections 3, 4 and 7):
+One small frozen dataclass per type (docs/format.md):
 
     InputLayer    x_int = floor(x * inputScale + 1/2), graded, for the first K steps
     NeuronLayer   I(t) = sum_j W_j . s_inputs[j](t) + (b in the bias window); QFFS neurons
@@ -23,10 +23,13 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 import h5py
 import numpy as np
 
-from qffs_lava.dynamics import window_output_size
+from qffs_lava.dynamics import round_half_up, window_output_size
+from qffs_lava.errors import QffsFormatError
 from qffs_lava.ir.hdf5 import GroupReader, put_ints, put_string
 
 Shape = Tuple[int, ...]
+#: The largest count bound and input window: 2^8 - 1, for activations of at most 8 bits.
+MAX_LEVEL = 2**8 - 1
 
 
 @dataclass(frozen=True)
@@ -46,15 +49,16 @@ class Neurons:
 
     def __post_init__(self):
         if self.threshold.ndim != 1 or self.v_init.shape != self.threshold.shape:
-            raise ValueError(f"threshold and vInit must be per-channel vectors of one length, got "
-                             f"{self.threshold.shape} and {self.v_init.shape}")
+            raise QffsFormatError(f"threshold and vInit must be per-channel vectors of one length, got "
+                                  f"{self.threshold.shape} and {self.v_init.shape}", key="vThMant")
         if self.threshold.min() < 1:
-            raise ValueError(f"thresholds must be >= 1, got {self.threshold.min()}")
+            raise QffsFormatError(f"thresholds must be >= 1, got {self.threshold.min()}", key="vThMant")
         if self.v_init.min() < 0 or np.any(self.v_init >= self.threshold):
-            raise ValueError("vInit must be in 0..threshold-1")
-        for name in ("z_max", "bias_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise QffsFormatError("vInit must be in 0..threshold-1", key="vInit")
+        for name, key in (("z_max", "zMax"), ("bias_steps", "biasSteps")):
+            if not 1 <= getattr(self, name) <= MAX_LEVEL:
+                raise QffsFormatError(f"{key} must be in 1..{MAX_LEVEL} (activations of at most 8 bits), got "
+                                      f"{getattr(self, name)}", key=key)
 
     def write(self, group: h5py.Group) -> None:
         neuron = group.create_group("neuron")
@@ -96,8 +100,8 @@ class DenseSynapse:
 
     def output_shape(self, source: Shape) -> Shape:
         if len(source) != 1 or self.weight.shape[1] != source[0]:
-            raise ValueError(f"dense weight {self.weight.shape} does not map the input {source} "
-                             f"(a dense synapse reads a flat input of {self.weight.shape[1]} values)")
+            raise QffsFormatError(f"dense weight {self.weight.shape} does not map the input {source} (a dense "
+                                  f"synapse reads a flat input of {self.weight.shape[1]} values)", key="weight")
         return (self.weight.shape[0],)
 
     def describe(self) -> str:
@@ -138,15 +142,15 @@ class ConvSynapse:
 
     def output_shape(self, source: Shape) -> Shape:
         if len(source) != 3:
-            raise ValueError(f"conv needs a (C, H, W) input, got {source}")
+            raise QffsFormatError(f"conv needs a (C, H, W) input, got {source}", key="weight")
         cout, cin_g = self.weight.shape[:2]
         if cin_g * self.groups != source[0] or cout % self.groups:
-            raise ValueError(f"conv weight {self.weight.shape} with groups {self.groups} does not fit "
-                             f"{source[0]} input channels")
+            raise QffsFormatError(f"conv weight {self.weight.shape} with groups {self.groups} does not fit "
+                                  f"{source[0]} input channels", key="weight")
         out = (cout,) + tuple(window_output_size(n, k, s, p, d) for n, k, s, p, d in zip(
             source[1:], self.kernel_size, self.stride, self.padding, self.dilation))
         if min(out) < 1:
-            raise ValueError(f"conv kernel {self.kernel_size} does not fit the input {source}")
+            raise QffsFormatError(f"conv kernel {self.kernel_size} does not fit the input {source}", key="weight")
         return out
 
     def describe(self) -> str:
@@ -191,7 +195,8 @@ class InputLayer:
 
     def __post_init__(self):
         if not (math.isfinite(self.input_scale) and 0 < self.input_scale <= 2**16):
-            raise ValueError(f"inputScale must be a number in (0, 65536], got {self.input_scale}")
+            raise QffsFormatError(f"inputScale must be a number in (0, 65536], got {self.input_scale}",
+                                  key="inputScale")
 
     def describe(self) -> str:
         return "input"
@@ -199,7 +204,7 @@ class InputLayer:
     def encode(self, x):
         """x_int = floor(x * inputScale + 1/2) for dataset values x (a float numpy array or torch tensor),
         as whole numbers of x's type."""
-        return (x * self.input_scale + 0.5) // 1
+        return round_half_up(x * self.input_scale)
 
     def output_shape(self, sources: List[Shape]) -> Shape:
         return tuple(self.shape)
@@ -225,7 +230,7 @@ class InputLayer:
 
 @dataclass(frozen=True)
 class NeuronLayer:
-    """QFFS neurons summing the currents of their synapses (DESIGN.md section 7):
+    """QFFS neurons summing the currents of their synapses (docs/format.md, "Several synapses"):
 
         I(t) = sum_j W_j . s_{inputs[j]}(t) + (b if t is in the bias window)
 
@@ -255,12 +260,13 @@ class NeuronLayer:
         for j, (synapse, source) in enumerate(zip(self.synapses, sources)):
             out = synapse.output_shape(source)
             if out != tuple(self.shape):
-                raise ValueError(f"synapse {j} ({synapse.kind}) maps its input {source} to {out}, "
-                                 f"but the layer's shape is {tuple(self.shape)}")
+                raise QffsFormatError(f"synapse {j} ({synapse.kind}) maps its input {source} to {out}, "
+                                      f"but the layer's shape is {tuple(self.shape)}", key="shape")
         if self.bias.shape != (self.channels,):
-            raise ValueError(f"bias shape {self.bias.shape}, expected ({self.channels},)")
+            raise QffsFormatError(f"bias shape {self.bias.shape}, expected ({self.channels},)", key="bias")
         if self.neurons.threshold.shape != (self.channels,):
-            raise ValueError(f"{self.neurons.threshold.size} thresholds for {self.channels} channels")
+            raise QffsFormatError(f"{self.neurons.threshold.size} thresholds for {self.channels} channels",
+                                  key="vThMant")
         return tuple(self.shape)
 
     def write(self, group: h5py.Group) -> None:
@@ -283,7 +289,7 @@ class NeuronLayer:
             extra = reader.child("synapse", f"{reader.where} synapse")
             names = sorted(extra.group.keys(), key=lambda k: (len(k), k))
             if names != [str(j) for j in range(1, len(names) + 1)]:
-                raise extra.fail("", f"subgroups 1..{len(names)}", names[:20])
+                raise reader.fail("synapse", f"subgroups 1..{len(names)}", names[:20])
             for name in names:
                 synapse = extra.child(name, f"{reader.where} synapse {name}")
                 synapse_kind = synapse.string("type")
@@ -313,13 +319,15 @@ class MaxPoolLayer:
     def output_shape(self, sources: List[Shape]) -> Shape:
         (source,) = sources
         if len(source) != 3:
-            raise ValueError(f"maxpool needs a (C, H, W) input, got {source}")
+            raise QffsFormatError(f"maxpool needs a (C, H, W) input, got {source}", key="inputs")
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"maxpool padding {self.padding} exceeds half the kernel {self.kernel_size}")
+            raise QffsFormatError(f"maxpool padding {self.padding} exceeds half the kernel {self.kernel_size}",
+                                  key="padding")
         out = tuple(window_output_size(n, k, s, p) for n, k, s, p in zip(
             source[1:], self.kernel_size, self.stride, self.padding))
         if min(out) < 1:
-            raise ValueError(f"maxpool kernel {self.kernel_size} does not fit the input {source}")
+            raise QffsFormatError(f"maxpool kernel {self.kernel_size} does not fit the input {source}",
+                                  key="kernelSize")
         return (source[0],) + out
 
     def write(self, group: h5py.Group) -> None:

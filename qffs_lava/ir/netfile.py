@@ -63,10 +63,7 @@ def read_net(path: str | Path) -> Network:
             raise
         except Exception as err:  # h5py's errors on a damaged file
             raise QffsFormatError(f"{path} is damaged: {type(err).__name__}: {str(err)[:200]}") from None
-    try:
-        return Network(layers, meta)
-    except ValueError as err:
-        raise QffsFormatError(str(err)) from None
+    return Network(layers, meta)
 
 
 def _read_layer(group: h5py.Group, index: int, version: int) -> Layer:
@@ -84,23 +81,24 @@ def _read_layer(group: h5py.Group, index: int, version: int) -> Layer:
         raise reader.fail("synapse", "no 'synapse' group in a version 1 file (it is a version 2 key)")
     try:
         return LAYER_TYPES[kind].read(reader, kind, inputs)
-    except ValueError as err:
-        if isinstance(err, QffsFormatError):
+    except QffsFormatError as err:
+        if err.where is not None:
             raise
-        raise QffsFormatError(f"{reader.where}: {err}") from None
+        raise QffsFormatError.at(reader.where, err.key, str(err)) from None
 
 
 def _read_layers(f: h5py.File, version: int) -> List[Layer]:
     if not is_stored_group(f, "layer"):
-        raise QffsFormatError("group 'layer' missing")
+        raise QffsFormatError("group 'layer' missing", where="file", key="layer")
     count = len(f["layer"])
     names = [str(i) for i in range(count)]
     if sorted(f["layer"].keys(), key=lambda k: (len(k), k)) != names:
-        raise QffsFormatError(f"group 'layer' must hold subgroups 0..{count - 1}, got {sorted(f['layer'].keys())[:20]}")
+        raise QffsFormatError(f"group 'layer' must hold subgroups 0..{count - 1}, got {sorted(f['layer'].keys())[:20]}",
+                              where="file", key="layer")
     layers = []
     for i in range(count):
         if not is_stored_group(f["layer"], str(i)):
-            raise QffsFormatError(f"layer {i}: expected a group stored in this file")
+            raise QffsFormatError.at("group 'layer'", str(i), "expected a group stored in this file")
         layers.append(_read_layer(f["layer"][str(i)], i, version))
     return layers
 
@@ -120,11 +118,12 @@ def _netx_neuron_types(f: h5py.File) -> List[str]:
 def _read_meta(f: h5py.File) -> Dict[str, Any]:
     if "meta" not in f:
         neuron_types = _netx_neuron_types(f)
-        if neuron_types:
-            raise QffsFormatError(f"this is a lava-dl netx network of {', '.join(neuron_types)} neurons, not a QFFS "
-                                  "network: qffs-lava runs the net files qffs-export writes; run this one with "
-                                  "lava.lib.dl.netx.hdf5.Network")
-        raise QffsFormatError("group 'meta' missing: not a QFFS net file (make one with qffs-export)")
+        if neuron_types and "QFFS" not in neuron_types:
+            raise QffsFormatError(f"this is a lava-dl netx network of {', '.join(neuron_types)} neurons (no group "
+                                  "'meta'), not a QFFS network: qffs-lava runs the net files qffs-export writes; run "
+                                  "this one with lava.lib.dl.netx.hdf5.Network", where="file", key="meta")
+        raise QffsFormatError("group 'meta' missing: not a QFFS net file (make one with qffs-export)", where="file",
+                              key="meta")
     meta = {}
     for key, value in f["meta"].attrs.items():
         if isinstance(value, (bytes, np.bytes_)):
@@ -136,9 +135,9 @@ def _read_meta(f: h5py.File) -> Dict[str, Any]:
                 pass
         meta[key] = value.item() if isinstance(value, np.generic) else value
     if meta.get("format") != NET_FORMAT:
-        raise QffsFormatError(f"meta key 'format': expected '{NET_FORMAT}', got {meta.get('format')!r}: "
-                              "not a QFFS net file (make one with qffs-export)")
+        raise QffsFormatError.at("meta", "format", f"expected '{NET_FORMAT}', got {meta.get('format')!r}: not a QFFS "
+                                 "net file (make one with qffs-export)")
     if isinstance(meta.get("version"), bool) or meta.get("version") not in NET_VERSIONS:
-        raise QffsFormatError(f"meta key 'version': this qffs-lava reads versions "
-                              f"{', '.join(map(str, NET_VERSIONS))}, got {meta.get('version')!r}")
+        raise QffsFormatError.at("meta", "version", f"this qffs-lava reads versions "
+                                 f"{', '.join(map(str, NET_VERSIONS))}, got {meta.get('version')!r}")
     return meta

@@ -1,4 +1,4 @@
-"""A QFFS network as a graph: layers in topological order, each reading earlier layers (DESIGN.md section 7).
+"""A QFFS network as a graph: layers in topological order, each reading earlier layers (docs/format.md).
 
 `Network` checks the graph and infers every layer's shape and pipeline depth when it is
 built; `propagate` is the one executor every backend uses: it visits the layers in
@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Protocol, Tuple
 
 import numpy as np
 
+from qffs_lava.errors import QffsFormatError
 from qffs_lava.ir.layers import FlattenLayer, InputLayer, Layer, MaxPoolLayer, NeuronLayer, Shape
 
 #: The most values a layer may have per sample.
@@ -46,7 +47,7 @@ class Network:
     """An integer QFFS network: layers[0] is the input, the last layer is the output neuron layer.
 
     A layer's `inputs` name earlier layers (None: the layer before). Building a Network
-    checks the graph (ValueError naming the layer and key) and sets `shapes` and `depths`.
+    checks the graph (QffsFormatError naming the layer and key) and sets `shapes` and `depths`.
     """
 
     layers: List[Layer]
@@ -54,7 +55,9 @@ class Network:
 
     def __post_init__(self):
         if len(self.layers) < 2 or not isinstance(self.layers[0], InputLayer):
-            raise ValueError("layer 0 must be the input layer, followed by at least one dense or conv layer")
+            first = _where(0, self.layers[0]) if self.layers else "layer 0"
+            raise QffsFormatError.at(first, "type", "layer 0 must be the input layer, followed by at least one dense "
+                                     "or conv layer")
         self.layers = [layer if i == 0 or layer.inputs is not None else dataclasses.replace(layer, inputs=(i - 1,))
                        for i, layer in enumerate(self.layers)]
         self.shapes: List[Shape] = []
@@ -63,33 +66,38 @@ class Network:
             self._check_inputs(i, layer)
             try:
                 shape = layer.output_shape([self.shapes[j] for j in layer.inputs])
-            except ValueError as err:
-                raise ValueError(f"{_where(i, layer)}: {err}") from None
+            except QffsFormatError as err:
+                raise QffsFormatError.at(_where(i, layer), err.key, str(err)) from None
             if int(np.prod(shape)) > MAX_NEURONS:
-                raise ValueError(f"layer {i}: {int(np.prod(shape))} values per sample, more than {MAX_NEURONS}")
+                raise QffsFormatError.at(_where(i, layer), "shape", f"{int(np.prod(shape))} values per sample, more "
+                                         f"than {MAX_NEURONS}")
             self.shapes.append(shape)
             sources = [self.depths[j] for j in layer.inputs]
             self.depths.append(0 if i == 0 else max(sources) + isinstance(layer, NeuronLayer))
         if not isinstance(self.layers[-1], NeuronLayer):
-            raise ValueError(f"layer {len(self.layers) - 1}: the network must end in a dense or conv layer "
-                             "(the output)")
-        windows = {layer.neurons.bias_steps for _, layer in self.neuron_layers}
-        if len(windows) != 1:
-            raise ValueError(f"neuron key 'biasSteps': all layers need the same bias window, got {sorted(windows)}")
+            last = len(self.layers) - 1
+            raise QffsFormatError.at(_where(last, self.layers[last]), "type",
+                                     "the network must end in a dense or conv layer (the output)")
+        windows = [(i, layer.neurons.bias_steps) for i, layer in self.neuron_layers]
+        for i, window in windows:
+            if window != windows[0][1]:
+                raise QffsFormatError.at(f"{_where(i, self.layers[i])} neuron", "biasSteps", "all layers need the "
+                                         f"same bias window, got {sorted({w for _, w in windows})}")
 
     def _check_inputs(self, i: int, layer: Layer) -> None:
         if i == 0:
             return
         if isinstance(layer, InputLayer):
-            raise ValueError(f"layer {i}: an input layer may only come first")
+            raise QffsFormatError.at(_where(i, layer), "type", "an input layer may only come first")
         where, inputs = _where(i, layer), list(layer.inputs)
         if not inputs or any(not isinstance(j, (int, np.integer)) or not 0 <= j < i for j in inputs):
-            raise ValueError(f"{where} key 'inputs': expected earlier layers in 0..{i - 1} (the layers are in "
-                             f"topological order, so a cycle or a forward reference cannot occur), got {inputs}")
+            raise QffsFormatError.at(where, "inputs", f"expected earlier layers in 0..{i - 1} (the layers are in "
+                                     "topological order, so a cycle or a forward reference cannot occur), got "
+                                     f"{inputs}")
         if isinstance(layer, NeuronLayer) and len(inputs) != len(layer.synapses):
-            raise ValueError(f"{where} key 'inputs': expected one per synapse ({len(layer.synapses)}), got {inputs}")
+            raise QffsFormatError.at(where, "inputs", f"expected one per synapse ({len(layer.synapses)}), got {inputs}")
         if not isinstance(layer, NeuronLayer) and len(inputs) != 1:
-            raise ValueError(f"{where} key 'inputs': expected exactly one (it reads one layer), got {inputs}")
+            raise QffsFormatError.at(where, "inputs", f"expected exactly one (it reads one layer), got {inputs}")
 
     # Structure -----------------------------------------------------------------------------------
 
