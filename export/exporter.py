@@ -74,7 +74,11 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
     no dataset is needed.
 
     Refuses (QffsError, nothing written) when the network leaves Loihi 2's ranges,
-    unless loihi_check is False, which writes it with a warning.
+    unless loihi_check is False, which writes it with a warning. Returns the network written.
+
+    Example:
+        >>> network = qffs.export("digits.pt", "digits.h5")   # prints the layer table and the fidelity
+        >>> network.meta["qann_agreement"]                    # top-1 agreement with the QANN as trained
     """
     check_writable(net_path)
     check_outputs({"net_path": net_path}, {"model_path": model_path})

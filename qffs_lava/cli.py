@@ -1,35 +1,22 @@
-"""Command-line entry points. Each turns a QffsError into one line on stderr and exit code 2."""
+"""Command-line entry points: argument parsing over the library, nothing more.
+
+Each command's defaults are the library's: qffs-train's options are TrainConfig's fields,
+qffs-run's and qffs-export's take the defaults of `run` and `export`. A library error names
+parameters; a command prints it as one line naming its own flags (`--float-epochs` for
+float_epochs) on stderr and exits with code 2; Ctrl-C exits with 130.
+"""
 
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
+import inspect
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
-from qffs_lava.ann.archs import ARCH_HELP, ARCHS
-from qffs_lava.ann.datasets import DATASETS
-from qffs_lava.dynamics import ABLATIONS
+from qffs_lava import __version__
 from qffs_lava.errors import QffsError
-from qffs_lava.fileio import check_outputs, file_kind
-
-
-def user_errors(main: Callable[[Optional[List[str]]], int]) -> Callable[[Optional[List[str]]], int]:
-    """Run a CLI main: QffsError -> 'error: ...' on stderr and exit 2; Ctrl-C -> exit 130."""
-
-    @functools.wraps(main)
-    def wrapper(argv: Optional[List[str]] = None) -> int:
-        try:
-            return main(argv)
-        except QffsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-
-    return wrapper
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:
@@ -57,15 +44,6 @@ def bits(text: str) -> int:
     return value
 
 
-def arch_name(text: str) -> str:
-    """A built-in architecture, or MODULE:FUNCTION / file.py:FUNCTION / torchvision:NAME."""
-    if text not in ARCHS and ":" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a built-in architecture ({', '.join(ARCHS)}) nor "
-                                         "MODULE:FUNCTION (e.g. mypackage.models:build, models.py:build, "
-                                         "torchvision:resnet18)")
-    return text
-
-
 def bits_list(text: str) -> List[int]:
     return [bits(part) for part in text.split(",")]
 
@@ -77,6 +55,33 @@ def weight_bits(text: str) -> Optional[int]:
     if value < 2:
         raise argparse.ArgumentTypeError("weight bits must be 2..8 (weights are signed) or none")
     return value
+
+
+def arch_name(text: str) -> str:
+    """A built-in architecture, or MODULE:FUNCTION / file.py:FUNCTION / torchvision:NAME."""
+    from qffs_lava.ann.archs import ARCHS
+
+    if text not in ARCHS and ":" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a built-in architecture ({', '.join(ARCHS)}) nor "
+                                         "MODULE:FUNCTION (e.g. mypackage.models:build, models.py:build, "
+                                         "torchvision:resnet18)")
+    return text
+
+
+def share(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+# Parsers and errors ----------------------------------------------------------------------------------
+
+
+def new_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser.add_argument("--version", action="version", version=f"%(prog)s (qffs-lava) {__version__}")
+    return parser
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -92,133 +97,209 @@ def set_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-@user_errors
-def train_main(argv: Optional[List[str]] = None) -> int:
-    from qffs_lava.ann.train import DEFAULT_SCHEDULE, train
+def flag_for(parser: argparse.ArgumentParser) -> Callable[[str, Optional[Any]], str]:
+    """How a library error's parameter reads on this command line: its flag (with the value, unless the flag
+    alone sets it), a positional argument's name, or the parameter's own name if the command has none."""
+    actions = {action.dest: action for action in parser._actions}
 
-    defaults = ", ".join(f"{' '.join(d) if isinstance(d, tuple) else d} {f}+{q}+{h} (batch {b})"
+    def show(name: str, value: Optional[Any]) -> str:
+        action = actions.get(name)
+        if action is None:
+            return name if value is None else f"{name}={value!r}"
+        if not action.option_strings:
+            return action.metavar or action.dest
+        flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
+        takes_value = action.nargs != 0
+        return f"{flag} {value}" if takes_value and value is not None else flag
+
+    return show
+
+
+def command(build: Callable[[], argparse.ArgumentParser]):
+    """A CLI main(argv) -> exit code from a parser builder and the function that acts on the parsed arguments:
+    QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C -> 130."""
+
+    def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
+        def main(argv: Optional[List[str]] = None) -> int:
+            parser = build()
+            args = parser.parse_args(argv)
+            try:
+                act(args, parser)
+                return 0
+            except QffsError as err:
+                print(f"error: {err.render(flag_for(parser))}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print("interrupted", file=sys.stderr)
+                return 130
+
+        main.__name__, main.__doc__, main.build_parser = act.__name__, act.__doc__, build
+        return main
+
+    return decorate
+
+
+def defaults_of(function: Callable) -> dict:
+    """A function's keyword defaults, by parameter name."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+# qffs-train --------------------------------------------------------------------------------------------
+
+#: qffs-train's option for each TrainConfig field but dataset and arch: (flag, argparse keywords). The defaults
+#: are TrainConfig's; None for the epochs and the batch size means the dataset's schedule (the epilog).
+TRAIN_OPTIONS = {
+    "data_dir": ("--data-dir", dict(help="the folder holding the datasets in torchvision's layout (make data lays "
+                                         "out MNIST and Fashion-MNIST there)")),
+    "download": ("--download", dict(action="store_true",
+                                    help="let torchvision download the dataset (needs internet)")),
+    "act_bits": ("--act-bits", dict(type=bits, help="hidden activation bits")),
+    "out_bits": ("--out-bits", dict(type=bits, help="output layer bits")),
+    "layer_bits": ("--layer-bits", dict(type=bits_list, help="bits per activation layer, comma-separated, output "
+                                                             "last (overrides the two above)")),
+    "weight_bits": ("--weight-bits", dict(type=weight_bits, help="'8' quantizes weights with LSQ too, so the "
+                                          "exported integers are the trained ones (none: float weights as in the "
+                                          "paper)")),
+    "distill": ("--distill", dict(action="store_true", help="during LSQ fine-tuning, also match the float model's "
+                                                            "softmax (knowledge distillation)")),
+    "float_epochs": ("--float-epochs", dict(type=integer_at_least(0), help="epochs of float training (0 with "
+                                                                           "--init: keep its weights)")),
+    "qat_epochs": ("--qat-epochs", dict(type=integer_at_least(0), help="epochs of LSQ fine-tuning (0 with --init: "
+                                        "keep the model file's, e.g. to add only the hardware-exact phase to a "
+                                        "model trained without it)")),
+    "hardware_epochs": ("--hardware-epochs", dict(type=integer_at_least(0), help="epochs of hardware-exact "
+                        "fine-tuning, after which the exported network is the trained one (0: skip the phase; the "
+                        "export then rounds the LSQ model)")),
+    "batch_size": ("--batch-size", dict(type=integer_at_least(1), help="training batch size")),
+    "lr": ("--lr", dict(type=float, help="float training learning rate (AdamW, cosine schedule)")),
+    "qat_lr": ("--qat-lr", dict(type=float, help="LSQ fine-tuning learning rate")),
+    "hardware_lr": ("--hardware-lr", dict(type=float, help="hardware-exact fine-tuning learning rate")),
+    "weight_decay": ("--weight-decay", dict(type=float, help="AdamW weight decay of weights (not of LSQ steps, "
+                                                             "batchnorm parameters and biases)")),
+    "validation": ("--validation", dict(type=share, help="share of the training split held out from all training "
+                                        "(the same images for every seed); the hardware-exact phase keeps its "
+                                        "epoch with the best validation accuracy, epoch 0 (the LSQ model's integer "
+                                        "network) included")),
+    "seed": ("--seed", dict(type=int, help="seed of the weights' initialisation, the batches and the "
+                                           "augmentation; the same seed gives the same model file on a CPU")),
+    "init": ("--init", dict(help="start from this file instead of a fresh model: a qffs model file, or the state "
+                                 "dict of a float model trained in plain PyTorch (torch.save(model.state_dict(), "
+                                 "path)) for the model --arch builds; with --float-epochs 0 LSQ fine-tunes it as it "
+                                 "is")),
+    "small_input_stem": ("--small-input-stem", dict(action="store_true", help="torchvision ResNets: a 3x3 stride-1 "
+                         "stem conv and no max pool, for 32x32 images (the usual CIFAR stem)")),
+    "pool": ("--pool", dict(choices=["max", "avg"], help="lenet, vgg11, vgg16: max pooling (event max pooling in the "
+                            "SNN) or average pooling (folded into the next synapse; the paper's pooling ablation)")),
+    "device": ("--device", dict(choices=["cpu", "cuda"], help="where to train (cpu is deterministic; cuda for a "
+                                                              "GPU, e.g. for vgg11/vgg16)")),
+}
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from qffs_lava.ann.archs import ARCH_HELP
+    from qffs_lava.ann.datasets import DATASETS
+    from qffs_lava.ann.train import DEFAULT_SCHEDULE, TrainConfig
+
+    schedule = ", ".join(f"{' '.join(d) if isinstance(d, tuple) else d} {f}+{q}+{h} (batch {b})"
                          for d, (f, q, h, b) in DEFAULT_SCHEDULE.items())
-    parser = argparse.ArgumentParser(
-        prog="qffs-train",
-        description=(
-            "Train a float model, fine-tune it with LSQ into a quantized ANN (2-bit hidden "
-            "activations and a 3-bit output layer by default), then fine-tune the integer network "
-            "qffs-export will write (hardware-exact: Loihi 2's weight grid, thresholds and biases in "
-            "the forward pass), and save it as a model file that qffs-export reads. Seeded and "
-            "deterministic on CPU."
-        ),
-        epilog=f"default epochs (float+QAT+hardware-exact): {defaults}. "
-        "Example: qffs-train --dataset digits --arch mlp --out digits.pt",
-    )
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="digits needs no download")
+    parser = new_parser(
+        "qffs-train",
+        "Train a float model, fine-tune it with LSQ into a quantized ANN (2-bit hidden activations and a 3-bit "
+        "output layer by default), then fine-tune the integer network qffs-export will write (hardware-exact: "
+        "Loihi 2's weight grid, thresholds and biases in the forward pass), and save it as a model file that "
+        "qffs-export reads. Seeded and deterministic on CPU.",
+        f"Epochs (float+QAT+hardware-exact) and batch size where not given: {schedule}. "
+        "Example: qffs-train --dataset digits --arch mlp --out digits.pt")
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS),
+                        help="the dataset to train on (digits is bundled with scikit-learn and needs no download)")
     parser.add_argument("--arch", required=True, type=arch_name,
                         help=f"built-in: {ARCH_HELP}. Or your own PyTorch model: MODULE:FUNCTION or "
                              "path/to/file.py:FUNCTION, a function (or class) that returns an nn.Module, called "
                              "with num_classes and in_channels where it takes them (the current folder is "
                              "importable), traced with torch.fx; torchvision:NAME for torchvision's models "
                              "(e.g. torchvision:resnet18, num_classes from the dataset)")
-    parser.add_argument("--pool", default="max", choices=["max", "avg"],
-                        help="lenet, vgg11, vgg16: max pooling (default; event max pooling in the SNN) or average "
-                             "pooling (folded into the next synapse; the paper's pooling ablation)")
-    parser.add_argument("--small-input-stem", action="store_true",
-                        help="torchvision ResNets: a 3x3 stride-1 stem conv and no max pool, for 32x32 images "
-                             "(the usual CIFAR stem)")
     parser.add_argument("--out", required=True, help="the model file to write (e.g. model.pt)")
-    parser.add_argument("--data-dir", default="data", help="torchvision-layout dataset folder (default: data)")
-    parser.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs internet)")
-    parser.add_argument("--act-bits", type=bits, default=2, help="hidden activation bits (default 2)")
-    parser.add_argument("--out-bits", type=bits, default=3, help="output layer bits (default 3)")
-    parser.add_argument("--layer-bits", type=bits_list, default=None,
-                        help="bits per activation layer, comma-separated, output last (overrides the two above)")
-    parser.add_argument("--weight-bits", type=weight_bits, default=None,
-                        help="'8' quantizes weights with LSQ too, so the exported integers are the trained ones "
-                             "(default: none, float weights as in the paper)")
-    parser.add_argument("--distill", action="store_true",
-                        help="during LSQ fine-tuning, also match the float model's softmax (knowledge distillation)")
-    parser.add_argument("--float-epochs", type=integer_at_least(0), default=None,
-                        help="epochs of float training (0 with --init)")
-    parser.add_argument("--qat-epochs", type=integer_at_least(0), default=None,
-                        help="epochs of LSQ fine-tuning (0 with --init: keep the model file's, e.g. to add only "
-                             "the hardware-exact phase to a model trained without it)")
-    parser.add_argument("--hardware-epochs", type=integer_at_least(0), default=None,
-                        help="epochs of hardware-exact fine-tuning, after which the exported network is the "
-                             "trained one (0: skip the phase; the export then rounds the LSQ model)")
-    parser.add_argument("--batch-size", type=integer_at_least(1), default=None)
-    parser.add_argument("--lr", type=float, default=1e-3, help="float training learning rate (AdamW, cosine)")
-    parser.add_argument("--qat-lr", type=float, default=5e-4, help="LSQ fine-tuning learning rate")
-    parser.add_argument("--hardware-lr", type=float, default=1e-4, help="hardware-exact fine-tuning learning rate")
-    parser.add_argument("--validation", type=float, default=0.1,
-                        help="share of the training split held out from all training (default 0.1, the same "
-                             "images for every seed); the hardware-exact phase keeps its epoch with the best "
-                             "validation accuracy, epoch 0 (the LSQ model's integer network) included")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", default=None,
-                        help="start from this model file instead of a fresh model: a qffs model file, or the "
-                             "state dict of a float model trained in plain PyTorch (torch.save(model."
-                             "state_dict(), path)) for the model --arch builds; with --float-epochs 0 LSQ "
-                             "fine-tunes it as it is")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where to train (default cpu, deterministic); cuda for a GPU, e.g. for vgg11/vgg16")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name, (flag, options) in TRAIN_OPTIONS.items():
+        default, options = fields[name].default, dict(options)
+        if default is None and name.endswith(("epochs", "batch_size")):
+            options["help"] += " (default: the dataset's schedule, below)"
+        elif default is not None and default is not False:
+            options["help"] += f" (default: {default})"
+        parser.add_argument(flag, dest=name, default=default, **options)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_option(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command(_train_parser)
+def train_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """qffs-train: train and write a model file."""
+    from qffs_lava.ann.train import train
+
     set_threads(args.threads)
-    train(
-        args.dataset, args.arch, out=args.out, progress=not args.quiet,
-        data_dir=args.data_dir, download=args.download, act_bits=args.act_bits, out_bits=args.out_bits,
-        layer_bits=args.layer_bits, weight_bits=args.weight_bits, float_epochs=args.float_epochs,
-        qat_epochs=args.qat_epochs, hardware_epochs=args.hardware_epochs, batch_size=args.batch_size, lr=args.lr,
-        qat_lr=args.qat_lr, hardware_lr=args.hardware_lr, validation=args.validation,
-        seed=args.seed, init=args.init, device=args.device, distill=args.distill,
-        small_input_stem=args.small_input_stem, pool=args.pool,
-    )
-    return 0
+    train(args.dataset, args.arch, out=args.out, progress=not args.quiet,
+          **{name: getattr(args, name) for name in TRAIN_OPTIONS})
 
 
-@user_errors
-def export_main(argv: Optional[List[str]] = None) -> int:
-    from qffs_lava.export.exporter import export
+# qffs-export ------------------------------------------------------------------------------------------
 
-    parser = argparse.ArgumentParser(
-        prog="qffs-export",
-        description=(
-            "Convert a quantized model file (from qffs-train) into an integer QFFS spiking network "
-            "in lava-dl netx's HDF5 layout (net.h5). Checks Loihi 2's ranges, prints a per-layer "
-            "table, and measures the integer QANN against the model on the dataset's test split."
-        ),
-        epilog="Example: qffs-export digits.pt digits.h5",
-    )
-    parser.add_argument("model", help="model file written by qffs-train")
-    parser.add_argument("net", help="net.h5 to write (replaced atomically)")
-    parser.add_argument("--samples", type=integer_at_least(0), default=None,
+
+def _export_parser() -> argparse.ArgumentParser:
+    from qffs_export.exporter import export
+
+    defaults = defaults_of(export)
+    parser = new_parser(
+        "qffs-export",
+        "Convert a quantized model file (from qffs-train) into an integer QFFS spiking network in lava-dl netx's "
+        "HDF5 layout (net.h5). Checks Loihi 2's ranges, prints a per-layer table, and measures the integer QANN "
+        "against the model on the dataset's test split.",
+        "Example: qffs-export digits.pt digits.h5")
+    parser.add_argument("model_path", metavar="model", help="model file written by qffs-train")
+    parser.add_argument("net_path", metavar="net", help="net.h5 to write (replaced atomically)")
+    parser.add_argument("--samples", type=integer_at_least(0), default=defaults["samples"],
                         help="measure fidelity on the first N test samples (default: the whole test split; "
                              "0: no dataset needed, fidelity not measured)")
-    parser.add_argument("--data-dir", default="data", help="dataset folder (default: data)")
-    parser.add_argument("--no-loihi-check", action="store_true",
+    parser.add_argument("--data-dir", default=defaults["data_dir"],
+                        help=f"the folder holding the datasets (default: {defaults['data_dir']})")
+    parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="export even if weights, threshold, bias or membrane exceed Loihi 2's ranges (warns)")
     add_threads_option(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command(_export_parser)
+def export_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """qffs-export: write a net.h5."""
+    from qffs_export.exporter import export
+
     set_threads(args.threads)
-    export(args.model, args.net, samples=args.samples, data_dir=args.data_dir, loihi_check=not args.no_loihi_check)
-    return 0
+    export(args.model_path, args.net_path, samples=args.samples, data_dir=args.data_dir, loihi_check=args.loihi_check)
 
 
-@user_errors
-def inspect_main(argv: Optional[List[str]] = None) -> int:
-    from qffs_lava.ir.loihi import loihi_problems
-    from qffs_lava.ir.netfile import read_net
-    from qffs_lava.summary import layer_table, resource_table
+# qffs-inspect -----------------------------------------------------------------------------------------
 
-    parser = argparse.ArgumentParser(
-        prog="qffs-inspect",
-        description="Print a net.h5's per-layer table, each layer's neurons, synapses and weight memory with the "
-                    "totals, its metadata and whether it fits Loihi 2's ranges.",
-    )
+
+def _inspect_parser() -> argparse.ArgumentParser:
+    parser = new_parser(
+        "qffs-inspect",
+        "Print a net.h5's per-layer table, each layer's neurons, synapses and weight memory with the totals, its "
+        "metadata and whether it fits Loihi 2's ranges.")
     parser.add_argument("net", help="a net.h5 written by qffs-export")
     parser.add_argument("--lava", action="store_true",
                         help="also build it as a Lava QffsNetwork Process and print the Lava view: each layer's "
                              "Lava Processes, its (W, H, C) shape and message bits")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command(_inspect_parser)
+def inspect_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """qffs-inspect: describe a net.h5."""
+    from qffs_lava.ir.loihi import loihi_problems
+    from qffs_lava.ir.netfile import read_net
+    from qffs_lava.reports import layer_table, resource_table
+
     network = read_net(args.net)
     print(layer_table(network))
     print(resource_table(network))
@@ -230,12 +311,16 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
         print(f"{key}: {value}")
     problems = loihi_problems(network)
     print("Loihi 2 ranges: " + ("ok" if not problems else "EXCEEDED\n  " + "\n  ".join(problems)))
-    return 0
+
+
+# qffs-run ---------------------------------------------------------------------------------------------
 
 
 def read_npy(path: str, option: str):
     """A numeric array from a .npy file, or a QffsError that says what the file is instead."""
     import numpy as np
+
+    from qffs_lava.fileio import file_kind
 
     if not Path(path).is_file():
         raise QffsError(f"{option} {path} does not exist")
@@ -269,47 +354,52 @@ def load_inputs(args) -> tuple:
     return x, labels, description
 
 
-@user_errors
-def run_main(argv: Optional[List[str]] = None) -> int:
-    from qffs_lava.evaluate import BACKENDS, evaluate, format_report, plot_report, write_json
-    from qffs_lava.ir.netfile import read_net
+def _run_parser() -> argparse.ArgumentParser:
+    from qffs_lava.ann.datasets import DATASETS, SPLITS
+    from qffs_lava.backends import BACKENDS, RunOptions
+    from qffs_lava.dynamics import ABLATIONS
+    from qffs_lava.evaluate import run
     from qffs_lava.ir.network import MODES
 
-    parser = argparse.ArgumentParser(
-        prog="qffs-run",
-        description=(
-            "Run a net.h5 on a batch of inputs and report accuracy and agreement with the integer "
-            "quantized ANN after every time step t = 1..T, and the step from which the spiking "
-            "network equals the QANN on every sample."
-        ),
-        epilog="Example: qffs-run digits.h5 --dataset digits --steps 8 --plot digits.png",
-    )
+    defaults = defaults_of(run)
+    parser = new_parser(
+        "qffs-run",
+        "Run a net.h5 on a batch of inputs and report accuracy and agreement with the integer quantized ANN "
+        "after every time step t = 1..T, and the step from which the spiking network equals the QANN on every "
+        "sample.",
+        "Backends: " + "; ".join(f"{name}: {backend.summary}" for name, backend in BACKENDS.items())
+        + ". Example: qffs-run digits.h5 --dataset digits --steps 8 --plot digits.png")
     parser.add_argument("net", help="a net.h5 written by qffs-export")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=list(DATASETS), help="evaluate on a dataset split")
     source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
     parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
-    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--data-dir", default="data",
+                        help="the folder holding the datasets in torchvision's layout (default: data)")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--split", default="test", choices=list(SPLITS),
+                        help="the dataset split to run on (default: test)")
     parser.add_argument("--samples", type=integer_at_least(1), default=None, help="only the first N samples")
-    parser.add_argument("--steps", type=integer_at_least(1), default=16,
-                        help="T, synchronous time steps (default 16; at least the K steps the input lasts)")
-    parser.add_argument("--backend", default="torch", choices=list(BACKENDS),
-                        help="qann: closed form; torch: PyTorch SNN; lava/lava-float/loihi2: Lava")
-    parser.add_argument("--mode", default="sync", choices=list(MODES),
-                        help="torch backend: synchronous steps, or pipelined with one step of delay per hop "
-                             "as Lava runs (the Lava backends are always pipelined; results are reported in "
-                             "synchronous steps either way)")
-    parser.add_argument("--batch", type=integer_at_least(1), default=256,
-                        help="samples per batch (default 256; larger batches fall out of the CPU cache)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+    parser.add_argument("--steps", type=integer_at_least(1), default=defaults["steps"],
+                        help=f"T, synchronous time steps (default {defaults['steps']}; at least the K steps the "
+                             "input lasts)")
+    parser.add_argument("--backend", default=defaults["backend"], choices=list(BACKENDS),
+                        help=f"what runs the network (default {defaults['backend']}; the list is below)")
+    parser.add_argument("--mode", default=defaults["mode"], choices=list(MODES),
+                        help="synchronous steps, or pipelined with one step of delay per hop as Lava runs (the "
+                             "Lava backends are always pipelined; results are reported in synchronous steps "
+                             "either way)")
+    parser.add_argument("--batch-size", "--batch", dest="batch_size", type=integer_at_least(1),
+                        default=defaults["batch_size"],
+                        help=f"qann and torch backends: samples per batch (default {defaults['batch_size']}; "
+                             "larger batches fall out of the CPU cache)")
+    parser.add_argument("--device", default=defaults["device"], choices=["cpu", "cuda"],
                         help="where the qann and torch backends run (default cpu; cuda for a GPU)")
-    parser.add_argument("--workers", type=integer_at_least(1), default=None,
-                        help="Lava backends: run chunks of 100 samples in N Lava runtimes at once, each in its "
-                             "own process (default: one per core, at most one per chunk; results do not "
-                             "depend on it)")
-    parser.add_argument("--ablate", action="append", default=[], choices=list(ABLATIONS),
+    parser.add_argument("--workers", type=integer_at_least(1), default=defaults["workers"],
+                        help=f"Lava backends: run chunks of {RunOptions.chunk} samples in N Lava runtimes at once, "
+                             "each in its own process (default: one per core, at most one per chunk; results do "
+                             "not depend on it)")
+    parser.add_argument("--ablate", action="append", default=list(defaults["ablate"]), choices=list(ABLATIONS),
                         help="leave out one of QFFS's mechanisms, as in the paper's ablation study (torch backend; "
                              "repeat for several): negative-spikes (Algorithm 1 never sends -1), count-bound (no "
                              "zMax), precharge (v starts at 0, not th // 2)")
@@ -319,29 +409,36 @@ def run_main(argv: Optional[List[str]] = None) -> int:
                              "accumulates (MACs) for the same network (torch and Lava backends; in the JSON too)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
-    parser.add_argument("--no-loihi-check", action="store_true",
+    parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="run a network outside Loihi 2's ranges on the Lava backends anyway (values saturate)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_option(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command(_run_parser)
+def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """qffs-run: run a net.h5 and report accuracy against time steps."""
+    from qffs_lava.backends import get_backend
+    from qffs_lava.evaluate import run
+    from qffs_lava.fileio import check_outputs
+    from qffs_lava.reports import plot_accuracy, run_table, write_json
+
     if args.labels and not args.inputs:
         parser.error("--labels goes with --inputs")
-    check_outputs({"--json": args.json, "--plot": args.plot},
-                  {"net": args.net, "--inputs": args.inputs, "--labels": args.labels})
+    if args.plot and not get_backend(args.backend).time_steps:
+        parser.error(f"--plot needs a spiking backend; {args.backend} has no time steps")
+    check_outputs({"json": args.json, "plot": args.plot},
+                  {"net": args.net, "inputs": args.inputs, "labels": args.labels})
     set_threads(args.threads)
-    if args.plot and args.backend == "qann":
-        parser.error("--plot needs a spiking backend; qann has no time steps")
-    network = read_net(args.net)
     x, labels, description = load_inputs(args)
-    report = evaluate(network, x, labels, args.steps, args.backend, args.mode, args.batch, progress=not args.quiet,
-                      loihi_check=not args.no_loihi_check, device=args.device, workers=args.workers,
-                      ablate=args.ablate, stats=args.stats)
-    report["net"], report["inputs"] = str(args.net), description
-    print(format_report(report))
+    result = run(args.net, x, labels, args.steps, args.backend, args.mode, batch_size=args.batch_size,
+                 device=args.device, workers=args.workers, ablate=args.ablate, stats=args.stats,
+                 loihi_check=args.loihi_check, progress=not args.quiet, description=description)
+    print(run_table(result))
     if args.json:
-        write_json(args.json, report)
+        write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
     if args.plot:
-        plot_report(args.plot, {args.backend: report}, title=f"{Path(args.net).name} on {description}")
+        plot_accuracy(args.plot, {args.backend: result}, title=f"{Path(args.net).name} on {description}")
         print(f"wrote {args.plot}")
-    return 0

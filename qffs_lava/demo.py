@@ -12,13 +12,10 @@ import time
 from pathlib import Path
 from typing import Dict
 
+import qffs_lava as qffs
 from qffs_lava.ann.datasets import load_dataset
-from qffs_lava.ann.train import train
-from qffs_lava.evaluate import evaluate, plot_report, write_json
-from qffs_lava.export.exporter import export
 from qffs_lava.ir.loihi import loihi_problems
-from qffs_lava.ir.netfile import read_net
-from qffs_lava.summary import layer_table
+from qffs_lava.reports import layer_table, plot_accuracy, write_json
 
 
 def _timed(fn):
@@ -36,13 +33,13 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | N
     quiet = lambda _: None  # noqa: E731
 
     log(f"$ qffs-train --dataset digits --arch mlp --out {model_path}")
-    content, train_s = _timed(lambda: train("digits", "mlp", out=model_path, progress=False, log=quiet))
+    content, train_s = _timed(lambda: qffs.train("digits", "mlp", out=model_path, progress=False, log=quiet))
     log(f"  float {100 * content['accuracy']['float']:.2f}%, QANN {100 * content['accuracy']['qann']:.2f}% "
         f"({train_s:.1f} s)")
     log(f"$ qffs-export {model_path} {net_path}")
-    _, export_s = _timed(lambda: export(model_path, net_path, log=quiet))
+    _, export_s = _timed(lambda: qffs.export(model_path, net_path, log=quiet))
     log(f"$ qffs-inspect {net_path}")
-    network = read_net(net_path)
+    network = qffs.read_net(net_path)
     log(layer_table(network))
     log("Loihi 2 ranges: " + ("ok" if not loihi_problems(network) else "EXCEEDED"))
 
@@ -53,25 +50,25 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | N
     for backend in ("qann", "torch", "lava"):
         log(f"$ qffs-run {net_path} --dataset digits --backend {backend} --steps {steps}")
         reports[backend], seconds[backend] = _timed(
-            lambda: evaluate(network, x, y, steps, backend, progress=progress))
+            lambda: qffs.run(network, x, y, steps, backend, progress=progress))
 
     torch_report, lava_report = reports["torch"], reports["lava"]
-    lava_agrees = lava_report["output_counts"] == torch_report["output_counts"]
+    lava_agrees = lava_report.output_counts == torch_report.output_counts
     summary = {
         "samples": len(x), "steps": steps, "pipeline_depth": network.pipeline_depth,
         "float_accuracy": content["accuracy"]["float"],
         "qann_accuracy": network.meta["qann_accuracy"],
-        "int_qann_accuracy": reports["qann"]["accuracy"],
+        "int_qann_accuracy": reports["qann"].accuracy,
         "qann_agreement": network.meta["qann_agreement"],
-        "accuracy_by_step": {b: reports[b]["accuracy_by_step"] for b in ("torch", "lava")},
-        "equal_from_step": {b: reports[b]["equal_from_step"] for b in ("torch", "lava")},
+        "accuracy_by_step": {b: reports[b].accuracy_by_step for b in ("torch", "lava")},
+        "equal_from_step": {b: reports[b].equal_from_step for b in ("torch", "lava")},
         "lava_equals_torch": lava_agrees,
         "lava_prediction_agreement": sum(
-            a == b for a, b in zip(lava_report["predictions"], torch_report["predictions"])) / len(x),
+            a == b for a, b in zip(lava_report.predictions, torch_report.predictions)) / len(x),
         "seconds": {"train": train_s, "export": export_s, **seconds},
     }
     plot_path = out / "accuracy_vs_steps.png"
-    plot_report(plot_path, {b: reports[b] for b in ("torch", "lava")},
+    plot_accuracy(plot_path, {b: reports[b] for b in ("torch", "lava")},
                 title=f"digits MLP, {len(x)} test samples (2-bit hidden, 3-bit output)")
     write_json(out / "summary.json", summary)
     log("")

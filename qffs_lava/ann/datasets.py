@@ -99,7 +99,12 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def load_dataset(name: str, split: str, data_dir: str | Path = "data",
                  download: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,)."""
+    """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
+
+    Example:
+        >>> images, labels = qffs.load_dataset("digits", "test")          # bundled with scikit-learn
+        >>> images, labels = qffs.load_dataset("mnist", "test", "data")   # after `make data`
+    """
     info = dataset_info(name)
     if split not in SPLITS:
         raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")

@@ -242,6 +242,11 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2,
     Hidden activations get `act_bits`, the output (the module's output, over its
     num_classes values) `out_bits`, or `layer_bits` per act in order; `weight_bits` adds
     LSQ weight quantizers. Raises QffsError naming the first node it cannot import.
+
+    Example:
+        >>> arch, model = qffs.from_torch(torchvision.models.resnet18(num_classes=10), (3, 224, 224))
+        >>> [node["op"] for node in arch["nodes"]][:4]      # ['conv', 'batchnorm', 'act', 'maxpool']
+        >>> qffs.train("cifar10", my_module, out="mine.pt")  # train takes the module itself
     """
     traced = trace(module)
     was_training = module.training

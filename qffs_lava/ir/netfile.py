@@ -47,7 +47,12 @@ def write_net(path: str | Path, network: Network) -> None:
 
 
 def read_net(path: str | Path) -> Network:
-    """Load and validate net.h5; any defect raises QffsFormatError naming the layer and key."""
+    """Load and validate net.h5; any defect raises QffsFormatError naming the layer and key.
+
+    Example:
+        >>> network = qffs.read_net("digits.h5")
+        >>> network.shapes, network.pipeline_depth, network.bias_steps   # per layer; D; K
+    """
     path = Path(path)
     if not path.is_file():
         raise QffsFormatError(f"net file {path} does not exist")

@@ -60,6 +60,13 @@ class QffsNetwork(AbstractProcess):
         flat_order: per net.h5 layer, for each flat position in Lava's order the flat
                     position in net.h5's (C, H, W) order
         network:    the `Network` (net.h5 as read); str(process) is the Lava view
+
+    Example (docs/lava.md, examples/lava_network.py):
+        >>> net = qffs.QffsNetwork(net_config="digits.h5", reset_interval=8 + D)
+        >>> source = RingBuffer(data=net.source_data(images))   # lava.proc.io.source
+        >>> source.s_out.connect(net.inp); net.out.connect(sink.a_in)
+        >>> sink.run(condition=RunSteps(num_steps=...), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        >>> net.output_counts(sink.data.get())                  # (N, classes)
     """
 
     def __init__(self, net_config, reset_interval: Optional[int] = None, reset_offset: int = 0,

@@ -1,0 +1,138 @@
+"""The public API: `import qffs_lava as qffs` gives the verbs, lightly; the README's Python example runs as it
+stands; a Python run's JSON is qffs-run's; the backends' seams hold (no name tests outside the registry)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qffs_lava as qffs
+from qffs_lava.backends import BACKENDS
+from qffs_lava.cli import run_main
+
+REPO = Path(__file__).resolve().parents[1]
+VERBS = ["train", "from_torch", "export", "read_net", "load_dataset", "run", "TorchNetwork", "QffsNetwork"]
+
+
+def test_import_loads_neither_torch_nor_lava():
+    code = ("import sys, qffs_lava; heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lava')); "
+            "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_verbs_are_at_the_top_each_with_an_example():
+    assert set(VERBS) <= set(qffs.__all__)
+    for name in qffs.__all__:
+        assert getattr(qffs, name) is not None, name
+    for name in VERBS:
+        doc = getattr(qffs, name).__doc__ or ""
+        assert "Example" in doc and ">>> " in doc and "qffs." in doc, f"{name}'s docstring has no example"
+    with pytest.raises(AttributeError):
+        qffs.no_such_verb  # noqa: B018
+
+
+def readme_python_api_example() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.lava
+def test_the_readmes_python_example_runs_as_it_stands(tmp_path, capsys):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(readme_python_api_example(), "README.md (Python API)", "exec"), {"__name__": "readme"})
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert "Lava view (QffsNetwork)" in out or "QffsNeuron" in out
+    written = json.loads((tmp_path / "digits_lava.json").read_text())
+    assert written["backend"] == "lava" and written["samples"] == 40 and "costs" in written
+
+
+def test_to_json_is_what_qffs_run_json_writes(digits_net, tmp_path):
+    """The same run from Python and from the command line: equal reports but for the wall time."""
+    assert run_main([str(digits_net), "--dataset", "digits", "--samples", "30", "--steps", "6", "--stats",
+                     "--quiet", "--json", str(tmp_path / "cli.json")]) == 0
+    images, labels = qffs.load_dataset("digits", "test")
+    result = qffs.run(str(digits_net), images[:30], labels[:30], steps=6, stats=True, progress=False,
+                      description="digits test split")
+    cli, python = json.loads((tmp_path / "cli.json").read_text()), json.loads(result.to_json())
+    assert cli.pop("seconds") > 0 and python.pop("seconds") > 0
+    assert cli == python
+    assert qffs.RunResult.from_dict(json.loads(result.to_json())) == result
+
+
+def library_files():
+    return sorted(p for folder in ("qffs_lava", "export") for p in (REPO / folder).rglob("*.py"))
+
+
+def test_no_backend_name_is_tested_outside_the_registry():
+    """What differs between backends is each backend's attributes; nothing compares a backend's name."""
+    names = "|".join(re.escape(name) for name in BACKENDS)
+    compared = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    loop = re.compile(r"\bfor\s+[\w, ]+\s+in\b")  # iterating over names is no test of one
+    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in library_files()
+             for n, line in enumerate(p.read_text().splitlines(), 1) if compared.search(loop.sub("", line))]
+    assert not found, "\n".join(found)
+
+
+def test_no_layer_kind_is_tested_outside_the_ir():
+    """Layers and synapses are told apart by their types' methods (visit) and classes, in qffs_lava/ir only."""
+    kinds = "dense|conv|maxpool|flatten|input"
+    compared = re.compile(rf"""((?<!dtype)\.kind|\[["']type["']\])\s*(==|!=|in\b|not in\b)|["']({kinds})["']\s*(==|!=)""")
+    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in library_files() if "ir" not in p.parts
+             for n, line in enumerate(p.read_text().splitlines(), 1) if compared.search(line)]
+    assert not found, "\n".join(found)
+
+
+def test_no_file_refers_to_a_document_outside_the_repository():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    found = [name for name in tracked if (REPO / name).is_file() and (REPO / name).suffix in (".py", ".md", ".json",
+                                                                                                ".toml", "")
+             and "DESIGN" + ".md" in (REPO / name).read_text(errors="replace")]
+    assert not found
+
+
+@pytest.mark.lava
+def test_stats_on_lava_with_two_workers_in_a_process_that_trained_first(tmp_path):
+    """Training runs autograd; the Lava workers forked afterwards run no torch, and the costs counted from their
+    tallies equal the torch simulator's (pipelined), layer by layer and step by step."""
+    script = f"""
+import qffs_lava as qffs
+from qffs_lava.backends import simulate
+qffs.train("digits", "lenet", out="{tmp_path}/m.pt", progress=False, log=lambda _: None, float_epochs=1,
+           qat_epochs=1, hardware_epochs=1)
+network = qffs.export("{tmp_path}/m.pt", "{tmp_path}/m.h5", log=lambda _: None)
+images, labels = qffs.load_dataset("digits", "test")
+lava = qffs.run(network, images[:24], labels[:24], steps=6, backend="lava", workers=2, stats=True, progress=False)
+torch_run = qffs.run(network, images[:24], labels[:24], steps=6, mode="pipelined", stats=True, progress=False)
+assert lava.costs == torch_run.costs and lava.output_counts == torch_run.output_counts
+tallied = simulate(network, images[:24], 6, "lava", workers=2, chunk=12, count_costs=True).costs
+counted = simulate(network, images[:24], 6, "torch", mode="pipelined", count_costs=True).costs
+assert tallied == counted and tallied.sops.sum() > 0
+print("ok", lava.costs["total"]["sops"][-1])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok")
+
+
+def test_lava_workers_return_numpy_tallies(digits_net):
+    """What a worker sends back is numpy only: the recorded output and per-layer tallies."""
+    from qffs_lava.backends.lava.runner import _run_chunk
+
+    network = qffs.read_net(digits_net)
+    x = qffs.load_dataset("digits", "test")[0][:3].numpy()
+    recorded, tallies = _run_chunk(network, x, 4, BACKENDS["lava"], False, True)
+    assert set(recorded) == {network.output_index} and set(tallies) == set(range(1, len(network.layers)))
+    for positive, negative in tallies.values():
+        assert isinstance(positive, np.ndarray) and isinstance(negative, np.ndarray)

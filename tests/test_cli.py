@@ -1,0 +1,82 @@
+"""The commands are thin: their defaults are the library's, every option says what it does, every command
+has --version, and library errors reach the user naming the command's own flags."""
+
+import argparse
+import dataclasses
+import inspect
+
+import pytest
+from qffs_export.exporter import export
+
+import qffs_lava
+from qffs_lava.ann.train import TrainConfig
+from qffs_lava.cli import TRAIN_OPTIONS, export_main, inspect_main, run_main, train_main
+from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.evaluate import run
+
+COMMANDS = {"qffs-train": train_main, "qffs-export": export_main, "qffs-inspect": inspect_main,
+            "qffs-run": run_main}
+
+
+def parser_of(main) -> argparse.ArgumentParser:
+    return main.build_parser()
+
+
+def defaults(function) -> dict:
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_qffs_train_has_an_option_for_every_training_setting_with_its_default():
+    parser = parser_of(train_main)
+    actions = {action.dest: action for action in parser._actions}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in ("dataset", "arch"):
+            assert actions[field.name].required
+            continue
+        assert field.name in TRAIN_OPTIONS and field.name in actions, f"no qffs-train option for {field.name}"
+        assert actions[field.name].default == field.default, field.name
+
+
+@pytest.mark.parametrize("main, function", [(run_main, run), (export_main, export)])
+def test_qffs_run_and_export_take_the_librarys_defaults(main, function):
+    actions = {action.dest: action for action in parser_of(main)._actions}
+    shared = set(actions) & set(defaults(function))
+    assert len(shared) >= 3
+    for name in shared:
+        cli, library = actions[name].default, defaults(function)[name]
+        assert (list(cli) == list(library)) if isinstance(library, tuple) else cli == library, name
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_says_what_it_does(command):
+    for action in parser_of(COMMANDS[command])._actions:
+        assert action.help and len(action.help) > 10, f"{command} {action.option_strings or action.dest}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_version(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        COMMANDS[command](["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{command} (qffs-lava) {qffs_lava.__version__}"
+
+
+def test_a_library_error_names_python_arguments_and_the_command_its_flags(capsys):
+    err = ParameterError("{} needs {} with a trained model file", ("float_epochs", 0), "init")
+    assert str(err) == "float_epochs=0 needs init with a trained model file"
+    assert train_main(["--dataset", "digits", "--arch", "mlp", "--out", "/tmp/x.pt", "--float-epochs", "0",
+                       "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --float-epochs 0 needs --init with a trained model file or " \
+                                              "state dict"
+    plain = QffsError("a {brace} is only text")  # no parameters: the message as it is
+    assert str(plain) == "a {brace} is only text" and plain.render(lambda n, v: "?") == str(plain)
+
+
+def test_a_negative_flag_is_shown_for_its_parameter():
+    err = QffsError("the network does not fit ({} exports it anyway)", ("loihi_check", False))
+    assert str(err) == "the network does not fit (loihi_check=False exports it anyway)"
+    from qffs_lava.cli import flag_for
+
+    assert err.render(flag_for(parser_of(export_main))) == "the network does not fit (--no-loihi-check exports it " \
+                                                           "anyway)"
