@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-slow demo bench ablation peers data venv clean
+.PHONY: test test-fast test-slow demo bench ablation peers data venv clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,13 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# Everything but the slow end-to-end runs (CI runs this, with HYPOTHESIS_PROFILE=ci for the full example counts).
 test: data
 	$(VPY) -m pytest -m "not slow"
+
+# The quick loop: no Lava runtime, nothing slow (about a minute).
+test-fast: data
+	$(VPY) -m pytest -m "not slow and not lava"
 
 test-slow: data
 	$(VPY) -m pytest -m slow

@@ -19,7 +19,7 @@ import sys
 import torch
 from run_bench import README, ROOT, RUNS, STEPS, duration, pct, replace_block, run
 
-from qffs_lava.evaluate import write_json
+from qffs_lava.reports import write_json
 
 #: name -> (the --ablate options, its label)
 VARIANTS = {

@@ -12,7 +12,7 @@ For average pooling and for max pooling, in turn:
    and `qffs-run --stats`).
 3. Runs each on the MNIST test split, the peers for T = 1..256 with the image as analog input at
    every step (as both libraries do by default) and the sum of the last layer's outputs as the
-   prediction, QFFS for T = 1..16; counts spikes and synaptic operations as DESIGN.md section 9
+   prediction, QFFS for T = 1..16; counts spikes and synaptic operations as docs/costs.md
    defines them (costs.connections: spikes times the fan-out of the synapse they cross, average
    pooling part of it; the analog input one event per nonzero pixel per step).
 Writes bench/peers.json, bench/peers.png and the README's bench:peers block. The peers are an
@@ -44,7 +44,8 @@ from tqdm import tqdm
 
 from qffs_lava.ann.datasets import load_dataset, split_validation
 from qffs_lava.costs import connections
-from qffs_lava.evaluate import holds_from_step, write_json
+from qffs_lava.evaluate import holds_from_step
+from qffs_lava.reports import write_json
 
 RUNS = ROOT / "runs" / "peers"
 PEER_STEPS = 256
@@ -119,7 +120,7 @@ def structural(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def synapse_sources(ann: nn.Sequential, input_shape) -> Dict[int, torch.Tensor]:
     """Per spike source of the BN-folded LeNet (-1: the input; a ReLU, or a max pool, by index), the fan-out of
-    each of its neurons through the modules up to the next conv or linear (DESIGN.md section 9)."""
+    each of its neurons through the modules up to the next conv or linear (docs/costs.md)."""
     shapes, x = [], torch.zeros((1,) + tuple(input_shape))
     for module in ann:
         x = module(x)

@@ -31,7 +31,8 @@ import torch
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import read_model_file
-from qffs_lava.evaluate import plot_report, write_json
+from qffs_lava.reports import plot_accuracy, write_json
+from qffs_lava.results import RunResult
 from qffs_lava.ir.netfile import read_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,9 +155,9 @@ def main():
     results["busy_machine"] = busy_machine("mnist_lenet", "mnist")
     results["demo"] = run("make demo", cwd=ROOT)["seconds"]
     for name, title in (("mnist_lenet", "MNIST LeNet"), ("fashionmnist_resnet8", "Fashion-MNIST ResNet-8")):
-        reports = {f"torch ({results[name]['torch']['samples']} samples)": results[name]["torch"],
-                   f"lava ({results[name]['lava']['samples']} samples)": results[name]["lava"]}
-        plot_report(ROOT / "bench" / f"{name}.png", reports, title=f"{title} (2-bit hidden, 3-bit output), QFFS SNN")
+        curves = {f"{backend} ({results[name][backend]['samples']} samples)": RunResult.from_dict(json.loads(
+            (RUNS / f"{name}_{backend}.json").read_text())) for backend in ("torch", "lava")}
+        plot_accuracy(ROOT / "bench" / f"{name}.png", curves, title=f"{title} (2-bit hidden, 3-bit output), QFFS SNN")
     write_json(ROOT / "bench" / "results.json", results)
     update_readme(results)
     if not args.skip_tests:  # last, so that a failing test loses no measurement

@@ -1,15 +1,96 @@
-"""Shared test fixtures: where the datasets are, and a small trained digits model."""
+"""Shared test fixtures (the datasets, small trained digits models), the test tiers and Hypothesis profiles.
 
+Tiers: `slow` is marked by hand (end-to-end runs of minutes, `make test-slow`). `lava` is applied here to
+every test that starts a Lava runtime, found by what its code uses (below); `make test-fast` runs what is
+neither. A test that starts a Lava runtime without being marked fails, so the fast tier cannot grow one.
+
+Hypothesis: the `ci` profile (.ci/run sets HYPOTHESIS_PROFILE=ci) runs every property test's full example
+count, the default `dev` profile a tenth of it (`profiles.examples`).
+"""
+
+import inspect
 import os
-from pathlib import Path
+import types
+from pathlib import Path, PurePath
 
-# Lava calls multiprocessing.set_start_method('fork') when first imported, which fails once
-# anything (tqdm's lock, for one) has fixed the start method; import it before the tests do.
-import lava.lib.dl.netx  # noqa: E402,F401
 import pytest
+from hypothesis import settings
+
+from qffs_lava.backends import BACKENDS
+from qffs_lava.backends.lava.runner import import_lava
+
+# Lava sets multiprocessing's start method to 'fork' when first imported, which fails once anything (tqdm's
+# lock, for one) has fixed it; import_lava resets it first. Importing Lava's core here also lets the guard
+# below hold for every test.
+import_lava()
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("QFFS_DATA_DIR", REPO / "data"))
+
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+#: What a test's code (or a helper or fixture it uses) names when it starts a Lava runtime: the Lava
+#: backends, the runner, the Lava Process, the example that runs one, Lava's run configurations.
+LAVA_NAMES = {"LavaRun", "run_lava", "QffsNetwork", "import_lava", "Loihi2SimCfg", "Loihi2HwCfg", "lava_view"}
+LAVA_STRINGS = {name for name, backend in BACKENDS.items() if backend.lava_tag} | {
+    "--lava", "fixed_pt", "floating_pt", "examples/lava_network.py", "lava_network.py"}
+
+
+def _code_objects(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _uses_lava(function, seen: set) -> bool:
+    """Whether a function (or a test-suite function it names, transitively) names a Lava entry point."""
+    function = inspect.unwrap(function)
+    code = getattr(function, "__code__", None)
+    if code is None or code in seen:
+        return False
+    seen.add(code)
+    namespace = getattr(function, "__globals__", {})
+    for part in _code_objects(code):
+        if LAVA_NAMES & set(part.co_names) or LAVA_STRINGS & {c for c in part.co_consts if isinstance(c, str)}:
+            return True
+        for name in part.co_names:
+            helper = namespace.get(name)
+            if isinstance(helper, (str, PurePath)) and (str(helper) in LAVA_STRINGS or
+                                                        PurePath(helper).name in LAVA_STRINGS):
+                return True  # a constant such as the path of examples/lava_network.py
+            source = getattr(inspect.unwrap(helper), "__code__", None) if callable(helper) else None
+            if source is not None and Path(source.co_filename).resolve().parent == TESTS \
+                    and _uses_lava(helper, seen):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        fixtures = [definition.func for name, definitions in item._fixtureinfo.name2fixturedefs.items()
+                    for definition in definitions if name != "lava_runtimes_only_where_marked"]
+        seen: set = set()
+        if any(isinstance(v, str) and v in LAVA_STRINGS for v in params.values()) \
+                or any(_uses_lava(f, seen) for f in [item.function] + fixtures):
+            item.add_marker(pytest.mark.lava)
+
+
+@pytest.fixture(autouse=True)
+def lava_runtimes_only_where_marked(request, monkeypatch):
+    """A test not marked `lava` (by hand or by the detection above) may not start a Lava runtime."""
+    if request.node.get_closest_marker("lava") is None:
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{request.node.nodeid} starts a Lava runtime but is not marked lava: name a Lava "
+                                 "entry point in tests/conftest.py's LAVA_NAMES, or mark it pytest.mark.lava")
+
+        monkeypatch.setattr(AbstractProcess, "create_runtime", refuse)
+        monkeypatch.setattr(AbstractProcess, "run", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +118,7 @@ def digits_model_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_net(tmp_path_factory, digits_model_file) -> Path:
     """The digits MLP exported to net.h5."""
-    from qffs_lava.export.exporter import export
+    from qffs_export.exporter import export
 
     path = tmp_path_factory.mktemp("nets") / "digits.h5"
     export(digits_model_file, path, log=lambda _: None)
@@ -47,7 +128,7 @@ def digits_net(tmp_path_factory, digits_model_file) -> Path:
 @pytest.fixture(scope="session")
 def digits_lenet_files(tmp_path_factory):
     """A LeNet (conv, max pool, conv, max pool, flatten, dense, dense) trained briefly on digits, and its net.h5."""
-    from qffs_lava.export.exporter import export
+    from qffs_export.exporter import export
 
     from qffs_lava.ann.train import train
 

@@ -88,7 +88,8 @@ def test_no_backend_name_is_tested_outside_the_registry():
 def test_no_layer_kind_is_tested_outside_the_ir():
     """Layers and synapses are told apart by their types' methods (visit) and classes, in qffs_lava/ir only."""
     kinds = "dense|conv|maxpool|flatten|input"
-    compared = re.compile(rf"""((?<!dtype)\.kind|\[["']type["']\])\s*(==|!=|in\b|not in\b)|["']({kinds})["']\s*(==|!=)""")
+    compared = re.compile(rf"""((?<!dtype)\.kind|\[["']type["']\])\s*(==|!=|in\b|not in\b)"""
+                          rf"""|["']({kinds})["']\s*(==|!=)""")
     found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in library_files() if "ir" not in p.parts
              for n, line in enumerate(p.read_text().splitlines(), 1) if compared.search(line)]
     assert not found, "\n".join(found)

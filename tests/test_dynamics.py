@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from qffs_lava.dynamics import (
     V_MAX,
@@ -99,7 +100,7 @@ neuron_cases = st.integers(1, 40).flatmap(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(neuron_cases)
 def test_neuron_settles_at_the_quantized_activation(case):
     threshold, z_max, inputs = case
@@ -131,7 +132,7 @@ pool_cases = st.tuples(
 ).filter(lambda c: c[3] <= c[1] and c[4] <= c[2])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(pool_cases, st.booleans())
 def test_event_max_pool_tracks_max_of_cumulative_counts(case, padded):
     channels, height, width, kh, kw, sh, sw, seed = case
@@ -159,7 +160,7 @@ def test_pool_windows_refuses_bad_geometry():
         pool_windows((1, 2, 2), (3, 3), (1, 1))
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_numpy_and_torch_give_identical_results(seed):
     rng = np.random.default_rng(seed)
