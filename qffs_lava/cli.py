@@ -147,13 +147,15 @@ def defaults_of(function: Callable) -> dict:
 
 # qffs-train --------------------------------------------------------------------------------------------
 
+DATA_DIR_HELP = ("the folder holding the datasets in torchvision's layout (make data lays out MNIST and Fashion-MNIST "
+                 "there)")
+DOWNLOAD_HELP = "let torchvision download the dataset (needs internet)"
+
 #: qffs-train's option for each TrainConfig field but dataset and arch: (flag, argparse keywords). The defaults
 #: are TrainConfig's; None for the epochs and the batch size means the dataset's schedule (the epilog).
 TRAIN_OPTIONS = {
-    "data_dir": ("--data-dir", dict(help="the folder holding the datasets in torchvision's layout (make data lays "
-                                         "out MNIST and Fashion-MNIST there)")),
-    "download": ("--download", dict(action="store_true",
-                                    help="let torchvision download the dataset (needs internet)")),
+    "data_dir": ("--data-dir", dict(help=DATA_DIR_HELP)),
+    "download": ("--download", dict(action="store_true", help=DOWNLOAD_HELP)),
     "act_bits": ("--act-bits", dict(type=bits, help="hidden activation bits")),
     "out_bits": ("--out-bits", dict(type=bits, help="output layer bits")),
     "layer_bits": ("--layer-bits", dict(type=bits_list, help="bits per activation layer, comma-separated, output "
@@ -261,8 +263,7 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=integer_at_least(0), default=defaults["samples"],
                         help="measure fidelity on the first N test samples (default: the whole test split; "
                              "0: no dataset needed, fidelity not measured)")
-    parser.add_argument("--data-dir", default=defaults["data_dir"],
-                        help=f"the folder holding the datasets (default: {defaults['data_dir']})")
+    parser.add_argument("--data-dir", default=defaults["data_dir"], help=f"{DATA_DIR_HELP} (default: %(default)s)")
     parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="export even if weights, threshold, bias or membrane exceed Loihi 2's ranges (warns)")
     add_threads_option(parser)
@@ -355,7 +356,7 @@ def load_inputs(args) -> tuple:
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    from qffs_lava.ann.datasets import DATASETS, SPLITS
+    from qffs_lava.ann.datasets import DATASETS, SPLITS, load_dataset
     from qffs_lava.backends import BACKENDS, RunOptions
     from qffs_lava.dynamics import ABLATIONS
     from qffs_lava.evaluate import run
@@ -374,9 +375,9 @@ def _run_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", choices=list(DATASETS), help="evaluate on a dataset split")
     source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
     parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
-    parser.add_argument("--data-dir", default="data",
-                        help="the folder holding the datasets in torchvision's layout (default: data)")
-    parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    data = defaults_of(load_dataset)
+    parser.add_argument("--data-dir", default=data["data_dir"], help=f"{DATA_DIR_HELP} (default: %(default)s)")
+    parser.add_argument("--download", action="store_true", default=data["download"], help=DOWNLOAD_HELP)
     parser.add_argument("--split", default="test", choices=list(SPLITS),
                         help="the dataset split to run on (default: test)")
     parser.add_argument("--samples", type=integer_at_least(1), default=None, help="only the first N samples")

@@ -8,6 +8,7 @@ accuracy-against-steps plot.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 from pathlib import Path
 from typing import Dict
@@ -102,10 +103,13 @@ def summary_table(summary: Dict) -> str:
 
 
 def main(argv=None) -> int:
+    defaults = {name: p.default for name, p in inspect.signature(run_demo).parameters.items()}
     parser = argparse.ArgumentParser(prog="python -m qffs_lava.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/demo", help="folder for the model, net and plot (default runs/demo)")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--out", default=defaults["out_dir"],
+                        help="folder for the model, net and plot (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults["steps"],
+                        help="T, the synchronous time steps each backend runs (default %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     run_demo(args.out, args.steps, progress=not args.quiet)
     return 0
