@@ -357,7 +357,7 @@ def load_inputs(args) -> tuple:
 
 def _run_parser() -> argparse.ArgumentParser:
     from qffs_lava.ann.datasets import DATASETS, SPLITS, load_dataset
-    from qffs_lava.backends import BACKENDS, RunOptions
+    from qffs_lava.backends import BACKENDS, RunOptions, names_with
     from qffs_lava.dynamics import ABLATIONS
     from qffs_lava.evaluate import run
     from qffs_lava.ir.network import MODES
@@ -400,14 +400,15 @@ def _run_parser() -> argparse.ArgumentParser:
                         help=f"Lava backends: run chunks of {RunOptions.chunk} samples in N Lava runtimes at once, "
                              "each in its own process (default: one per core, at most one per chunk; results do "
                              "not depend on it)")
+    ablating, counting = ", ".join(names_with("ablations")), ", ".join(names_with("costs"))
     parser.add_argument("--ablate", action="append", default=list(defaults["ablate"]), choices=list(ABLATIONS),
-                        help="leave out one of QFFS's mechanisms, as in the paper's ablation study (torch backend; "
-                             "repeat for several): negative-spikes (Algorithm 1 never sends -1), count-bound (no "
-                             "zMax), precharge (v starts at 0, not th // 2)")
+                        help="leave out one of QFFS's mechanisms, as in the paper's ablation study "
+                             f"({ablating}; repeat for several): negative-spikes (Algorithm 1 never sends -1), "
+                             "count-bound (no zMax), precharge (v starts at 0, not th // 2)")
     parser.add_argument("--stats", action="store_true",
                         help="count the work: per layer and in total, per sample, for each t, positive and negative "
                              "spikes, synaptic operations (SOPs: spikes x fan-out) and the ANN's multiply-"
-                             "accumulates (MACs) for the same network (torch and Lava backends; in the JSON too)")
+                             f"accumulates (MACs) for the same network ({counting}; in the JSON too)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
     parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
     parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qffs_lava.backends import BACKENDS, RunOptions, get_backend
+from qffs_lava.backends import RunOptions, get_backend, names_with
 from qffs_lava.backends.pytorch import QannBackend
 from qffs_lava.costs import cost_report
 from qffs_lava.dynamics import ABLATIONS, without
@@ -115,11 +115,11 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     if unknown:
         raise ParameterError(f"{{}}: unknown ablation {unknown[0]!r} (choose from {', '.join(ABLATIONS)})", "ablate")
     if ablate and not runner.ablations:
-        raise ParameterError(f"{{}} runs on the {' and '.join(_names('ablations'))} backend only, not {backend}",
+        raise ParameterError(f"{{}} runs on the {' and '.join(names_with('ablations'))} backend only, not {backend}",
                              "ablate")
     if stats and not runner.costs:
         raise ParameterError(f"{{}} counts spikes over time steps, which the {backend} backend has not (choose "
-                             f"{' or '.join(_names('costs'))})", "stats")
+                             f"{' or '.join(names_with('costs'))})", "stats")
     options = RunOptions(batch_size=batch_size, device=device, workers=workers, mechanisms=without(*ablate),
                          count_costs=stats)
     runner.check(options)
@@ -157,11 +157,6 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     if simulation.costs is not None:
         result.costs = cost_report(net, simulation.costs, mode)
     return result
-
-
-def _names(capability: str) -> list:
-    """The backends that have a capability (a Backend attribute)."""
-    return [name for name, backend in BACKENDS.items() if getattr(backend, capability)]
 
 
 def _accuracy(predictions: torch.Tensor, labels: Optional[torch.Tensor]) -> Optional[float]:

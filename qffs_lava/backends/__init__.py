@@ -10,7 +10,7 @@ Each is a `Backend` (base.py) that states what it needs and runs a network for T
 returning a `results.Simulation`. Adding one is one class and one entry in BACKENDS.
 """
 
-from typing import Dict
+from typing import Dict, List
 
 from qffs_lava.backends.base import Backend, RunOptions
 from qffs_lava.backends.lava import LavaBackend, LavaFloatBackend, Loihi2Backend
@@ -20,7 +20,7 @@ from qffs_lava.errors import ParameterError
 BACKENDS: Dict[str, Backend] = {backend.name: backend for backend in (
     QannBackend(), TorchBackend(), LavaBackend(), LavaFloatBackend(), Loihi2Backend())}
 
-__all__ = ["BACKENDS", "Backend", "RunOptions", "get_backend", "simulate"]
+__all__ = ["BACKENDS", "Backend", "RunOptions", "get_backend", "names_with", "simulate"]
 
 
 def get_backend(name: str) -> Backend:
@@ -30,6 +30,11 @@ def get_backend(name: str) -> Backend:
     except (KeyError, TypeError):
         raise ParameterError(f"{{}}: unknown backend {name!r} (choose from {', '.join(BACKENDS)})",
                              "backend") from None
+
+
+def names_with(capability: str) -> List[str]:
+    """The names of the backends that have a capability (a Backend attribute, e.g. "costs")."""
+    return [name for name, backend in BACKENDS.items() if getattr(backend, capability)]
 
 
 def simulate(network, x, steps: int, backend: str = "torch", mode: str = "sync", **options):
