@@ -121,13 +121,13 @@ def command(build: Callable[[], argparse.ArgumentParser]):
 
     def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
         def main(argv: Optional[List[str]] = None) -> int:
-            parser = build()
-            args = parser.parse_args(argv)
-            try:
-                act(args, parser)
+            parser = None
+            try:  # a Ctrl-C while the parser's imports load is a Ctrl-C too
+                parser = build()
+                act(parser.parse_args(argv), parser)
                 return 0
             except QffsError as err:
-                print(f"error: {err.render(flag_for(parser))}", file=sys.stderr)
+                print(f"error: {err.render(flag_for(parser)) if parser else err}", file=sys.stderr)
                 return 2
             except KeyboardInterrupt:
                 print("interrupted", file=sys.stderr)

@@ -274,8 +274,9 @@ def _in_parallel(network, chunks, run_args, workers, progress):
     interrupts = MainProcessInterrupts()
     interrupts.install()  # Ctrl-C raises here as with one worker, even where SIGINT was inherited ignored
     try:
-        for process in processes:
-            process.start()
+        with interrupts.held():  # a Ctrl-C raised inside os.fork's handlers would be lost: it waits till all exist
+            for process in processes:
+                process.start()
         while len(done) < len(chunks):
             try:
                 index, result, err = results.get(timeout=0.5)
