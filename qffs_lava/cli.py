@@ -350,6 +350,9 @@ def load_inputs(args) -> tuple:
         x, labels = load_dataset(args.dataset, args.split, args.data_dir, download=args.download)
         description = f"{args.dataset} {args.split} split"
     if args.samples is not None:
+        if args.samples > len(x):
+            print(f"note: --samples {args.samples}, but {description} has {len(x)}; running all {len(x)}",
+                  file=sys.stderr)
         x = x[:args.samples]
         labels = labels[:args.samples] if labels is not None else None
     return x, labels, description
@@ -387,9 +390,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=defaults["backend"], choices=list(BACKENDS),
                         help=f"what runs the network (default {defaults['backend']}; the list is below)")
     parser.add_argument("--mode", default=defaults["mode"], choices=list(MODES),
-                        help="synchronous steps, or pipelined with one step of delay per hop as Lava runs (the "
-                             "Lava backends are always pipelined; results are reported in synchronous steps "
-                             "either way)")
+                        help="sync: synchronous steps; pipelined: one step of delay per synapse, as Lava and Loihi "
+                             "run (default: the backend's own: sync for torch; the Lava backends run pipelined only; "
+                             "results are reported in synchronous steps either way)")
     parser.add_argument("--batch-size", "--batch", dest="batch_size", type=integer_at_least(1),
                         default=defaults["batch_size"],
                         help=f"qann and torch backends: samples per batch (default {defaults['batch_size']}; "

@@ -23,7 +23,7 @@ from qffs_lava.dynamics import ABLATIONS, without
 from qffs_lava.errors import ParameterError, QffsFormatError
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import read_net
-from qffs_lava.ir.network import MODES, Network
+from qffs_lava.ir.network import Network
 from qffs_lava.results import CLOSED_FORM, RunResult
 
 
@@ -76,7 +76,7 @@ def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
 
 
 def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend: str = "torch",
-        mode: str = "sync", *, batch_size: int = 256, device: str = "cpu", workers: Optional[int] = None,
+        mode: Optional[str] = None, *, batch_size: int = 256, device: str = "cpu", workers: Optional[int] = None,
         ablate: Sequence[str] = (), stats: bool = False, loihi_check: bool = True, progress: bool = True,
         description: Optional[str] = None) -> RunResult:
     """Run a network on samples for T = `steps` synchronous steps and compare every step with its integer QANN.
@@ -84,8 +84,8 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     net:         a net.h5 path (as qffs-export wrote it) or a Network (`read_net`)
     x, labels:   dataset values (N, *input shape), floats in [0, 1]; optional class indices (N,)
     backend:     one of backends.BACKENDS: qann, torch, lava, lava-float, loihi2
-    mode:        "sync" or "pipelined" (the Lava backends always run pipelined; results are
-                 reported in synchronous steps either way)
+    mode:        "sync" or "pipelined", or None for the backend's own (sync for torch; the Lava
+                 backends run pipelined only); results are reported in synchronous steps either way
     batch_size, device: the qann and torch backends' batch and "cpu" or "cuda"
     workers:     the Lava backends' runtimes at once (default: one per core)
     ablate:      QFFS mechanisms to leave out (dynamics.ABLATIONS; the torch backend); the QANN
@@ -103,9 +103,10 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     if not isinstance(net, Network):
         path, net = str(net), read_net(net)
     runner = get_backend(backend)
-    if mode not in MODES:
-        raise ParameterError(f"{{}}: unknown mode {mode!r} (choose from {', '.join(MODES)})", "mode")
     mode = runner.mode_for(mode)
+    if workers is not None and not runner.worker_processes:
+        raise ParameterError(f"{{}} is for the {', '.join(names_with('worker_processes'))} backends, which run in "
+                             f"worker processes; the {backend} backend runs in this one", ("workers", workers))
     if runner.time_steps and steps < net.bias_steps:
         raise ParameterError(f"{{}}: T must cover the network's K = {net.bias_steps} steps, the steps over which "
                              "its input is presented", ("steps", steps))

@@ -107,13 +107,24 @@ def cost_table(report: Dict, t: int) -> str:
             f"(spikes sent; SOPs = spikes x fan-out, received; docs/costs.md):\n" + render(header, rows))
 
 
+#: What a run's time mode means, for its report.
+TIME_MODES = {
+    "sync": "synchronous time: within a step every layer sees its sources' spikes of the same step (the paper's "
+            "time steps t)",
+    "pipelined": "pipelined time, as Lava and Loihi 2 run it: every synapse delays by one step, so a shortcut with "
+                 "fewer hops arrives earlier; reported at synchronous step t = Lava step t + D (D = {D}), so small t "
+                 "can differ from a synchronous run's",
+}
+
+
 def run_table(result: RunResult) -> str:
     """A run's report: per step t its accuracy and agreement with the QANN (and with costs its spikes and SOPs),
     the step from which it equals the QANN, the accuracies, and with costs the per-layer table at T."""
     if result.time_steps:
         lines = [f"backend {result.backend} ({result.mode}), {result.samples} samples, K = {result.bias_steps}, "
                  f"pipeline depth D = {result.pipeline_depth}"
-                 + (f", without: {', '.join(result.ablated)} (an ablation)" if result.ablated else "")]
+                 + (f", without: {', '.join(result.ablated)} (an ablation)" if result.ablated else ""),
+                 TIME_MODES[result.mode].format(D=result.pipeline_depth)]
     else:
         lines = [f"backend {result.backend} ({result.mode}, no time steps), {result.samples} samples"]
     costs = result.costs
@@ -127,9 +138,8 @@ def run_table(result: RunResult) -> str:
                 f"  {costs['total']['spikes'][t - 1]:>9,.0f}  {costs['total']['sops'][t - 1]:>11,.0f}  "
                 f"{costs['total']['sops_per_mac'][t - 1]:>9.3f}" if costs else ""))
         where = result.equal_from_step
-        lines.append("SNN == QANN on every sample from step " + (f"t = {where}" if where else
-                     f"(not reached by t = {result.steps})") + " (synchronous steps; Lava adds D = "
-                     f"{result.pipeline_depth} steps of pipeline delay)")
+        lines.append(f"SNN == QANN on every sample from step t = {where}" if where else
+                     f"SNN == QANN on every sample: not reached by t = {result.steps}")
     if result.qann_accuracy is not None:
         lines.append(f"QANN accuracy {100 * result.qann_accuracy:.2f}%" + (
             f", {result.backend} accuracy at t = {result.steps}: {100 * result.accuracy:.2f}%"
@@ -155,6 +165,8 @@ def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = 
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for name, result in results.items():
+        if result.ablated:
+            name += f" without {', '.join(result.ablated)}"
         steps = range(1, len(result.agreement_by_step) + 1)
         if result.accuracy_by_step[0] is not None:
             axes[0].plot(steps, [100 * a for a in result.accuracy_by_step], marker="o", label=name)

@@ -294,6 +294,11 @@ def train(
     init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
     if init is not None and init["dataset"] != cfg.dataset:
         raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}", "init")
+    if init is not None and init["train"].get("arch", init["arch"]["name"]) != cfg.arch:
+        trained = init["train"].get("arch", init["arch"]["name"])
+        raise ParameterError(f"{{}} {cfg.init} is a model file of the architecture {trained!r}, which it brings "
+                             f"with it; {{}} {cfg.arch!r} contradicts it: give {{}} {trained!r}",
+                             "init", "arch", ("arch", trained))
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -10,7 +10,7 @@ Each is a `Backend` (base.py) that states what it needs and runs a network for T
 returning a `results.Simulation`. Adding one is one class and one entry in BACKENDS.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from qffs_lava.backends.base import Backend, RunOptions
 from qffs_lava.backends.lava import LavaBackend, LavaFloatBackend, Loihi2Backend
@@ -37,10 +37,10 @@ def names_with(capability: str) -> List[str]:
     return [name for name, backend in BACKENDS.items() if getattr(backend, capability)]
 
 
-def simulate(network, x, steps: int, backend: str = "torch", mode: str = "sync", **options):
+def simulate(network, x, steps: int, backend: str = "torch", mode: Optional[str] = None, **options):
     """A backend's raw `results.Simulation` of dataset values x (N, *input shape) for `steps` synchronous steps,
     with `RunOptions(**options)` (e.g. record_spikes=True): every step's output counts, and spikes and costs
-    where asked. A backend that does not run `mode` runs its own (the Lava backends: pipelined).
+    where asked, in `mode` (None: the backend's own; the Lava backends run pipelined only).
 
     Example:
         >>> sim = simulate(network, images, 8, "lava", record_spikes=True)

@@ -58,6 +58,7 @@ class Backend(ABC):
     costs:        whether it counts spikes and synaptic operations (`RunOptions.count_costs`)
     loihi_ranges: whether it computes in Loihi 2's fixed-point ranges, so that a network outside them
                   is refused unless asked (values then saturate)
+    worker_processes: whether it runs in worker processes (`RunOptions.workers`)
     """
 
     name: ClassVar[str]
@@ -69,17 +70,24 @@ class Backend(ABC):
     ablations: ClassVar[bool] = False
     costs: ClassVar[bool] = False
     loihi_ranges: ClassVar[bool] = False
+    worker_processes: ClassVar[bool] = False
 
     @property
     def time_steps(self) -> bool:
         """Whether it runs step by step (every backend but a closed form)."""
         return bool(self.modes)
 
-    def mode_for(self, mode: str) -> str:
-        """The mode it runs when asked for `mode`: that one if it can, else its own (CLOSED_FORM without steps)."""
-        if not self.modes:
-            return CLOSED_FORM
-        return mode if mode in self.modes else self.modes[0]
+    def mode_for(self, mode: Optional[str]) -> str:
+        """The mode it runs: `mode`, or its own first (CLOSED_FORM without time steps) when None; ParameterError for
+        a mode it does not run."""
+        if mode is None:
+            return self.modes[0] if self.modes else CLOSED_FORM
+        if mode not in MODES:
+            raise ParameterError(f"{{}}: unknown mode {mode!r} (choose from {', '.join(MODES)})", "mode")
+        if mode not in self.modes:
+            runs = f"runs {' or '.join(self.modes)} only" if self.modes else "has no time steps"
+            raise ParameterError(f"{{}}: the {self.name} backend {runs}", ("mode", mode))
+        return mode
 
     def check(self, options: RunOptions) -> None:
         """Raise QffsError naming what it lacks here to run with these options: a device, a package."""

@@ -22,6 +22,7 @@ class LavaBackend(Backend):
     modes = ("pipelined",)
     costs = True
     loihi_ranges = True
+    worker_processes = True
 
     def run_config(self):
         """The Lava run configuration a runtime of this backend compiles with."""
