@@ -1,7 +1,13 @@
 """What a new user meets with a model of their own, their own files and a full disk (issue 26): each test runs the
 user's command and checks what it now prints and exits with."""
 
+from pathlib import Path
+
+import pytest
 from test_user_errors import assert_refused, cli
+
+from qffs_lava.ann.modelfile import read_model_file
+from qffs_lava.ir.netfile import read_net
 
 
 # 3. --arch and --init -------------------------------------------------------------------------------
@@ -61,3 +67,51 @@ def test_an_ablation_plot_names_the_ablation(digits_net, tmp_path, monkeypatch):
                  "--ablate", "precharge", "--plot", tmp_path / "p.png")
     assert result.returncode == 0, result.stderr
     assert labels and all(label == "torch without precharge" for label in labels)
+
+
+# 1. The export rule before any epoch; 5. one-line errors before training; 6. the user's own ops -------
+
+MODELS = Path(__file__).resolve().parent / "data" / "user_models.py"
+
+
+def train_user_model(name, out, *extra):
+    return cli("qffs-train", "--dataset", "digits", "--arch", f"{MODELS}:{name}", "--out", out, "--float-epochs",
+               "2", "--qat-epochs", "2", "--hardware-epochs", "1", "--quiet", *extra)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("ConvConv", "conv 'c1' (on the path of 'c2' into act 'relu') cannot be converted"),
+    ("AddIntoPool", "maxpool 'pool' reads add 'add', which is not a spiking output"),
+    ("ThreeChannels", "it does not run on inputs of shape (N, 1, 8, 8): Given groups=1, weight of size [8, 3, 3, 3], "
+                      "expected input[2, 1, 8, 8] to have 3 channels, but got 1 channels instead"),
+    ("Seven", "the model returns 7 values per sample, but digits has 10 classes: build it with num_classes=10"),
+    ("Relu6", "this module is not supported; use nn.ReLU (the quantizer clips at the top already)"),
+])
+def test_a_model_that_cannot_be_converted_is_refused_before_any_epoch(name, message, tmp_path):
+    result = train_user_model(name, tmp_path / "m.pt")
+    assert_refused(result, message)
+    assert "epoch" not in result.stdout and not (tmp_path / "m.pt").exists()
+
+
+def test_a_max_pool_before_its_relu_is_converted_after_it_and_said(tmp_path):
+    result = train_user_model("PoolBeforeRelu", tmp_path / "m.pt")
+    assert result.returncode == 0, result.stderr
+    assert "note: max pool 'pool' reads conv 'c2' and feeds ReLU 'relu_1': converted as conv -> ReLU -> max pool" \
+        in result.stdout
+    assert_exports_exactly(tmp_path)
+
+
+def test_functional_pools_and_any_batchnorm_eps_are_converted(tmp_path):
+    assert train_user_model("Functional", tmp_path / "m.pt").returncode == 0
+    nodes = read_model_file(tmp_path / "m.pt")["arch"]["nodes"]
+    assert [n["op"] for n in nodes if "pool" in n["op"]] == ["maxpool", "avgpool"]
+    assert next(n for n in nodes if n["op"] == "batchnorm")["eps"] == pytest.approx(1e-3)
+    assert_exports_exactly(tmp_path)
+
+
+def assert_exports_exactly(folder):
+    """qffs-export agrees with the trained QANN on every test image, and the SNN settles at it."""
+    assert cli("qffs-export", folder / "m.pt", folder / "m.h5").returncode == 0
+    assert read_net(folder / "m.h5").meta["qann_agreement"] == 1.0
+    run = cli("qffs-run", folder / "m.h5", "--dataset", "digits", "--steps", "16", "--quiet")
+    assert "SNN == QANN on every sample from step t = " in run.stdout

@@ -6,7 +6,7 @@ of earlier nodes, or "input" for the network's input) and the op's parameters:
 
     conv            {in_channels, out_channels, kernel_size, stride, padding, groups}  (bias always)
     linear          {in_features, out_features}                                        (bias always)
-    batchnorm       {num_features}
+    batchnorm       {num_features}, optional eps (default 1e-5)
     act             {bits}       LSQ-quantized ReLU: levels 0 .. 2^bits - 1 (one call site, one quantizer)
     maxpool         {kernel_size, stride, padding}
     avgpool         {kernel_size, stride}
@@ -195,7 +195,8 @@ OPS: Dict[str, Op] = {
     "linear": Op(("in_features", "out_features"), 1, _linear_shape,
                  lambda n, shape, wb: QuantLinear(n["in_features"], n["out_features"], weight_bits=wb)),
     "batchnorm": Op(("num_features",), 1, _batchnorm_shape,
-                    lambda n, shape, wb: (nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d)(n["num_features"])),
+                    lambda n, shape, wb: (nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d)(
+                        n["num_features"], eps=n.get("eps", BATCHNORM_EPS))),
     "act": Op(("bits",), 1, lambda n, shapes: shapes[0], lambda n, shape, wb: QuantAct(n["bits"])),
     "maxpool": Op(("kernel_size", "stride", "padding"), 1, _pool_shape,
                   lambda n, shape, wb: nn.MaxPool2d(pair(n["kernel_size"]), pair(n["stride"]), pair(n["padding"]))),
@@ -206,6 +207,7 @@ OPS: Dict[str, Op] = {
     "add": Op((), 0, _add_shape, lambda n, shape, wb: Add()),
 }
 PAIR_KEYS = ("kernel_size", "stride", "padding")
+BATCHNORM_EPS = 1e-5  # torch's default, for batchnorm nodes without an eps
 RESERVED_NAMES = frozenset(dir(nn.Module())) | {"nodes", "output_act"}  # attributes of a GraphModel
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 
@@ -287,6 +289,9 @@ def check_node(i: int, node: Any, shapes: Dict[str, Shape]) -> Shape:
         if key not in node:
             raise ValueError(f"{where}: missing key {key!r}")
         _check_param(where, key, node[key])
+    eps = node.get("eps", BATCHNORM_EPS)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise ValueError(f"{where}: eps must be a number in (0, 1), got {eps!r}")
     inputs = node.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(n, str) for n in inputs):
         raise ValueError(f"{where}: 'inputs' must be a list of node names")

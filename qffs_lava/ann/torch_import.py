@@ -4,7 +4,7 @@
 module's weights, in float mode, ready for LSQ fine-tuning, training and export like a
 built-in one. Each traced operation becomes one node:
 
-    Conv2d -> conv, Linear -> linear, BatchNorm1d/2d -> batchnorm (its running statistics),
+    Conv2d -> conv, Linear -> linear, BatchNorm1d/2d -> batchnorm (its running statistics and eps),
     ReLU (the module, F.relu, torch.relu, Tensor.relu) -> act: one per call, so a ReLU
     module called twice becomes two activations,
     MaxPool2d -> maxpool, AvgPool2d -> avgpool, AdaptiveAvgPool2d to 1x1 -> global_avgpool,
@@ -25,7 +25,7 @@ import operator
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +36,26 @@ from qffs_lava.ann.archs import set_layer_bits
 from qffs_lava.ann.models import INPUT, RESERVED_NAMES, Arch, GraphModel, check_arch, check_node
 from qffs_lava.errors import ParameterError, QffsError
 
-SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (eps 1e-5, running statistics), ReLU (module, F.relu, torch.relu), "
-             "MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, flatten/view/reshape to 2-D, + of two branches, "
-             "Dropout, Identity")
+SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (running statistics), ReLU (module, F.relu, torch.relu), "
+             "MaxPool2d and F.max_pool2d, AvgPool2d and F.avg_pool2d, AdaptiveAvgPool2d to 1x1, "
+             "flatten/view/reshape to 2-D, + of two branches, Dropout, Identity")
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 SHAPE_QUERIES = ("size", "dim")
 FLATTEN_METHODS = ("view", "reshape", "flatten")  # each checked to give (batch, features)
+#: The functional poolings and their parameters in order.
+POOL_FUNCTIONS = {
+    F.max_pool2d: ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    F.avg_pool2d: ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+}
+#: What to use instead of an op QFFS does not convert, where something does the job.
+EQUIVALENTS = {
+    nn.ReLU6: "nn.ReLU (the quantizer clips at the top already)", F.relu6: "F.relu (the quantizer clips at the top)",
+    nn.LeakyReLU: "nn.ReLU", F.leaky_relu: "F.relu", nn.Hardtanh: "nn.ReLU (the quantizer clips at the top)",
+    nn.AdaptiveMaxPool2d: "nn.MaxPool2d with a fixed kernel", F.adaptive_max_pool2d: "nn.MaxPool2d",
+    nn.MaxPool1d: "nn.MaxPool2d", nn.AvgPool1d: "nn.AvgPool2d", nn.SyncBatchNorm: "nn.BatchNorm2d",
+    torch.max_pool2d: "nn.MaxPool2d or F.max_pool2d", F.lp_pool2d: "nn.MaxPool2d or nn.AvgPool2d",
+}
 
 
 class _Importer:
@@ -125,26 +138,38 @@ class _Importer:
             return self.add(node, "linear", [self.source(node, arg)], module, in_features=module.in_features,
                             out_features=module.out_features)
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if not module.track_running_stats or module.eps != 1e-5:
-                raise self.refuse(node, "batchnorm needs running statistics and eps 1e-5")
-            return self.add(node, "batchnorm", [self.source(node, arg)], module, num_features=module.num_features)
+            if not module.track_running_stats:
+                raise self.refuse(node, "batchnorm needs running statistics (track_running_stats=True)")
+            return self.add(node, "batchnorm", [self.source(node, arg)], module, num_features=module.num_features,
+                            eps=float(module.eps))
         if isinstance(module, nn.MaxPool2d):
-            if module.dilation not in (1, (1, 1)) or module.ceil_mode or module.return_indices:
-                raise self.refuse(node, "max pooling needs dilation 1, no ceil_mode and no indices")
-            return self.add(node, "maxpool", [self.source(node, arg)], kernel_size=module.kernel_size,
-                            stride=module.stride or module.kernel_size, padding=module.padding)
+            return self.max_pool(node, arg, module.kernel_size, module.stride, module.padding, module.dilation,
+                                 module.ceil_mode, module.return_indices)
         if isinstance(module, nn.AvgPool2d):
-            if module.padding not in (0, (0, 0)) or module.ceil_mode or module.divisor_override:
-                raise self.refuse(node, "average pooling needs no padding, no ceil_mode, no divisor_override")
-            return self.add(node, "avgpool", [self.source(node, arg)], kernel_size=module.kernel_size,
-                            stride=module.stride or module.kernel_size)
+            return self.avg_pool(node, arg, module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                                 module.divisor_override)
         if isinstance(module, nn.AdaptiveAvgPool2d):
             return self.global_pool(node, arg, module.output_size)
         if isinstance(module, nn.Flatten):
             if module.start_dim != 1 or module.end_dim != -1:
                 raise self.refuse(node, "only Flatten(start_dim=1, end_dim=-1) is supported")
             return self.flatten(node, arg)
-        raise self.refuse(node, "this module is not supported")
+        raise self.refuse(node, "this module is not supported" + _equivalent(type(module)))
+
+    def max_pool(self, node: fx.Node, arg, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 return_indices=False) -> None:
+        """nn.MaxPool2d or F.max_pool2d."""
+        if dilation not in (1, (1, 1)) or ceil_mode or return_indices:
+            raise self.refuse(node, "max pooling needs dilation 1, no ceil_mode and no indices")
+        self.add(node, "maxpool", [self.source(node, arg)], kernel_size=kernel_size, stride=stride or kernel_size,
+                 padding=padding)
+
+    def avg_pool(self, node: fx.Node, arg, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 divisor_override=None) -> None:
+        """nn.AvgPool2d or F.avg_pool2d (without padding, count_include_pad does not matter)."""
+        if padding not in (0, (0, 0)) or ceil_mode or divisor_override:
+            raise self.refuse(node, "average pooling needs no padding, no ceil_mode, no divisor_override")
+        self.add(node, "avgpool", [self.source(node, arg)], kernel_size=kernel_size, stride=stride or kernel_size)
 
     def global_pool(self, node: fx.Node, arg, size) -> None:
         if size not in (1, (1, 1), [1, 1]):
@@ -167,11 +192,19 @@ class _Importer:
             if start != 1 or end != -1:
                 raise self.refuse(node, "only torch.flatten(x, 1) is supported")
             return self.flatten(node, args[0])
+        if target in POOL_FUNCTIONS:
+            names = POOL_FUNCTIONS[target]
+            bound = dict(zip(names, args), **node.kwargs)
+            unknown = sorted(set(bound) - set(names))
+            if unknown:
+                raise self.refuse(node, f"unknown arguments {unknown}")
+            pool = self.max_pool if target is F.max_pool2d else self.avg_pool
+            return pool(node, bound.pop("input"), **{k: v for k, v in bound.items() if k != "count_include_pad"})
         if target is F.adaptive_avg_pool2d:
             return self.global_pool(node, args[0], args[1] if len(args) > 1 else node.kwargs.get("output_size"))
         if target in (getattr, operator.getitem) and _is_shape_query(node):
             return None
-        raise self.refuse(node, "this function is not supported")
+        raise self.refuse(node, "this function is not supported" + _equivalent(target))
 
     def call_method(self, node: fx.Node) -> None:
         target, args = node.target, node.args
@@ -208,6 +241,11 @@ class _Importer:
         return output
 
 
+def _equivalent(op) -> str:
+    """'; use ...' where EQUIVALENTS knows what to use instead of the op, else ''."""
+    return f"; use {EQUIVALENTS[op]}" if op in EQUIVALENTS else ""
+
+
 def _flattens(node: fx.Node) -> bool:
     """Whether a node flattens its input to (batch, features)."""
     meta = node.meta.get("tensor_meta")
@@ -224,6 +262,31 @@ def _is_shape_query(node: fx.Node) -> bool:
                or _is_shape_query(user) for user in node.users) and bool(node.users)
 
 
+def pool_after_act(nodes: List[dict], log: Callable[[str], None]) -> List[dict]:
+    """The nodes with every `synapse -> maxpool -> act` (the act the pool's only reader) made `synapse -> act ->
+    maxpool`: the same function, since max pooling commutes with ReLU and with the LSQ quantizer (both monotone),
+    and the form QFFS converts (it max-pools spike counts). Nodes that read the act then read the pool."""
+    nodes = [dict(node) for node in nodes]
+    ops = {node["name"]: node["op"] for node in nodes}
+    for pool in [node for node in nodes if node["op"] == "maxpool"]:
+        source = pool["inputs"][0]
+        readers = [node for node in nodes if pool["name"] in node["inputs"]]
+        if ops.get(source, "input") in ("act", "maxpool", "flatten", "input") or len(readers) != 1 \
+                or readers[0]["op"] != "act":
+            continue
+        act = readers[0]
+        for node in nodes:
+            if act["name"] in node["inputs"]:
+                node["inputs"] = [pool["name"] if name == act["name"] else name for name in node["inputs"]]
+        act["inputs"], pool["inputs"] = [source], [act["name"]]
+        nodes.remove(act)
+        nodes.insert(nodes.index(pool), act)
+        log(f"note: max pool {pool['name']!r} reads {ops[source]} {source!r} and feeds ReLU {act['name']!r}: "
+            f"converted as {ops[source]} -> ReLU -> max pool, the same function (max pooling commutes with ReLU "
+            "and the quantizer), which QFFS converts")
+    return nodes
+
+
 def trace(module: nn.Module) -> fx.GraphModule:
     """torch.fx's symbolic trace, its failure (data-dependent control flow, ...) as a QffsError."""
     try:
@@ -236,12 +299,13 @@ def trace(module: nn.Module) -> fx.GraphModule:
 
 def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2, out_bits: int = 3,
                layer_bits: Optional[Sequence[int]] = None, weight_bits: Optional[int] = None,
-               name: Optional[str] = None) -> Tuple[Arch, GraphModel]:
+               name: Optional[str] = None, log: Callable[[str], None] = print) -> Tuple[Arch, GraphModel]:
     """(architecture, GraphModel in float mode with the module's weights) for a module taking (N, *input_shape).
 
     Hidden activations get `act_bits`, the output (the module's output, over its
     num_classes values) `out_bits`, or `layer_bits` per act in order; `weight_bits` adds
-    LSQ weight quantizers. Raises QffsError naming the first node it cannot import.
+    LSQ weight quantizers. A max pool between a synapse and its ReLU is moved after the ReLU
+    (`pool_after_act`, said through `log`). Raises QffsError naming the first node it cannot import.
 
     Example:
         >>> arch, model = qffs.from_torch(torchvision.models.resnet18(num_classes=10), (3, 224, 224))
@@ -253,6 +317,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2,
     traced.eval()
     try:
         with torch.no_grad():
+            traced(torch.zeros(2, *input_shape))  # first on its own: ShapeProp prints a traceback of any failure
             ShapeProp(traced).propagate(torch.zeros(2, *input_shape))
     except Exception as err:
         raise QffsError(f"cannot import {type(module).__name__}: it does not run on inputs of shape "
@@ -261,7 +326,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2,
         module.train(was_training)
     importer = _Importer(traced, input_shape, act_bits)
     output = importer.walk()
-    nodes = importer.nodes
+    nodes = pool_after_act(importer.nodes, log)
     if output == INPUT:
         raise QffsError(f"cannot import {type(module).__name__}: it returns its input unchanged")
     if len(importer.shapes[output]) != 1:

@@ -28,6 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from qffs_export.integer import IntegerModel
+from qffs_export.plan import plan_layers
+
 from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
 from qffs_lava.ann.datasets import dataset_info, load_dataset, split_validation
 from qffs_lava.ann.lsq import LsqQuantizer
@@ -36,7 +39,6 @@ from qffs_lava.ann.models import build_model, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.backends.pytorch import check_torch_device
 from qffs_lava.errors import ParameterError, QffsError
-from qffs_export.integer import IntegerModel
 from qffs_lava.fileio import check_outputs, check_writable
 
 #: (float, QAT, hardware-exact epochs, batch size) per dataset, or per (dataset, architecture), when not given.
@@ -216,10 +218,11 @@ def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_
     return kept
 
 
-def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module],
-               state: Optional[Dict[str, torch.Tensor]]) -> Tuple[dict, nn.Module]:
+def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optional[Dict[str, torch.Tensor]],
+               log: Callable[[str], None]) -> Tuple[dict, nn.Module]:
     """(architecture, model) for cfg.arch: a built-in name, MODULE:FUNCTION or torchvision:NAME (torch_import),
-    or the nn.Module given; with `state` (--init's PyTorch state dict), its weights."""
+    or the nn.Module given; with `state` (--init's PyTorch state dict), its weights. ParameterError for a model
+    whose outputs are not the dataset's classes."""
     if module is None and cfg.arch not in ARCHS:
         module = build_module(cfg.arch, info.input_shape, info.num_classes, cfg.small_input_stem)
     if module is not None:
@@ -227,8 +230,13 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module],
             raise ParameterError(f"{{}} is for the built-in architectures; {cfg.arch} pools as its code says", "pool")
         if state is not None:
             _load_state(module, state, cfg.init)
-        return from_torch(module, info.input_shape, cfg.act_bits, cfg.out_bits, cfg.layer_bits, cfg.weight_bits,
-                          name=cfg.arch)
+        architecture, model = from_torch(module, info.input_shape, cfg.act_bits, cfg.out_bits, cfg.layer_bits,
+                                         cfg.weight_bits, name=cfg.arch, log=log)
+        if architecture["num_classes"] != info.num_classes:
+            raise ParameterError(f"{{}} {cfg.arch}: the model returns {architecture['num_classes']} values per sample, "
+                                 f"but {info.name} has {info.num_classes} classes: build it with "
+                                 f"num_classes={info.num_classes}", "arch")
+        return architecture, model
     try:
         architecture = make_arch(cfg.arch, info.input_shape, info.num_classes, cfg.act_bits, cfg.out_bits, cfg.pool)
         if cfg.layer_bits:
@@ -321,9 +329,10 @@ def train(
         if cfg.qat_epochs == 0:
             raise ParameterError("{} needs {} with a quantized qffs model file (it fine-tunes that one)",
                                  ("qat_epochs", 0), "init")
-        architecture, model = _new_model(cfg, info, module, state)
+        architecture, model = _new_model(cfg, info, module, state, log)
         set_quantized(model, False)
         float_acc = accuracy(model.to(device), test_x, test_y) if cfg.float_epochs == 0 else None
+    plan_layers(architecture)  # the export rule, checked before any epoch: what cannot be exported is not trained
     model.to(device)
     input_norm = {"mean": [0.0] * info.input_shape[0], "std": [1.0] * info.input_shape[0]}
     clock = {"started": time.perf_counter()}
