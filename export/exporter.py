@@ -10,11 +10,11 @@ from qffs_export.convert import convert
 from qffs_export.integer import trained_qann
 from torch import nn
 
-from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.datasets import dataset_info, load_dataset, not_found
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import predict
 from qffs_lava.backends.pytorch import TorchNetwork
-from qffs_lava.errors import QffsError
+from qffs_lava.errors import DatasetNotFound, QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import write_net
@@ -98,7 +98,11 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
         network.meta["fidelity_samples"] = 0
         log("fidelity not measured (0 test samples)")
     else:
-        images, labels = load_dataset(content["dataset"], "test", data_dir)
+        try:
+            images, labels = load_dataset(content["dataset"], "test", data_dir)
+        except DatasetNotFound:
+            raise not_found(dataset_info(content["dataset"]), Path(data_dir), False,
+                            ("export without measuring fidelity: {}", ("samples", 0))) from None
         if samples is not None:
             images, labels = images[:samples], labels[:samples]
         figures = fidelity(network, trained_qann(content, model), images, labels)

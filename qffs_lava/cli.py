@@ -413,7 +413,8 @@ def _run_parser() -> argparse.ArgumentParser:
                              "spikes, synaptic operations (SOPs: spikes x fan-out) and the ANN's multiply-"
                              f"accumulates (MACs) for the same network ({counting}; in the JSON too)")
     parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
-    parser.add_argument("--plot", help="write accuracy and agreement against t as a PNG here")
+    parser.add_argument("--plot", help="write accuracy and agreement against t here, in the format the suffix names "
+                                       "(.png, .pdf, .svg, .jpg, ...)")
     parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="run a network outside Loihi 2's ranges on the Lava backends anyway (values saturate)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -427,7 +428,7 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from qffs_lava.backends import get_backend
     from qffs_lava.evaluate import run
     from qffs_lava.fileio import check_outputs
-    from qffs_lava.reports import plot_accuracy, run_table, write_json
+    from qffs_lava.reports import plot_accuracy, plot_format, run_table, write_json
 
     if args.labels and not args.inputs:
         parser.error("--labels goes with --inputs")
@@ -435,6 +436,8 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--plot needs a spiking backend; {args.backend} has no time steps")
     check_outputs({"json": args.json, "plot": args.plot},
                   {"net": args.net, "inputs": args.inputs, "labels": args.labels})
+    if args.plot:
+        plot_format(args.plot)  # before anything runs
     set_threads(args.threads)
     x, labels, description = load_inputs(args)
     result = run(args.net, x, labels, args.steps, args.backend, args.mode, batch_size=args.batch_size,

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from qffs_lava.costs import macs, weight_counts
+from qffs_lava.errors import ParameterError
 from qffs_lava.fileio import atomic_output
 from qffs_lava.ir.layers import NeuronLayer
 from qffs_lava.ir.loihi import BIAS_MANTISSA_BITS, STATE_LIMIT, bias_exponents, count_bounds, membrane_bounds
@@ -156,8 +157,23 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=1))
 
 
+#: The image formats a plot is written in, by the file name's suffix.
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "tif", "tiff", "webp")
+
+
+def plot_format(path: str | Path) -> str:
+    """The format the suffix of `path` names; ParameterError (naming `plot`) for any other suffix."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise ParameterError(f"{{}} {path}: name the image format by the suffix, one of "
+                             f"{', '.join('.' + f for f in PLOT_FORMATS)}", "plot")
+    return suffix
+
+
 def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = "") -> None:
-    """Accuracy and agreement with the QANN against synchronous time step, one curve per run, as a PNG."""
+    """Accuracy and agreement with the QANN against synchronous time step, one curve per run, in the format
+    the file name's suffix names (`plot_format`)."""
+    image_format = plot_format(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,5 +198,5 @@ def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = 
     if title:
         fig.suptitle(title)
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format=image_format, dpi=110)
     plt.close(fig)

@@ -1,12 +1,16 @@
 """What a new user meets with a model of their own, their own files and a full disk (issue 26): each test runs the
 user's command and checks what it now prints and exits with."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 from test_user_errors import assert_refused, cli
 
-from qffs_lava.ann.modelfile import read_model_file
+from qffs_lava.ann.datasets import RAW_MD5, load_dataset
+from qffs_lava.ann.modelfile import read_model_file, save_model_file
+from qffs_lava.cli import inspect_main, run_main
+from qffs_lava.errors import QffsError
 from qffs_lava.ir.netfile import read_net
 
 
@@ -115,3 +119,62 @@ def assert_exports_exactly(folder):
     assert read_net(folder / "m.h5").meta["qann_agreement"] == 1.0
     run = cli("qffs-run", folder / "m.h5", "--dataset", "digits", "--steps", "16", "--quiet")
     assert "SNN == QANN on every sample from step t = " in run.stdout
+
+
+# 7. Files ---------------------------------------------------------------------------------------------
+
+
+def test_a_truncated_dataset_file_is_called_damaged_not_missing(tmp_path, mnist_dir):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in RAW_MD5["mnist"]:
+        shutil.copy(mnist_dir / "MNIST" / "raw" / name, raw / name)
+    with open(raw / "t10k-images-idx3-ubyte", "r+b") as f:
+        f.truncate(5000)
+    result = cli("qffs-run", MODELS, "--dataset", "mnist", "--data-dir", tmp_path)  # any file: the data fail first
+    with pytest.raises(QffsError, match=r"mnist: t10k-images-idx3-ubyte in .* \(wrong MD5 sums\) cannot be read, "
+                                        r"damaged or truncated .* delete them and fetch them again: `python -m "
+                                        r"qffs_lava.ann.datasets fetch mnist --data-dir"):
+        load_dataset("mnist", "test", tmp_path)
+    assert result.returncode == 2
+
+
+def test_export_offers_the_fixes_it_has(tmp_path):
+    from test_export import tiny_model
+
+    content, model = tiny_model()
+    save_model_file(tmp_path / "m.pt", model, {**content, "dataset": "mnist"})
+    result = cli("qffs-export", tmp_path / "m.pt", tmp_path / "n.h5", "--data-dir", tmp_path / "none")
+    assert_refused(result, "To get it: `python -m qffs_lava.ann.datasets fetch mnist --data-dir ")
+    assert "; or give the folder that holds it as --data-dir; or export without measuring fidelity: --samples 0" \
+        in result.stderr
+    assert "--download" not in result.stderr and not (tmp_path / "n.h5").exists()
+
+
+@pytest.mark.parametrize("command", ["qffs-run", "qffs-inspect"])
+def test_a_model_file_given_for_a_net_file_is_named(command, digits_model_file, capsys):
+    args = [str(digits_model_file)] + (["--dataset", "digits"] if command == "qffs-run" else [])
+    main = {"qffs-run": run_main, "qffs-inspect": inspect_main}[command]
+    assert main(args) == 2
+    assert f"{digits_model_file} is a zip archive, as a PyTorch model file is, not a net file: run `qffs-export " \
+           f"{digits_model_file} NET.h5` first" in capsys.readouterr().err
+
+
+def test_a_folder_given_for_a_model_file_is_called_a_folder(tmp_path):
+    assert_refused(cli("qffs-export", tmp_path, tmp_path / "n.h5"), f"{tmp_path} is a folder, not a model file")
+
+
+@pytest.mark.parametrize("suffix, head", [(".pdf", b"%PDF"), (".svg", b"<?xml"), (".jpg", b"\xff\xd8\xff"),
+                                          (".png", b"\x89PNG")])
+def test_a_plot_is_written_in_the_format_its_suffix_names(suffix, head, digits_net, tmp_path):
+    plot = tmp_path / f"p{suffix}"
+    result = cli("qffs-run", digits_net, "--dataset", "digits", "--samples", "20", "--steps", "4", "--quiet",
+                 "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    assert plot.read_bytes().startswith(head)
+
+
+def test_a_plot_suffix_that_names_no_image_format_is_refused_before_the_run(digits_net, tmp_path):
+    result = cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "4", "--plot", tmp_path / "p.txt")
+    assert_refused(result, f"--plot {tmp_path / 'p.txt'}: name the image format by the suffix, one of .png, .pdf")
+    assert "backend" not in result.stdout

@@ -247,6 +247,7 @@ def test_missing_dataset_names_the_folder_and_files(tmp_path):
     assert f"{tmp_path}/FashionMNIST/raw/ must hold train-images-idx3-ubyte, train-labels-idx1-ubyte, " \
            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte" in message
     assert "gzipped files (NAME.gz) there are decompressed" in message and "make data" in message
+    assert "python -m qffs_lava.ann.datasets fetch fashionmnist" in message
 
 
 def test_torchvisions_gzipped_files_are_read(tmp_path, mnist_dir):

@@ -161,17 +161,38 @@ def unpack_user_files(info: DatasetInfo, data_dir: Path) -> None:
             raise QffsError(f"cannot unpack {archive}: {err}") from None
 
 
-def not_found(info: DatasetInfo, data_dir: Path) -> DatasetNotFound:
-    """The error that says where the files must be, what they are called, and how to get them."""
+def not_found(info: DatasetInfo, data_dir: Path, can_download: bool = True, *also) -> DatasetNotFound:
+    """The error that says where the files must be, what they are called, and how to get them: the offline fetch
+    where there is one, downloading where the caller can (`can_download`), another data folder, and `also`
+    (more fixes, the caller's: (text with one {}, the parameter it names))."""
     folder = data_dir / info.folder
     missing = [name for name in info.files if not (folder / name).exists()]
     where = (f"{info.name} not found: {folder}/ must hold {', '.join(info.files)}"
              + (f" (missing: {', '.join(missing)})" if folder.is_dir() and missing else ""))
     packed = ("torchvision's gzipped files (NAME.gz) there are decompressed on first use" if not info.archive else
               f"torchvision's {info.archive} in {data_dir}/ is unpacked on first use")
-    fetch = ("run `make data` (offline copy), or pass {} (needs internet)" if info.offline else
-             "pass {} (needs internet)")
-    return DatasetNotFound(f"{where}; {packed}. To get it: {fetch}", ("download", True))
+    fixes = ([f"`{fetch_command(info, data_dir)}` lays out an offline copy (`make data` in the repository)"]
+             if info.offline else [])
+    fixes += ["pass {} (needs internet)"] * can_download + ["give the folder that holds it as {}"]
+    fixes += [text for text, _ in also]
+    parameters = [("download", True)] * can_download + ["data_dir"] + [parameter for _, parameter in also]
+    return DatasetNotFound(f"{where}; {packed}. To get it: {'; or '.join(fixes)}", *parameters)
+
+
+def fetch_command(info: DatasetInfo, data_dir: Path) -> str:
+    """The command that lays out an offline dataset (this module's `fetch`)."""
+    return f"python -m qffs_lava.ann.datasets fetch {info.name} --data-dir {data_dir}"
+
+
+def damaged(info: DatasetInfo, data_dir: Path, err: Exception) -> QffsError:
+    """The error for files that are there but cannot be read: which ones, where their MD5 sums are known."""
+    folder = data_dir / info.folder
+    known = RAW_MD5.get(info.name, {})
+    wrong = [name for name, md5 in known.items() if (folder / name).is_file() and _md5(folder / name) != md5]
+    which = f"{', '.join(wrong)} in {folder}/ (wrong MD5 sums)" if wrong else f"the files in {folder}/"
+    fetch = f"`{fetch_command(info, data_dir)}`" if info.offline else "downloading them again"
+    return QffsError(f"{info.name}: {which} cannot be read, damaged or truncated ({type(err).__name__}: "
+                     f"{str(err)[:150]}); delete them and fetch them again: {fetch}")
 
 
 def _load_torchvision(info: DatasetInfo, split: str, data_dir: Path, download: bool):
@@ -183,12 +204,13 @@ def _load_torchvision(info: DatasetInfo, split: str, data_dir: Path, download: b
         unpack_user_files(info, data_dir)
     try:
         ds = cls(root=str(data_dir), train=split == "train", download=download)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, IndexError, EOFError, AssertionError, OSError) as err:
         if download:
-            raise QffsError(f"could not download {info.name} into {data_dir}: {err}") from None
+            raise QffsError(f"could not get {info.name} into {data_dir}: {err}") from None
+        folder = data_dir / info.folder
+        if all((folder / name).is_file() for name in info.files):
+            raise damaged(info, data_dir, err) from None
         raise not_found(info, data_dir) from None
-    except OSError as err:
-        raise QffsError(f"could not get {info.name} into {data_dir}: {err}") from None
     images = np.asarray(ds.data)
     if images.ndim == 4:  # CIFAR: (N, H, W, C)
         images = images.transpose(0, 3, 1, 2)

@@ -53,6 +53,8 @@ def _unpickling_refusal(err: pickle.UnpicklingError) -> str:
 
 def _load_weights_only(path: Path) -> Any:
     """torch.load(path, weights_only=True), every failure a ModelFileError that says what the file is."""
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file: give the model file that qffs-train wrote")
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     kind = file_kind(path)

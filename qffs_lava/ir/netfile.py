@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from qffs_lava.errors import QffsFormatError
-from qffs_lava.fileio import atomic_output
+from qffs_lava.fileio import atomic_output, file_kind
 from qffs_lava.ir.hdf5 import GroupReader, is_stored_group, put_ints
 from qffs_lava.ir.layers import LAYER_TYPES, Layer
 from qffs_lava.ir.network import Network
@@ -54,8 +54,14 @@ def read_net(path: str | Path) -> Network:
         >>> network.shapes, network.pipeline_depth, network.bias_steps   # per layer; D; K
     """
     path = Path(path)
+    if path.is_dir():
+        raise QffsFormatError(f"{path} is a folder, not a net file: give the net.h5 that qffs-export wrote")
     if not path.is_file():
         raise QffsFormatError(f"net file {path} does not exist")
+    kind = file_kind(path)
+    if kind in ("a zip archive", "a pickle"):
+        raise QffsFormatError(f"{path} is {kind}, as a PyTorch model file is, not a net file: run "
+                              f"`qffs-export {path} NET.h5` first and give NET.h5")
     try:
         f = h5py.File(path, "r")
     except Exception as err:
