@@ -50,7 +50,7 @@ from qffs_lava.ann.lsq import grad_scaled, step_grad_scale, straight_through
 from qffs_lava.ann.models import INPUT, GraphModel, check_arch, pair
 from qffs_lava.backends.pytorch import LayerTensors, channel_shape, closed_form
 from qffs_lava.dynamics import NeuronParams, round_half_up
-from qffs_lava.errors import QffsError
+from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, Layer, NeuronLayer, Neurons, Synapse
 from qffs_lava.ir.loihi import WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MIN, nearest_bias
 from qffs_lava.ir.network import Network
@@ -104,17 +104,41 @@ def fold_avgpool(weight: Tensor, kernel: Tuple[int, int], flat_shape: Optional[T
     return spread.reshape(weight.shape[0], -1) if flat_shape is not None else spread
 
 
-def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std, padded: bool) -> Tuple[Tensor, Tensor]:
-    """A synapse on raw x instead of (x - mean) / std: W' = W / std, B' = B - W' . mean (per channel)."""
+def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std) -> Tuple[Tensor, Tensor]:
+    """A synapse on raw x instead of (x - mean) / std: W' = W / std, B' = B - W' . mean (per channel); exact but
+    for zero padding, which `check_input_norm` rules out."""
     mean, std = (torch.tensor(v, dtype=torch.float64, device=weight.device) for v in (mean, std))
-    if bool(torch.any(mean != 0)) and padded:
-        raise QffsError("a non-zero input mean cannot be folded exactly into a zero-padded conv on the input")
     channels = len(std)
     if weight.ndim == 4:
         w = weight / std.reshape(1, -1, 1, 1)
         return w, bias - (w * mean.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3))
     w = weight.reshape(weight.shape[0], channels, -1) / std.reshape(1, -1, 1)
     return w.reshape(weight.shape), bias - (w * mean.reshape(1, -1, 1)).sum(dim=(1, 2))
+
+
+def origins(plan: Sequence[Planned]) -> Dict[str, str]:
+    """Per spiking output, the act (or the input) whose counts it carries (a maxpool or flatten carries its
+    source's)."""
+    origin: Dict[str, str] = {}
+    for planned in plan:
+        origin[planned.name] = planned.name if planned.paths or not planned.sources else origin[planned.sources[0]]
+    return origin
+
+
+def check_input_norm(arch: Dict[str, Any], input_norm: Dict[str, Any]) -> None:
+    """ParameterError where the input normalization cannot be folded exactly: a non-zero mean into a synapse on the
+    input that pads with zeros (the padding would be -mean/std in the trained model, 0 on the raw input)."""
+    if not any(input_norm["mean"]):
+        return
+    plan, nodes = plan_layers(arch), {node["name"]: node for node in arch["nodes"]}
+    origin = origins(plan)
+    for planned in plan:
+        for path in planned.paths:
+            if path.synapse is not None and origin[path.source] == INPUT and any(pair(nodes[path.synapse].get(
+                    "padding", 0))):
+                raise ParameterError(f"{{}} with a non-zero mean cannot be folded exactly into {path.synapse!r}, which "
+                                     "reads the input with zero padding: give a mean of 0 (normalize by std alone), "
+                                     "or pad the input yourself", "input_norm")
 
 
 @dataclass
@@ -151,12 +175,8 @@ class IntegerModel(nn.Module):
         self.bias_steps = 2 ** max(bits[:-1], default=bits[-1]) - 1
         self.input_scale = float(input_levels)
         self.plan: List[Planned] = plan_layers(arch, self.input_scale)
-        self.origin: Dict[str, str] = {}  # spiking output -> the act (or input) whose counts it carries
-        for planned in self.plan:
-            if planned.paths or not planned.sources:
-                self.origin[planned.name] = planned.name
-            else:
-                self.origin[planned.name] = self.origin[planned.sources[0]]
+        self.origin = origins(self.plan)
+        check_input_norm(arch, input_norm)
         for planned in self.plan:
             if planned.paths and not bool(getattr(model, planned.name).quantizer.initialized):
                 raise QffsError(f"act {planned.name!r} was never quantization-trained (run qffs-train)")
@@ -201,8 +221,7 @@ class IntegerModel(nn.Module):
         if path.batchnorm is not None:
             weight, bias = fold_batchnorm(weight, bias, getattr(self.model, path.batchnorm))
         if self.origin[path.source] == INPUT:
-            weight, bias = fold_input_normalization(weight, bias, self.input_norm["mean"], self.input_norm["std"],
-                                                    any(padding))
+            weight, bias = fold_input_normalization(weight, bias, self.input_norm["mean"], self.input_norm["std"])
         if weight.ndim == 4:
             return FoldedPath(ConvSynapse(weight, stride, padding, groups=node.get("groups", 1)), bias)
         return FoldedPath(DenseSynapse(weight), bias)

@@ -68,6 +68,13 @@ def arch_name(text: str) -> str:
     return text
 
 
+def numbers(text: str) -> List[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+
+
 def share(text: str) -> float:
     try:
         return float(text)
@@ -193,6 +200,11 @@ TRAIN_OPTIONS = {
                          "stem conv and no max pool, for 32x32 images (the usual CIFAR stem)")),
     "pool": ("--pool", dict(choices=["max", "avg"], help="lenet, vgg11, vgg16: max pooling (event max pooling in the "
                             "SNN) or average pooling (folded into the next synapse; the paper's pooling ablation)")),
+    "input_norm": ("--input-norm", dict(type=numbers, help="the input normalization the model was trained with, "
+                                        "x' = (x - mean) / std for dataset values x in [0, 1]: MEAN,STD for every "
+                                        "channel, or the channels' means then their standard deviations (e.g. "
+                                        "0.1307,0.3081 for MNIST); recorded in the model file and folded into the "
+                                        "network at export")),
     "device": ("--device", dict(choices=["cpu", "cuda"], help="where to train (cpu is deterministic; cuda for a "
                                                               "GPU, e.g. for vgg11/vgg16)")),
 }

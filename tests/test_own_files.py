@@ -2,9 +2,11 @@
 user's command and checks what it now prints and exits with."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_user_errors import assert_refused, cli
 
 from qffs_lava.ann.datasets import RAW_MD5, load_dataset
@@ -178,3 +180,61 @@ def test_a_plot_suffix_that_names_no_image_format_is_refused_before_the_run(digi
     result = cli("qffs-run", digits_net, "--dataset", "digits", "--steps", "4", "--plot", tmp_path / "p.txt")
     assert_refused(result, f"--plot {tmp_path / 'p.txt'}: name the image format by the suffix, one of .png, .pdf")
     assert "backend" not in result.stdout
+
+
+# 4. A float model trained elsewhere on normalized inputs ------------------------------------------------
+
+MEAN, STD = 0.3, 0.4
+
+
+def user_mlp():
+    sys.path.insert(0, str(MODELS.parent))
+    try:
+        from user_models import Mlp
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    return Mlp()
+
+
+def float_model_trained_on_normalized_digits(path):
+    """What a user brings: a model trained in plain PyTorch on (x - MEAN) / STD, its state dict saved."""
+    model, (x, y) = user_mlp(), load_dataset("digits", "train")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model((x - MEAN) / STD), y).backward()
+        optimizer.step()
+    torch.save(model.state_dict(), path)
+
+
+def test_an_input_normalization_is_declared_recorded_and_folded(tmp_path):
+    float_model_trained_on_normalized_digits(tmp_path / "float.pt")
+    common = ["--dataset", "digits", "--arch", f"{MODELS}:Mlp", "--init", tmp_path / "float.pt", "--float-epochs",
+              "0", "--qat-epochs", "3", "--hardware-epochs", "1", "--quiet"]
+    undeclared = cli("qffs-train", *common, "--out", tmp_path / "raw.pt")
+    assert undeclared.returncode == 0 and "float accuracy 84.22%" in undeclared.stdout  # the raw inputs' accuracy
+
+    declared = cli("qffs-train", *common, "--input-norm", f"{MEAN},{STD}", "--out", tmp_path / "m.pt")
+    assert declared.returncode == 0, declared.stderr
+    content = read_model_file(tmp_path / "m.pt")
+    assert content["accuracy"]["float"] > 0.9 and "near chance" not in declared.stdout
+    assert content["input_norm"] == {"mean": [MEAN], "std": [STD]} and content["train"]["input_norm"] == [MEAN, STD]
+    assert_exports_exactly(tmp_path)  # folded: the net takes raw dataset values
+    assert read_net(tmp_path / "m.h5").meta["input_normalization"] == {"mean": [MEAN], "std": [STD]}
+    assert_refused(cli("qffs-train", *common, "--input-norm", "0.5,-1", "--out", tmp_path / "x.pt"),
+                   "--input-norm: an input normalization's standard deviations must be positive")
+    assert_refused(cli("qffs-train", "--dataset", "digits", "--arch", f"{MODELS}:Mlp", "--init", tmp_path / "m.pt",
+                       "--float-epochs", "0", "--qat-epochs", "0", "--input-norm", "0,1", "--out", tmp_path / "y.pt"),
+                   f"--input-norm [0.0, 1.0] contradicts --init {tmp_path / 'm.pt'}")
+
+
+def test_an_init_model_near_chance_draws_a_warning(tmp_path):
+    """An untrained state dict stands for one whose inputs were normalized otherwise: near chance, said so."""
+    torch.save(user_mlp().state_dict(), tmp_path / "float.pt")
+    result = cli("qffs-train", "--dataset", "digits", "--arch", f"{MODELS}:Mlp", "--init", tmp_path / "float.pt",
+                 "--float-epochs", "0", "--qat-epochs", "1", "--hardware-epochs", "0", "--quiet", "--out",
+                 tmp_path / "m.pt")
+    assert result.returncode == 0, result.stderr
+    assert "near chance (10%): was it trained on normalized inputs? Declare them with input_norm (--input-norm " \
+           "MEAN,STD)" in result.stdout

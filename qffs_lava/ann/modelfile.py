@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from qffs_lava.ann.models import GraphModel, arch_from_v1, build_model, set_quantized
+from qffs_lava.ann.models import GraphModel, arch_from_v1, build_model, input_normalization, set_quantized
 from qffs_lava.errors import ModelFileError
 from qffs_lava.fileio import atomic_output, file_kind
 
@@ -137,5 +137,11 @@ def model_from_content(path: str | Path, content: Dict[str, Any]) -> Tuple[Dict[
         model.load_state_dict(state, strict=True)
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as err:
         raise ModelFileError(f"{path}: architecture and weights do not fit: {str(err)[:300]}") from None
+    try:
+        content = {**content, "input_norm": input_normalization(content["input_norm"],
+                                                                content["arch"]["input_shape"][0])}
+    except ValueError as err:
+        raise ModelFileError(f"{path}: input_norm: {err}") from None
+    model.set_input_norm(content["input_norm"])
     set_quantized(model, bool(content["quantized"]))
     return content, model.eval()

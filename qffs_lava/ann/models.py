@@ -24,6 +24,7 @@ the names nn.Sequential gave them, so its state dict loads unchanged.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -208,7 +209,8 @@ OPS: Dict[str, Op] = {
 }
 PAIR_KEYS = ("kernel_size", "stride", "padding")
 BATCHNORM_EPS = 1e-5  # torch's default, for batchnorm nodes without an eps
-RESERVED_NAMES = frozenset(dir(nn.Module())) | {"nodes", "output_act"}  # attributes of a GraphModel
+RESERVED_NAMES = frozenset(dir(nn.Module())) | {"nodes", "output_act", "input_shape", "input_norm",
+                                                "set_input_norm"}  # attributes of a GraphModel
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -308,15 +310,30 @@ def check_node(i: int, node: Any, shapes: Dict[str, Shape]) -> Shape:
 
 
 class GraphModel(nn.Module):
-    """The torch model of an architecture: one module per node, registered under the node's name."""
+    """The torch model of an architecture: one module per node, registered under the node's name.
+
+    With an input normalization (`set_input_norm`), forward first computes (x - mean) / std per channel, as
+    the model was trained; the exporter folds it into the synapses that read the input instead.
+    """
 
     def __init__(self, arch: Arch, weight_bits: Optional[int] = None):
         super().__init__()
         shapes = check_arch(arch)
         self.nodes = [(node["name"], list(node["inputs"])) for node in arch["nodes"]]
+        self.input_shape = tuple(arch["input_shape"])
         for node in arch["nodes"]:
             self.add_module(node["name"], OPS[node["op"]].module(node, shapes[node["name"]], weight_bits))
         self.output_act.output = True
+        self.input_norm: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    def set_input_norm(self, norm: Dict[str, List[float]]) -> None:
+        """Normalize inputs by norm = {"mean": [...], "std": [...]} (one per channel; all 0 and 1: not at all)."""
+        if any(norm["mean"]) or any(s != 1 for s in norm["std"]):
+            channel = (1, -1) + (1,) * (len(self.input_shape) - 1)
+            self.input_norm = tuple(torch.tensor(norm[k], dtype=torch.float32).reshape(channel)
+                                    for k in ("mean", "std"))
+        else:
+            self.input_norm = None
 
     @property
     def output_act(self) -> QuantAct:
@@ -325,6 +342,9 @@ class GraphModel(nn.Module):
     def forward(self, x: torch.Tensor, preactivations: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """The output; given a dict, also fills it with each act's input in units of its step, plus 1/2
         (the value whose floor, clipped, is its level)."""
+        if self.input_norm is not None:
+            mean, std = (t.to(x.device) for t in self.input_norm)
+            x = (x - mean) / std
         values = {INPUT: x}
         for name, inputs in self.nodes:
             module, args = getattr(self, name), [values[n] for n in inputs]
@@ -332,6 +352,23 @@ class GraphModel(nn.Module):
                 preactivations[name] = args[0] / module.quantizer.step + 0.5
             values[name] = module(*args)
         return values[self.nodes[-1][0]]
+
+
+def input_normalization(values, channels: int) -> Dict[str, List[float]]:
+    """{"mean": [...], "std": [...]}, one per channel, from such a dict or from a flat list: (MEAN, STD) for every
+    channel or MEAN_1..MEAN_C, STD_1..STD_C. ValueError naming what is wrong."""
+    if isinstance(values, dict):
+        values = list(values.get("mean", [])) + list(values.get("std", []))
+    values = list(values) if isinstance(values, (list, tuple)) else []
+    if len(values) == 2:
+        values = [values[0]] * channels + [values[1]] * channels
+    if len(values) != 2 * channels or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              and math.isfinite(v) for v in values):
+        raise ValueError(f"an input normalization is MEAN,STD or {channels} means then {channels} standard "
+                         f"deviations, numbers, for {channels} channel(s); got {values!r:.80}")
+    if min(values[channels:]) <= 0:
+        raise ValueError(f"an input normalization's standard deviations must be positive, got {values[channels:]}")
+    return {"mean": [float(v) for v in values[:channels]], "std": [float(v) for v in values[channels:]]}
 
 
 def build_model(arch: Arch, weight_bits: Optional[int] = None) -> GraphModel:

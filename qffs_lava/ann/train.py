@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from qffs_export.integer import IntegerModel
+from qffs_export.integer import IntegerModel, check_input_norm
 from qffs_export.plan import plan_layers
 
 from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
 from qffs_lava.ann.datasets import dataset_info, load_dataset, split_validation
 from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
-from qffs_lava.ann.models import build_model, predict, set_quantized
+from qffs_lava.ann.models import build_model, input_normalization, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.backends.pytorch import check_torch_device
 from qffs_lava.errors import ParameterError, QffsError
@@ -78,6 +78,7 @@ class TrainConfig:
     init: Optional[str] = None  # a qffs model file, or a PyTorch state dict for the model arch builds
     small_input_stem: bool = False  # torchvision ResNets: a 3x3 stride-1 stem without max pool
     pool: str = "max"  # "avg": average pooling where lenet and the VGGs max-pool
+    input_norm: Optional[List[float]] = None  # the model sees (x - mean) / std: MEAN,STD, or means then stds
     device: str = "cpu"
 
     def __post_init__(self):
@@ -106,6 +107,11 @@ class TrainConfig:
             raise ParameterError("{} needs {} with a quantized model file (it fine-tunes that one)",
                                  ("qat_epochs", 0), "init")
         check_torch_device(self.device)
+        if self.input_norm is not None:
+            try:
+                input_normalization(self.input_norm, info.input_shape[0])
+            except ValueError as err:
+                raise ParameterError(f"{{}}: {err}", "input_norm") from None
 
 
 def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
@@ -305,7 +311,7 @@ def train(
     if init is not None and init["train"].get("arch", init["arch"]["name"]) != cfg.arch:
         trained = init["train"].get("arch", init["arch"]["name"])
         raise ParameterError(f"{{}} {cfg.init} is a model file of the architecture {trained!r}, which it brings "
-                             f"with it; {{}} {cfg.arch!r} contradicts it: give {{}} {trained!r}",
+                             f"with it; {{}} {cfg.arch!r} contradicts it: give {{}}",
                              "init", "arch", ("arch", trained))
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -319,7 +325,10 @@ def train(
 
     if init is not None:
         init, model = model_from_content(cfg.init, init)
-        architecture = init["arch"]
+        architecture, input_norm = init["arch"], init["input_norm"]
+        if cfg.input_norm is not None and input_normalization(cfg.input_norm, info.input_shape[0]) != input_norm:
+            raise ParameterError(f"{{}} {cfg.input_norm} contradicts {{}} {cfg.init}, a model file trained with the "
+                                 f"input normalization {input_norm}, which it brings with it", "input_norm", "init")
         float_acc = init["accuracy"]["float"]
         if init["train"].get("validation", 0) != cfg.validation:
             log(f"warning: {cfg.init} (init) was trained with a validation share of "
@@ -331,10 +340,16 @@ def train(
                                  ("qat_epochs", 0), "init")
         architecture, model = _new_model(cfg, info, module, state, log)
         set_quantized(model, False)
+        input_norm = input_normalization(cfg.input_norm or (0.0, 1.0), info.input_shape[0])
+        model.set_input_norm(input_norm)
         float_acc = accuracy(model.to(device), test_x, test_y) if cfg.float_epochs == 0 else None
+        if float_acc is not None and float_acc < 1.5 / info.num_classes:
+            log(f"warning: the float model from {cfg.init} has {100 * float_acc:.2f}% test accuracy, near chance "
+                f"({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them with "
+                "input_norm (--input-norm MEAN,STD)")
     plan_layers(architecture)  # the export rule, checked before any epoch: what cannot be exported is not trained
+    check_input_norm(architecture, input_norm)
     model.to(device)
-    input_norm = {"mean": [0.0] * info.input_shape[0], "std": [1.0] * info.input_shape[0]}
     clock = {"started": time.perf_counter()}
 
     def lap(phase: str) -> None:

@@ -100,3 +100,14 @@ class Relu6(nn.Module):
 
     def forward(self, x):
         return self.f(torch.flatten(self.act(self.c(x)), 1))
+
+
+class Mlp(nn.Module):
+    """A plain-PyTorch MLP, trained on normalized inputs by the test that uses it."""
+
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
