@@ -1,8 +1,9 @@
 """Files in and out: what kind a file is, and output written atomically and never over an input.
 
-Outputs go into a temporary file beside the target and are renamed into place, so a
-crash or a refused write leaves any earlier file at that path intact and no half-written
-file behind. The result gets the permissions a plain `open()` would give it.
+Outputs are made in memory, written to a temporary file beside the target and renamed
+into place (`write_atomically`), so a crash, a full disk or a refused write leaves any
+earlier file at that path intact and no half-written file behind. The result gets the
+permissions a plain `open()` would give it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from qffs_lava.errors import ParameterError, QffsError
 
@@ -92,20 +92,29 @@ def _open_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success rename it to `path`, on any error delete it.
+def write_atomically(path: str | Path, data: bytes) -> Path:
+    """Write `data` (the whole file, made in memory) to `path` through a temporary file beside it, renamed into
+    place, with the permissions `open()` would give it (mkstemp creates it 0600).
 
-    The file gets the permissions `open()` would give it (mkstemp creates it 0600).
+    When the write fails (a full disk, a file-size limit, a folder gone) the temporary file is deleted, a file
+    already at `path` is untouched, and a QffsError says so in one line.
     """
     path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        yield Path(tmp)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, _open_mode(path))
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        return path
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(err, OSError):
+            kept = "the file already there is as it was" if path.exists() else "nothing was written"
+            raise QffsError(f"cannot write {path}: {err.strerror or err} ({len(data):,} bytes); {kept}") from None
         raise

@@ -3,6 +3,7 @@ a run's per-step table and costs (qffs-run), its JSON report and its accuracy pl
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
@@ -11,7 +12,7 @@ import numpy as np
 
 from qffs_lava.costs import macs, weight_counts
 from qffs_lava.errors import ParameterError
-from qffs_lava.fileio import atomic_output
+from qffs_lava.fileio import write_atomically
 from qffs_lava.ir.layers import NeuronLayer
 from qffs_lava.ir.loihi import BIAS_MANTISSA_BITS, STATE_LIMIT, bias_exponents, count_bounds, membrane_bounds
 from qffs_lava.ir.network import Network
@@ -153,8 +154,7 @@ def run_table(result: RunResult) -> str:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write plain data as indented JSON, atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
+    write_atomically(path, json.dumps(data, indent=1).encode())
 
 
 #: The image formats a plot is written in, by the file name's suffix.
@@ -197,6 +197,7 @@ def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = 
         ax.legend()
     if title:
         fig.suptitle(title)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format=image_format, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format=image_format, dpi=110)
     plt.close(fig)
+    write_atomically(path, image.getvalue())

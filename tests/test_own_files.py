@@ -1,7 +1,9 @@
 """What a new user meets with a model of their own, their own files and a full disk (issue 26): each test runs the
 user's command and checks what it now prints and exits with."""
 
+import contextlib
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -238,3 +240,78 @@ def test_an_init_model_near_chance_draws_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "near chance (10%): was it trained on normalized inputs? Declare them with input_norm (--input-norm " \
            "MEAN,STD)" in result.stdout
+
+
+# 2. A full disk ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """(folder, limit): a folder whose file system is full, holding old.h5 and old.json as a user's earlier files.
+
+    A small tmpfs is mounted there and filled where the machine allows it (root, CAP_SYS_ADMIN); limit is then
+    None. Elsewhere the folder is plain and limit is a file-size limit (RLIMIT_FSIZE) the commands run under,
+    which makes their writes fail the same way (EFBIG instead of ENOSPC)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    try:
+        (folder / "old.h5").write_bytes(b"old net")
+        (folder / "old.json").write_bytes(b"{}")
+        if mounted:
+            with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(bytes(4096))
+        yield folder, None if mounted else 2048
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def run_on_full_disk(limit, command, *args):
+    """The command as a user runs it (its console script's main, in a process of its own), under the limit."""
+    main = {"qffs-train": "train_main", "qffs-export": "export_main", "qffs-run": "run_main"}[command]
+    code = (f"import resource, signal, sys; limit = {limit!r}\n"
+            "if limit: signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, "
+            "(limit, limit))\n"
+            f"from qffs_lava.cli import {main}; sys.exit({main}())")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def assert_write_refused(result, path, folder, limit):
+    reason = "File too large" if limit else "No space left on device"
+    assert_refused(result, f"error: cannot write {path}: {reason} (")
+    assert "Segmentation" not in result.stderr and "HDF5" not in result.stderr
+    assert sorted(p.name for p in folder.iterdir() if p.name != "filler") == ["old.h5", "old.json"]  # no .tmp
+    assert (folder / "old.h5").read_bytes() == b"old net" and (folder / "old.json").read_bytes() == b"{}"
+
+
+def test_export_to_a_full_disk_says_so_and_leaves_the_old_file(full_disk, digits_model_file):
+    folder, limit = full_disk
+    result = run_on_full_disk(limit, "qffs-export", digits_model_file, folder / "old.h5", "--samples", "0")
+    assert_write_refused(result, folder / "old.h5", folder, limit)
+    assert "the file already there is as it was" in result.stderr
+
+
+def test_run_reports_to_a_full_disk_say_so(full_disk, digits_net):
+    folder, limit = full_disk
+    for option, name in (("--json", "old.json"), ("--plot", "new.png")):
+        result = run_on_full_disk(limit, "qffs-run", digits_net, "--dataset", "digits", "--steps", "4", "--quiet",
+                                  option, folder / name)
+        assert_write_refused(result, folder / name, folder, limit)
+
+
+def test_a_trained_model_is_never_lost_to_a_full_disk(full_disk):
+    folder, limit = full_disk
+    result = run_on_full_disk(limit, "qffs-train", "--dataset", "digits", "--arch", "mlp", "--float-epochs", "2",
+                              "--qat-epochs", "2", "--hardware-epochs", "0", "--quiet", "--out", folder / "m.pt")
+    assert_write_refused(result, folder / "m.pt", folder, limit)
+    if limit:  # a file-size limit holds everywhere: nowhere to keep it, and it says so
+        assert "the trained model could not be kept anywhere either" in result.stderr
+        return
+    kept = Path(result.stderr.split("the trained model was kept in ")[1].split(":")[0])
+    try:
+        assert read_model_file(kept)["accuracy"]["qann"] > 0.8
+    finally:
+        shutil.rmtree(kept.parent)

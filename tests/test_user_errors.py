@@ -18,7 +18,7 @@ import qffs_lava.cli as cli_module
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import save_model_file
 from qffs_lava.errors import DatasetNotFound, QffsError, QffsFormatError
-from qffs_lava.fileio import atomic_output
+from qffs_lava.fileio import write_atomically
 from qffs_lava.ir.netfile import read_net
 
 
@@ -204,8 +204,7 @@ def test_no_command_writes_over_its_input(tmp_path, digits_model_file, digits_ne
 def test_new_files_get_the_mode_open_gives_them(tmp_path, umask):
     old = os.umask(umask)
     try:
-        with atomic_output(tmp_path / "new.json") as tmp:
-            tmp.write_text("{}")
+        write_atomically(tmp_path / "new.json", b"{}")
         with open(tmp_path / "plain.json", "w") as f:
             f.write("{}")
     finally:
@@ -218,8 +217,7 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
     path = tmp_path / "net.h5"
     path.write_text("old")
     path.chmod(0o640)
-    with atomic_output(path) as tmp:
-        tmp.write_text("new")
+    write_atomically(path, b"new")
     assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o640
 
 

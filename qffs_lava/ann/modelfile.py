@@ -17,6 +17,7 @@ unpickling is refused before it runs.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -26,7 +27,7 @@ from torch import nn
 
 from qffs_lava.ann.models import GraphModel, arch_from_v1, build_model, input_normalization, set_quantized
 from qffs_lava.errors import ModelFileError
-from qffs_lava.fileio import atomic_output, file_kind
+from qffs_lava.fileio import file_kind, write_atomically
 
 MODEL_FORMAT = "qffs-model"
 MODEL_VERSION = 2
@@ -35,12 +36,14 @@ REQUIRED_KEYS = ("arch", "state_dict", "quantized", "bits", "input_norm", "datas
 
 
 def save_model_file(path: str | Path, model: nn.Module, record: Dict[str, Any]) -> Dict[str, Any]:
-    """Write `record` (everything but the state dict) plus the model's state dict, atomically."""
+    """Write `record` (everything but the state dict) plus the model's state dict, atomically: made in memory,
+    checked to load safely (or it is not written), then written whole (fileio.write_atomically)."""
     content = {"format": MODEL_FORMAT, "version": MODEL_VERSION, **record,
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-    with atomic_output(path) as tmp:
-        torch.save(content, tmp)
-        read_model_file(tmp)  # what we write must load safely, or it is not written
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    _checked_model_file(Path(path), torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True))
+    write_atomically(path, buffer.getvalue())
     return content
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -413,7 +415,25 @@ def train(
     }
     if out is None:
         return {**record, "state_dict": model.state_dict()}
-    content = save_model_file(out, model, record)
+    try:
+        content = save_model_file(out, model, record)
+    except QffsError as err:
+        raise QffsError(f"{err}; {keep_elsewhere(out, model, record)}") from None
     log(f"wrote {out}")
     return content
+
+
+def keep_elsewhere(out: str | Path, model: nn.Module, record: dict) -> str:
+    """Where a trained model whose model file could not be written at `out` was kept instead (a new folder in the
+    temporary directory), said as a sentence; or that it could not be kept anywhere."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="qffs-model-"))
+    except OSError as err:
+        return f"the trained model could not be kept anywhere either ({err.strerror or err})"
+    try:
+        save_model_file(folder / Path(out).name, model, record)
+    except QffsError as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        return f"the trained model could not be kept anywhere either ({err})"
+    return f"the trained model was kept in {folder / Path(out).name}: move it where you want it"
 

@@ -10,6 +10,7 @@ read through it, and any defect raises one QffsFormatError naming the layer and 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -18,7 +19,7 @@ import h5py
 import numpy as np
 
 from qffs_lava.errors import QffsFormatError
-from qffs_lava.fileio import atomic_output, file_kind
+from qffs_lava.fileio import file_kind, write_atomically
 from qffs_lava.ir.hdf5 import GroupReader, is_stored_group, put_ints
 from qffs_lava.ir.layers import LAYER_TYPES, Layer
 from qffs_lava.ir.network import Network
@@ -33,8 +34,9 @@ def net_version(network: Network) -> int:
 
 
 def write_net(path: str | Path, network: Network) -> None:
-    """Write net.h5 atomically."""
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+    """Write net.h5 atomically: made in memory, then written whole (fileio.write_atomically)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         layers = f.create_group("layer")
         for i, layer in enumerate(network.layers):
             group = layers.create_group(str(i))
@@ -44,6 +46,7 @@ def write_net(path: str | Path, network: Network) -> None:
         meta = f.create_group("meta")
         for key, value in {**network.meta, "format": NET_FORMAT, "version": net_version(network)}.items():
             meta.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    write_atomically(path, buffer.getvalue())
 
 
 def read_net(path: str | Path) -> Network:
