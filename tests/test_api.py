@@ -2,7 +2,6 @@
 stands; a Python run's JSON is qffs-run's; the backends' seams hold (no name tests outside the registry)."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -38,24 +37,35 @@ def test_the_verbs_are_at_the_top_each_with_an_example():
         qffs.no_such_verb  # noqa: B018
 
 
-def readme_python_api_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Python API"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def readme_python_snippets():
+    return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 
 
 @pytest.mark.lava
-def test_the_readmes_python_example_runs_as_it_stands(tmp_path, capsys):
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        exec(compile(readme_python_api_example(), "README.md (Python API)", "exec"), {"__name__": "readme"})
-    finally:
-        os.chdir(cwd)
-    out = capsys.readouterr().out
-    assert "Lava view (QffsNetwork)" in out or "QffsNeuron" in out
+def test_every_python_snippet_in_the_readme_runs_as_printed(tmp_path):
+    """In order, each in a Python of its own, in a folder that has the repository's examples/ and data/ (the
+    README's commands run in the repository's folder): the own-model example, the Python API example (which
+    writes digits.h5 and the Lava run's JSON), the QffsNetwork recipe (which reads digits.h5)."""
+    for name in ("examples", "data"):
+        (tmp_path / name).symlink_to(REPO / name)
+    snippets = readme_python_snippets()
+    assert len(snippets) == 3
+    outputs = []
+    for snippet in snippets:
+        result = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, f"{snippet}\n{result.stderr[-3000:]}"
+        outputs.append(result.stdout)
+    assert "'qann':" in outputs[0] and (tmp_path / "custom.pt").is_file()
     written = json.loads((tmp_path / "digits_lava.json").read_text())
     assert written["backend"] == "lava" and written["samples"] == 40 and "costs" in written
+    assert "QffsNeuron" in outputs[1] and "accuracy " in outputs[2]
+
+
+def test_what_the_readme_writes_in_the_repository_is_ignored_by_git():
+    names = ["digits.pt", "digits.h5", "digits_lava.json", "custom.pt", "mnist.png", "mnist.json", "x.npy"]
+    ignored = subprocess.run(["git", "check-ignore", *names], cwd=REPO, capture_output=True, text=True).stdout.split()
+    assert ignored == names
 
 
 def test_to_json_is_what_qffs_run_json_writes(digits_net, tmp_path):
