@@ -180,8 +180,10 @@ def test_loihi_range_check_refuses_or_warns(tmp_path):
 
 
 def run_export(*args):
-    return subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import export_main; "
-                           "sys.exit(export_main())", *args], capture_output=True, text=True, timeout=300)
+    """qffs-export as its console script runs it (its main, in this process: test_user_errors.cli)."""
+    from test_user_errors import cli
+
+    return cli("qffs-export", *args)
 
 
 def test_cli_prints_the_table_and_fidelity(tmp_path, digits_model_file):

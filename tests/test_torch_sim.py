@@ -139,7 +139,8 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_group("layer")
     cases = [
-        ([str(digits_model_file), "--dataset", "digits"], "as a PyTorch model file is, not a net file: run `qffs-export"),
+        ([str(digits_model_file), "--dataset", "digits"],
+         "as a PyTorch model file is, not a net file: run `qffs-export"),
         ([str(tmp_path / "wrong.npy"), "--dataset", "digits"], "not a readable HDF5 file"),
         ([str(tmp_path / "other.h5"), "--dataset", "digits"], "not a QFFS net file"),
         ([str(digits_net), "--inputs", str(tmp_path / "wrong.npy")], "this network takes (N, 1, 8, 8)"),

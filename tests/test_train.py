@@ -1,8 +1,6 @@
 """qffs-train: real training on digits, the safe model file, and clear errors."""
 
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -77,8 +75,10 @@ def test_init_continues_from_a_model_file(digits_model_file, tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import train_main; "
-                           "sys.exit(train_main())", *args], capture_output=True, text=True, timeout=300)
+    """qffs-train as its console script runs it (its main, in this process: test_user_errors.cli)."""
+    from test_user_errors import cli
+
+    return cli("qffs-train", *args)
 
 
 @pytest.mark.parametrize(
