@@ -28,7 +28,8 @@ from qffs_lava.ir.netfile import read_net
 
 
 def workers_figures(network, x, steps: int, workers: int) -> dict:
-    """Wall time of the lava backend with 1 worker and with `workers`, on the same samples; identical results asserted."""
+    """Wall time of the lava backend with 1 worker and with `workers` on the same samples; identical results
+    asserted."""
     figures = {"samples": len(x), "steps": steps, "workers": workers}
     results = {}
     for n in (1, workers):
