@@ -29,6 +29,7 @@ import lava_speed
 import sim_speed
 import torch
 
+from qffs_lava.ann.checkpoint import phase_seconds, read_metrics
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import read_model_file
 from qffs_lava.reports import plot_accuracy, write_json
@@ -66,10 +67,11 @@ def model_figures(name: str, dataset: str, arch: str) -> dict:
     if not (RUNS / f"{name}.pt").exists():
         run(train)
     content = read_model_file(RUNS / f"{name}.pt")
+    seconds = phase_seconds(read_metrics(RUNS / f"{name}.metrics.jsonl"))
     accuracy = content["accuracy"]
     figures.update(float_accuracy=accuracy["float"], lsq_accuracy=accuracy["lsq"],
                    integer_before=accuracy["integer_before"], agreement_before=accuracy["agreement_before"],
-                   train_seconds=content["train"]["seconds"], phase_seconds=content["train"]["phase_seconds"],
+                   train_seconds=sum(seconds.values()), phase_seconds=seconds,
                    hardware_epochs=content["train"]["hardware_epochs"], train_threads=content["train"]["threads"],
                    validation=accuracy["validation"], validation_images=content["train"]["validation_images"],
                    hardware_epoch_kept=content["train"]["hardware_epoch_kept"])

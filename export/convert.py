@@ -29,4 +29,6 @@ def convert(content: Dict[str, Any], model: nn.Module) -> Network:
         "K": integer_model.bias_steps,
         "input_normalization": content["input_norm"],
     })
+    if content.get("classes"):
+        network.meta["classes"] = list(content["classes"])
     return network

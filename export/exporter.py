@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 from qffs_export.convert import convert
 from qffs_export.integer import trained_qann
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
-from qffs_lava.ann.datasets import dataset_info, load_dataset, not_found
+from qffs_lava.ann.datasets import dataset_info, is_folder, not_found, open_split
+from qffs_lava.ann.folders import FolderError
+from qffs_lava.ann.loaders import Shard, Tensors, loader
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import predict
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.distributed import gather, world
 from qffs_lava.errors import DatasetNotFound, QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
@@ -22,9 +26,9 @@ from qffs_lava.ir.network import Network
 from qffs_lava.reports import layer_table
 
 
-def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1000) -> dict:
-    """The integer QANN (the network) against the QANN as trained (`integer.trained_qann`).
+def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """The integer QANN (the network) against the QANN as trained (`integer.trained_qann`), over (images, labels)
+    batches (under torchrun, this rank's share; the figures are all ranks').
 
     Accuracies and top-1 agreement, and per neuron layer (by model name) the largest
     |pre-activation difference| in threshold units and the share of neurons whose counts
@@ -32,19 +36,22 @@ def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels:
     """
     torch_net = TorchNetwork(network)
     names = network.meta["layer_names"]
-    trained_pred, int_pred = [], []
+    counts = {"samples": 0, "qann": 0, "int_qann": 0, "agreement": 0}
     largest: Dict[str, float] = {}
     differing: Dict[str, int] = {}
     neurons: Dict[str, int] = {}
     was_training = trained.training
     trained.eval()
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size]
+        for x, labels in batches:
             ours: Dict[str, torch.Tensor] = {}
-            trained_pred.append(predict(trained(x, ours)))
+            trained_pred = predict(trained(x, ours))
             exact: Dict[int, torch.Tensor] = {}
-            int_pred.append(predict(torch_net.qann(x, preactivations=exact)).cpu())
+            int_pred = predict(torch_net.qann(x, preactivations=exact)).cpu()
+            counts["samples"] += len(x)
+            counts["qann"] += int((trained_pred == labels).sum())
+            counts["int_qann"] += int((int_pred == labels).sum())
+            counts["agreement"] += int((trained_pred == int_pred).sum())
             for index, pre in exact.items():
                 name, layer = names[index], network.layers[index]
                 mine = ours[name].double().reshape(pre.shape)
@@ -55,15 +62,29 @@ def fidelity(network: Network, trained: nn.Module, images: torch.Tensor, labels:
                 differing[name] = differing.get(name, 0) + int(changed.sum())
                 neurons[name] = neurons.get(name, 0) + pre.numel()
     trained.train(was_training)
-    trained_pred, int_pred = torch.cat(trained_pred), torch.cat(int_pred)
+    ranks = gather((counts, largest, differing, neurons))
+    counts = {key: sum(rank[0][key] for rank in ranks) for key in counts}
+    largest = {name: max(rank[1].get(name, 0.0) for rank in ranks) for name in ranks[0][1]}
+    differing, neurons = ({name: sum(rank[k][name] for rank in ranks) for name in ranks[0][k]} for k in (2, 3))
+    samples = counts["samples"]
     return {
-        "samples": len(images),
-        "qann_accuracy": float((trained_pred == labels).double().mean()),
-        "int_qann_accuracy": float((int_pred == labels).double().mean()),
-        "agreement": float((trained_pred == int_pred).double().mean()),
+        "samples": samples,
+        "qann_accuracy": counts["qann"] / samples,
+        "int_qann_accuracy": counts["int_qann"] / samples,
+        "agreement": counts["agreement"] / samples,
         "preactivation_max_difference": largest,
         "count_mismatch": {name: differing[name] / neurons[name] for name in neurons},
     }
+
+
+def test_split(content: dict, data_dir: str | Path) -> Dataset:
+    """The test split of the data a model file was trained on (an image folder's at the model's input size, its
+    classes checked against the model's)."""
+    info = dataset_info(content["dataset"], content["input_shape"][1] if is_folder(content["dataset"]) else None)
+    if content.get("classes") and list(info.classes) != list(content["classes"]):
+        raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the model was trained on "
+                          f"{', '.join(content['classes'][:5])}: give the folder it was trained on")
+    return open_split(info, "test", data_dir)
 
 
 def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] = None, data_dir: str = "data",
@@ -72,6 +93,8 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
 
     `samples` limits the fidelity measurement to the first test samples; 0 skips it, so
     no dataset is needed.
+
+    Under torchrun, the ranks share the fidelity samples; rank 0 logs and writes.
 
     Refuses (QffsError, nothing written) when the network leaves Loihi 2's ranges,
     unless loihi_check is False, which writes it with a warning. Returns the network written.
@@ -82,6 +105,8 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
     """
     check_writable(net_path)
     check_outputs({"net_path": net_path}, {"model_path": model_path})
+    ranks = world()
+    log = log if ranks.main else (lambda _: None)
     content, model = load_model_file(model_path)
     network = convert(content, model)
     problems = loihi_problems(network)
@@ -98,14 +123,20 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
         network.meta["fidelity_samples"] = 0
         log("fidelity not measured (0 test samples)")
     else:
+        if content["dataset"].startswith("python:"):
+            raise QffsError(f"{model_path} was trained on your own {content['dataset'][7:]} data, which qffs-export "
+                            "cannot load: export without measuring fidelity ({}), then measure it with qffs.run",
+                            ("samples", 0))
         try:
-            images, labels = load_dataset(content["dataset"], "test", data_dir)
+            test = test_split(content, data_dir)
         except DatasetNotFound:
             raise not_found(dataset_info(content["dataset"]), Path(data_dir), False,
                             ("export without measuring fidelity: {}", ("samples", 0))) from None
         if samples is not None:
-            images, labels = images[:samples], labels[:samples]
-        figures = fidelity(network, trained_qann(content, model), images, labels)
+            test = Subset(test, range(min(samples, len(test))))
+        in_memory = isinstance(test, Tensors) or isinstance(getattr(test, "dataset", None), Tensors)
+        batches = loader(test, 1000 if in_memory else 128, Shard(len(test), ranks), 0 if in_memory else 2)
+        figures = fidelity(network, trained_qann(content, model), batches)
         network.meta.update({
             "qann_accuracy": figures["qann_accuracy"],
             "int_qann_accuracy": figures["int_qann_accuracy"],
@@ -120,6 +151,7 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
         log("largest pre-activation difference in threshold units (share of counts that differ), per layer: "
             + ", ".join(f"{name} {diff:.3g} ({100 * figures['count_mismatch'][name]:.2f}%)"
                         for name, diff in figures["preactivation_max_difference"].items()))
-    write_net(net_path, network)
-    log(f"wrote {net_path}")
+    if ranks.main:
+        write_net(net_path, network)
+        log(f"wrote {net_path}")
     return network

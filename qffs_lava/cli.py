@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -206,8 +208,30 @@ TRAIN_OPTIONS = {
                                         "0.1307,0.3081 for MNIST); recorded in the model file and folded into the "
                                         "network at export")),
     "device": ("--device", dict(choices=["cpu", "cuda"], help="where to train (cpu is deterministic; cuda for a "
-                                                              "GPU, e.g. for vgg11/vgg16)")),
+                                                              "GPU, e.g. for vgg11/vgg16; under torchrun each rank "
+                                                              "its own GPU)")),
+    "input_size": ("--input-size", dict(type=integer_at_least(8), help="image folders: the side S of the S x S "
+                                        "images the model sees (training: random resized crops; evaluation: "
+                                        "resize to S / 0.875 and centre crop); 224 where not given")),
+    "workers": ("--workers", dict(type=integer_at_least(0), help="DataLoader worker processes reading the data "
+                                  "(default: 0 for the built-in datasets, which are in memory; up to 8 for image "
+                                  "folders)")),
+    "sync_bn": ("--sync-bn", dict(action="store_true", help="under torchrun: batchnorm statistics over every rank's "
+                                                            "batch (SyncBatchNorm), not each rank's own")),
+    "amp": ("--amp", dict(choices=["bf16", "fp16"], help="mixed precision (autocast) in the float and LSQ phases; "
+                                                         "the hardware-exact phase stays fp32, its integers exact "
+                                                         "(fp16 needs a GPU)")),
 }
+
+
+def dataset_name(text: str) -> str:
+    """argparse type of qffs-train's and qffs-run's --dataset: a built-in name or folder:PATH."""
+    from qffs_lava.ann.datasets import DATASETS, FOLDER_PREFIX
+
+    if text in DATASETS or (text.startswith(FOLDER_PREFIX) and len(text) > len(FOLDER_PREFIX)):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}: choose from {', '.join(DATASETS)}, or "
+                                     f"{FOLDER_PREFIX}PATH for an image folder")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -225,8 +249,10 @@ def _train_parser() -> argparse.ArgumentParser:
         "qffs-export reads. Seeded and deterministic on CPU.",
         f"Epochs (float+QAT+hardware-exact) and batch size where not given: {schedule}. "
         "Example: qffs-train --dataset digits --arch mlp --out digits.pt")
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS),
-                        help="the dataset to train on (digits is bundled with scikit-learn and needs no download)")
+    parser.add_argument("--dataset", required=True, type=dataset_name, metavar="DATASET",
+                        help=f"the dataset to train on: {', '.join(DATASETS)} (digits is bundled with "
+                             "scikit-learn and needs no download), or folder:PATH, your own images in "
+                             "torchvision's ImageFolder layout (PATH/train/CLASS/*, PATH/val/CLASS/*)")
     parser.add_argument("--arch", required=True, type=arch_name,
                         help=f"built-in: {ARCH_HELP}. Or your own PyTorch model: MODULE:FUNCTION or "
                              "path/to/file.py:FUNCTION, a function (or class) that returns an nn.Module, called "
@@ -242,6 +268,9 @@ def _train_parser() -> argparse.ArgumentParser:
         elif default is not None and default is not False:
             options["help"] += f" (default: {default})"
         parser.add_argument(flag, dest=name, default=default, **options)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run whose checkpoint is beside --out (OUT.checkpoint.pt, written after "
+                             "every epoch), with the options it was started with")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_option(parser)
     return parser
@@ -252,9 +281,23 @@ def train_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     """qffs-train: train and write a model file."""
     from qffs_lava.ann.train import train
 
+    from qffs_lava.ann.train import TrainingInterrupted
+
     set_threads(args.threads)
-    train(args.dataset, args.arch, out=args.out, progress=not args.quiet,
-          **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+    try:
+        train(args.dataset, args.arch, out=args.out, progress=not args.quiet, resume=args.resume,
+              **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+    except TrainingInterrupted as interrupted:
+        print(str(interrupted) + (f"; resume with:\n  {resume_command()}" if interrupted.resumable else ""),
+              file=sys.stderr)
+        raise
+
+
+def resume_command() -> str:
+    """This qffs-train command line with --resume (under torchrun, torchrun's with this rank count)."""
+    argv = sys.argv[1:] + ([] if "--resume" in sys.argv[1:] else ["--resume"])
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    return (f"torchrun --nproc_per_node {ranks} " if ranks > 1 else "") + shlex.join(["qffs-train", *argv])
 
 
 # qffs-export ------------------------------------------------------------------------------------------
@@ -350,14 +393,26 @@ def read_npy(path: str, option: str):
         raise QffsError(f"cannot read {option} {path}: {err}") from None
 
 
-def load_inputs(args) -> tuple:
-    """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them."""
-    from qffs_lava.ann.datasets import load_dataset
+def load_inputs(args, network) -> tuple:
+    """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them: tensors, or for an
+    image folder a Dataset read a batch at a time at the network's input size."""
+    from torch.utils.data import Subset
+
+    from qffs_lava.ann.datasets import dataset_info, is_folder, load_dataset, open_split
+    from qffs_lava.ann.folders import FolderError
 
     if args.inputs is not None:
         x = read_npy(args.inputs, "--inputs")
         labels = read_npy(args.labels, "--labels") if args.labels else None
         description = str(args.inputs)
+    elif is_folder(args.dataset):
+        info = dataset_info(args.dataset, network.input.shape[-1])
+        classes = network.meta.get("classes")
+        if classes and list(classes) != list(info.classes):
+            raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the network was trained "
+                              f"on {', '.join(classes[:5])}: give the folder it was trained on")
+        x, labels = open_split(info, args.split), None
+        description = f"{info.path} {args.split} split ({'val' if args.split == 'test' else 'train'}/)"
     else:
         x, labels = load_dataset(args.dataset, args.split, args.data_dir, download=args.download)
         description = f"{args.dataset} {args.split} split"
@@ -365,7 +420,8 @@ def load_inputs(args) -> tuple:
         if args.samples > len(x):
             print(f"note: --samples {args.samples}, but {description} has {len(x)}; running all {len(x)}",
                   file=sys.stderr)
-        x = x[:args.samples]
+        x = x[:args.samples] if labels is not None or args.inputs is not None else Subset(x, range(min(
+            args.samples, len(x))))
         labels = labels[:args.samples] if labels is not None else None
     return x, labels, description
 
@@ -387,7 +443,9 @@ def _run_parser() -> argparse.ArgumentParser:
         + ". Example: qffs-run digits.h5 --dataset digits --steps 8 --plot digits.png")
     parser.add_argument("net", help="a net.h5 written by qffs-export")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=list(DATASETS), help="evaluate on a dataset split")
+    source.add_argument("--dataset", type=dataset_name, metavar="DATASET",
+                        help=f"evaluate on a dataset split: {', '.join(DATASETS)}, or folder:PATH, an image folder "
+                             "(its val/ is the test split), read a batch at a time at the network's input size")
     source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
     parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
     data = defaults_of(load_dataset)
@@ -450,11 +508,17 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                   {"net": args.net, "inputs": args.inputs, "labels": args.labels})
     if args.plot:
         plot_format(args.plot)  # before anything runs
+    from qffs_lava.distributed import world
+    from qffs_lava.ir.netfile import read_net
+
     set_threads(args.threads)
-    x, labels, description = load_inputs(args)
+    network = read_net(args.net)
+    x, labels, description = load_inputs(args, network)
     result = run(args.net, x, labels, args.steps, args.backend, args.mode, batch_size=args.batch_size,
                  device=args.device, workers=args.workers, ablate=args.ablate, stats=args.stats,
                  loihi_check=args.loihi_check, progress=not args.quiet, description=description)
+    if not world().main:  # under torchrun, rank 0 reports
+        return
     print(run_table(result))
     if args.json:
         write_json(args.json, result.to_dict())

@@ -8,14 +8,18 @@ converges to), and compares their output counts after every synchronous step.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from qffs_lava import distributed
+from qffs_lava.ann.loaders import Shard, Tensors, loader
 from qffs_lava.backends import RunOptions, get_backend, names_with
 from qffs_lava.backends.pytorch import QannBackend
 from qffs_lava.costs import cost_report
@@ -24,7 +28,7 @@ from qffs_lava.errors import ParameterError, QffsFormatError
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import read_net
 from qffs_lava.ir.network import Network
-from qffs_lava.results import CLOSED_FORM, RunResult
+from qffs_lava.results import CLOSED_FORM, RunResult, Simulation
 
 
 def check_inputs(network: Network, x) -> torch.Tensor:
@@ -82,7 +86,8 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     """Run a network on samples for T = `steps` synchronous steps and compare every step with its integer QANN.
 
     net:         a net.h5 path (as qffs-export wrote it) or a Network (`read_net`)
-    x, labels:   dataset values (N, *input shape), floats in [0, 1]; optional class indices (N,)
+    x, labels:   dataset values (N, *input shape), floats in [0, 1]; optional class indices (N,); or x a
+                 torch Dataset of (image, class index), read a batch at a time (`open_split` gives one)
     backend:     one of backends.BACKENDS: qann, torch, lava, lava-float, loihi2
     mode:        "sync" or "pipelined", or None for the backend's own (sync for torch; the Lava
                  backends run pipelined only); results are reported in synchronous steps either way
@@ -94,6 +99,8 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     loihi_check: refuse, on a backend that computes in Loihi 2's ranges, a network outside them
                  (False: run it; values saturate)
     description: what the inputs are, for the report (e.g. "digits test split")
+
+    Under torchrun the ranks share the samples, and each returns the result for all of them.
 
     Example:
         >>> result = qffs.run("digits.h5", images, labels, steps=8, backend="lava")
@@ -124,25 +131,46 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     options = RunOptions(batch_size=batch_size, device=device, workers=workers, mechanisms=without(*ablate),
                          count_costs=stats)
     runner.check(options)
-    x = check_inputs(net, x)
     if runner.loihi_ranges:
         problems = loihi_problems(net)
         if problems and loihi_check:
             raise QffsFormatError(f"the network leaves Loihi 2's ranges, which the {backend} backend computes in "
                                   "({} runs it anyway): " + "; ".join(problems), ("loihi_check", False))
-    if labels is not None:
-        labels = check_labels(labels, len(x), net.num_classes)
+    if isinstance(x, Dataset):
+        if labels is not None:
+            raise ParameterError("{} come from the dataset: give them with tensors x, not with a Dataset", "labels")
+        dataset, labelled = x, True
+        if len(dataset) == 0:
+            raise ParameterError("no input samples: the dataset is empty")
+    else:
+        x = check_inputs(net, x)
+        labelled = labels is not None
+        labels = check_labels(labels, len(x), net.num_classes) if labelled else torch.zeros(len(x), dtype=torch.int64)
+        dataset = Tensors(x, labels)
+    ranks = distributed.world(device)
     started = time.perf_counter()
+    qann, simulations, given = [], [], []
     reference = QannBackend()
-    qann = reference.simulate(net, x, steps, CLOSED_FORM, options).output_counts[0]
-    with tqdm(total=len(x), desc=f"{backend} ({mode})", unit="sample", disable=not progress, leave=False) as bar:
-        simulation = runner.simulate(net, x, steps, mode, dataclasses.replace(options, progress=bar.update))
+    piece = (len(dataset) if isinstance(dataset, Tensors) else
+             RunOptions.chunk * (workers or os.cpu_count() or 1) * 4 if runner.worker_processes else batch_size)
+    pieces = loader(dataset, piece, Shard(len(dataset), ranks),
+                    0 if isinstance(dataset, Tensors) or runner.worker_processes else 2)
+    with tqdm(total=len(pieces.sampler), desc=f"{backend} ({mode})", unit="sample", leave=False,
+              disable=not progress or not ranks.main) as bar:
+        for xs, ys in pieces:
+            xs = xs if isinstance(dataset, Tensors) else check_inputs(net, xs)
+            given.append(check_labels(ys, len(xs), net.num_classes) if labelled else ys)
+            qann.append(reference.simulate(net, xs, steps, CLOSED_FORM, options).output_counts[0])
+            simulations.append(runner.simulate(net, xs, steps, mode, dataclasses.replace(options,
+                                                                                          progress=bar.update)))
+    simulation, qann, labels = _all_ranks(Simulation.concatenate(simulations), torch.cat(qann), torch.cat(given))
+    labels = labels if labelled else None
     by_step = simulation.synchronous_counts()
     seconds = time.perf_counter() - started
     counts, qann_pred = by_step[-1], qann.argmax(dim=1)
     predictions = counts.argmax(dim=1)
     result = RunResult(
-        backend=backend, mode=mode, steps=steps, samples=len(x), device=device,
+        backend=backend, mode=mode, steps=steps, samples=len(qann), device=device,
         pipeline_depth=net.pipeline_depth, bias_steps=net.bias_steps, ablated=list(ablate),
         qann_accuracy=_accuracy(qann_pred, labels), accuracy=_accuracy(predictions, labels), seconds=seconds,
         output_counts=counts.tolist(), predictions=predictions.tolist(),
@@ -158,6 +186,22 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     if simulation.costs is not None:
         result.costs = cost_report(net, simulation.costs, mode)
     return result
+
+
+def _all_ranks(simulation: Simulation, qann: torch.Tensor, labels: torch.Tensor):
+    """(simulation, QANN counts, labels) of all samples, from every rank's share (`loaders.Shard`: rank r has
+    samples r, r + size, ...); in one process, as they are."""
+    parts = distributed.gather((simulation, qann, labels))
+    if len(parts) == 1:
+        return simulation, qann, labels
+    size, samples = len(parts), sum(len(part[2]) for part in parts)
+    counts = torch.empty((simulation.steps, samples, simulation.output_counts.shape[2]), dtype=torch.int64)
+    qann = torch.empty((samples, qann.shape[1]), dtype=qann.dtype)
+    labels = torch.empty(samples, dtype=torch.int64)
+    for rank, (sim, q, y) in enumerate(parts):
+        counts[:, rank::size], qann[rank::size], labels[rank::size] = sim.output_counts.cpu(), q.cpu(), y
+    costs = None if simulation.costs is None else sum((part[0].costs for part in parts[1:]), parts[0][0].costs)
+    return Simulation(simulation.mode, simulation.steps, simulation.pipeline_depth, counts, None, costs), qann, labels
 
 
 def _accuracy(predictions: torch.Tensor, labels: Optional[torch.Tensor]) -> Optional[float]:

@@ -9,6 +9,7 @@ from qffs_export.integer import trained_qann
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file
 from qffs_lava.ann.models import QuantAct, predict
+from qffs_lava.ann.checkpoint import read_metrics
 from qffs_lava.ann.train import accuracy, train
 from qffs_lava.cli import train_main
 from qffs_lava.errors import ModelFileError
@@ -84,7 +85,7 @@ def run_cli(*args):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dataset", "imagenet", "--arch", "mlp"], "invalid choice: 'imagenet'"),
+        (["--dataset", "imagenet", "--arch", "mlp"], "unknown dataset 'imagenet'"),
         (["--dataset", "digits", "--arch", "resnet"], "'resnet' is neither a built-in architecture"),
         (["--dataset", "digits", "--arch", "resnet20"], "32x32"),
         (["--dataset", "digits", "--arch", "mlp", "--act-bits", "0"], "bits must be an integer in 1..8"),
@@ -122,7 +123,12 @@ def test_cli_trains_and_writes_the_model_file(tmp_path):
     code = train_main(["--dataset", "digits", "--arch", "mlp", "--out", str(out), "--quiet",
                        "--float-epochs", "2", "--qat-epochs", "1"])
     assert code == 0 and out.is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left
+    # no temporary file left; the checkpoint is gone with the run, the metrics stay: one line per epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.metrics.jsonl", "m.pt"]
+    lines = read_metrics(tmp_path / "m.metrics.jsonl")
+    assert [(line["phase"], line["epoch"]) for line in lines] == [("float", 1), ("float", 2), ("qat", 1),
+                                                                  ("hardware", 1), ("hardware", 2), ("hardware", 3)]
+    assert all(line["images_per_second"] > 0 and 0 <= line["test_accuracy"] <= 1 for line in lines)
 
 
 class Payload:
@@ -181,12 +187,12 @@ def test_output_prediction_uses_quantized_levels(digits_model_file):
     assert predict(out).shape == (20,)
 
 
-def test_augment_crops_within_the_padding_and_may_flip():
-    from qffs_lava.ann.train import augment
+def test_random_crop_flip_crops_within_the_padding_and_may_flip():
+    from qffs_lava.ann.loaders import random_crop_flip
 
     images = torch.zeros(64, 1, 10, 10)
     images[:, 0, 4, 3] = 1.0
-    out = augment(images, torch.Generator().manual_seed(0), pad=2)
+    out = random_crop_flip(images, torch.Generator().manual_seed(0), pad=2)
     assert out.shape == images.shape and torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(64))
     rows, cols = out[:, 0].nonzero()[:, 1], out[:, 0].nonzero()[:, 2]
     assert ((rows - 4).abs() <= 2).all()

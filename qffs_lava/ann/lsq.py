@@ -9,7 +9,8 @@ pre-charge computes. Gradients (straight-through inside the range):
     dy/ds = (round(x/s) - x/s  inside,  q_min below,  q_max above) * g,   g = 1/sqrt(N * q_max)
 
 with N the number of features per sample (activations) or of weights. The step is
-initialised on the first batch to s = 2 mean|x| / sqrt(q_max).
+initialised on the first batch to s = 2 mean|x| / sqrt(q_max); under torchrun, mean|x| is the
+mean over every rank's batch, so all ranks start alike (as one process on the global batch would).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from qffs_lava.distributed import all_mean
 from qffs_lava.dynamics import round_half_up
 
 
@@ -68,7 +70,7 @@ class LsqQuantizer(nn.Module):
             if not self.training:
                 raise RuntimeError("LSQ step is not initialised: run one training batch first")
             with torch.no_grad():
-                self.step.copy_(2 * x.abs().mean().clamp_min(1e-8) / math.sqrt(self.q_max))
+                self.step.copy_(2 * all_mean(x.detach().abs().float().mean()).clamp_min(1e-8) / math.sqrt(self.q_max))
                 self.initialized.fill_(True)
         features = x[0].numel() if self.per_sample else x.numel()
         return lsq_quantize(x, self.step, self.q_min, self.q_max, step_grad_scale(features, self.q_max))

@@ -11,35 +11,47 @@ split), epoch 0 (the integer network of the LSQ model) included: it changes the 
 network only where the change is measured to help.
 
 `train(...)` is the Python API behind `qffs-train`. It is seeded and deterministic on
-CPU: the same arguments give the same model file.
+CPU: the same arguments give the same model file, and so does a run interrupted and resumed
+from its checkpoint (`checkpoint.py`). Data comes through DataLoaders (`loaders.py`), so
+memory is bounded by the batch; under torchrun each rank trains its shard with
+DistributedDataParallel (`distributed.py`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from qffs_export.integer import IntegerModel, check_input_norm
 from qffs_export.plan import plan_layers
 
+from qffs_lava import distributed
 from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
-from qffs_lava.ann.datasets import dataset_info, load_dataset, split_validation
+from qffs_lava.ann.checkpoint import (checkpoint_path, load_checkpoint, metrics_path, phase_seconds, save_checkpoint,
+                                      write_metrics)
+from qffs_lava.ann.datasets import (FOLDER_PREFIX, DatasetInfo, dataset_info, open_split, user_splits,
+                                    validation_indices)
+from qffs_lava.ann.folders import ImageFolderSplit
+from qffs_lava.ann.loaders import Shard, Shuffle, Tensors, loader, random_crop_flip
 from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
 from qffs_lava.ann.models import build_model, input_normalization, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.backends.pytorch import check_torch_device
+from qffs_lava.distributed import World, all_mean, all_sum, gather
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 
@@ -51,7 +63,15 @@ DEFAULT_SCHEDULE = {
     ("fashionmnist", "resnet8"): (10, 10, 2, 64),
     "kmnist": (10, 10, 2, 64),
     "cifar10": (100, 60, 5, 128),
+    "cifar100": (100, 60, 5, 128),
+    "own": (30, 10, 2, 64),  # image folders and your own Datasets
 }
+
+
+def schedule_for(dataset: str, arch: str) -> Tuple[int, int, int, int]:
+    """The default (float, QAT, hardware-exact epochs, batch size) of a dataset and architecture."""
+    key = dataset if dataset in DEFAULT_SCHEDULE else "own"
+    return DEFAULT_SCHEDULE.get((key, arch), DEFAULT_SCHEDULE[key])
 
 
 @dataclass
@@ -81,11 +101,16 @@ class TrainConfig:
     small_input_stem: bool = False  # torchvision ResNets: a 3x3 stride-1 stem without max pool
     pool: str = "max"  # "avg": average pooling where lenet and the VGGs max-pool
     input_norm: Optional[List[float]] = None  # the model sees (x - mean) / std: MEAN,STD, or means then stds
+    input_size: Optional[int] = None  # image folders: the side S of the S x S images the model sees (default 224)
     device: str = "cpu"
+    workers: Optional[int] = None  # DataLoader worker processes (default: 0 for built-in data, else up to 8)
+    sync_bn: bool = False  # under torchrun: batchnorm statistics over all ranks' batches
+    amp: Optional[str] = None  # "bf16" or "fp16": mixed precision in the float and LSQ phases
 
     def __post_init__(self):
-        info = dataset_info(self.dataset)
-        schedule = DEFAULT_SCHEDULE.get((info.name, self.arch), DEFAULT_SCHEDULE[info.name])
+        if not self.dataset.startswith(("python:", FOLDER_PREFIX)):
+            dataset_info(self.dataset)
+        schedule = schedule_for(self.dataset, self.arch)
         for name, default in zip(("float_epochs", "qat_epochs", "hardware_epochs", "batch_size"), schedule):
             if getattr(self, name) is None:
                 setattr(self, name, default)
@@ -109,11 +134,14 @@ class TrainConfig:
             raise ParameterError("{} needs {} with a quantized model file (it fine-tunes that one)",
                                  ("qat_epochs", 0), "init")
         check_torch_device(self.device)
-        if self.input_norm is not None:
-            try:
-                input_normalization(self.input_norm, info.input_shape[0])
-            except ValueError as err:
-                raise ParameterError(f"{{}}: {err}", "input_norm") from None
+        for name, minimum in (("input_size", 8), ("workers", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+                raise ParameterError(f"{{}}: must be an integer >= {minimum}, got {value!r}", name)
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ParameterError(f"{{}}: choose bf16 or fp16, got {self.amp!r}", "amp")
+        if self.amp == "fp16" and self.device != "cuda":
+            raise ParameterError("{} is for GPUs (it needs a gradient scaler); on a CPU use bf16", ("amp", "fp16"))
 
 
 def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
@@ -122,37 +150,49 @@ def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
         raise ParameterError(f"{{}}: bits must be an integer in {minimum}..8{why}, got {bits!r}", name)
 
 
-def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The model's classes in its current (float or quantized) mode, in eval mode."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        classes = torch.cat([predict(model(images[start:start + batch_size]))
-                             for start in range(0, len(images), batch_size)])
-    model.train(was_training)
-    return classes
+PHASES = {"float": "float", "qat": "QAT", "hardware": "hardware"}  # the phases in order, and their names in logs
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of the model in its current mode, in eval mode (NaN for no images)."""
-    if len(images) == 0:
-        return float("nan")
-    return float((predictions(model, images) == labels).double().mean())
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during training: the message says which checkpoint is kept; `resumable` whether
+    resume=True (--resume) continues from it."""
+
+    def __init__(self, message: str, resumable: bool):
+        super().__init__(message)
+        self.resumable = resumable
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
-    """A random crop of each image zero-padded by `pad` pixels, and a random horizontal flip."""
-    n, _, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    channels = torch.arange(images.shape[1])[None, :, None, None]
-    cropped = padded[torch.arange(n)[:, None, None, None], channels, rows, cols]
-    flip = torch.rand(n, generator=generator) < 0.5
-    cropped[flip] = cropped[flip].flip(-1)
-    return cropped
+@dataclass
+class Fit:
+    """What `Session.fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came)."""
+
+    test: float
+    validation: float
+    epoch: int
+
+
+@dataclass
+class Splits:
+    """The data of a run: training (augmented per sample where its transform says), validation (held out of the
+    training split), test; `augment_pad` > 0: random crops and flips as a batch transform in the float phase
+    (in-memory datasets)."""
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    augment_pad: int = 0
+
+
+def open_splits(cfg: TrainConfig, info: DatasetInfo, user: Optional[Tuple[Dataset, Dataset]] = None) -> Splits:
+    """The run's Splits: the training split's `cfg.validation` share held out (`validation_indices`)."""
+    if user is not None:
+        full, test = user
+    else:
+        full = open_split(info, "train", cfg.data_dir, cfg.download, training=True)
+        test = open_split(info, "test", cfg.data_dir)
+    keep, held = validation_indices(len(full), cfg.validation)
+    evaluated = full.with_training(False) if isinstance(full, ImageFolderSplit) else full
+    return Splits(Subset(full, keep), Subset(evaluated, held), test, info.augment_pad)
 
 
 def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -164,66 +204,212 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-@dataclass
-class Fit:
-    """What `_fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came)."""
+def tally(model: nn.Module, batches, device: torch.device, other: Optional[nn.Module] = None) -> Tuple[float, float]:
+    """(top-1 accuracy, top-1 agreement with `other`) over (images, labels) batches, in eval mode, summed over
+    all ranks; NaN for no samples."""
+    models = [m for m in (model, other) if m is not None]
+    modes = [m.training for m in models]
+    counts = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for m in models:
+            m.eval()
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            classes = predict(model(x))
+            counts[0] += float((classes == y).sum())
+            if other is not None:
+                counts[1] += float((classes == predict(other(x))).sum())
+            counts[2] += len(y)
+    for m, mode in zip(models, modes):
+        m.train(mode)
+    correct, agreeing, samples = all_sum(counts).tolist()
+    return (correct / samples, agreeing / samples) if samples else (float("nan"), float("nan"))
 
-    test: float
-    validation: float
-    epoch: int
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of the model in its current mode on tensors, in eval mode (NaN for no images)."""
+    batches = loader(Tensors(images, labels), batch_size, Shard(len(images)))
+    return tally(model, batches, images.device)[0]
 
 
-def _fit(model, phase, epochs, lr, cfg, data, generator, progress, log, augment_pad=0, teacher=None,
-         keep_best: Optional[Fit] = None) -> Fit:
-    """Train `epochs` epochs with a cosine learning rate on data = (train, validation, test).
+class Session:
+    """One training run: its configuration, data, ranks and outputs, the epoch loop every phase shares, and what
+    a checkpoint saves and restores (`resumed`: the checkpoint this run continues, or None)."""
 
-    augment_pad > 0: random crops and flips (`augment`). With a teacher (the float model),
-    the loss is (CE(y, out) + KL(softmax(teacher) || softmax(out))) / 2, as LSQ fine-tunes.
-    keep_best (the model's Fit as it came): the model ends as the epoch e in 0..epochs (0: as
-    it came) of highest validation accuracy, the earliest on ties; without validation images,
-    as the last.
-    """
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = data
-    optimizer = _optimizer(model, lr, cfg.weight_decay)
-    batches = math.ceil(len(train_x) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
-    kept = keep_best or Fit(accuracy(model, test_x, test_y) if epochs == 0 else float("nan"),
-                            accuracy(model, val_x, val_y) if epochs == 0 else float("nan"), 0)
-    best_state = copy.deepcopy(model.state_dict()) if keep_best else None
-    bar = tqdm(total=epochs * batches, desc=phase, disable=not progress, unit="batch", mininterval=1.0)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        total_loss = 0.0
-        for b in range(batches):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = augment(train_x[idx], generator, augment_pad) if augment_pad else train_x[idx]
-            out = model(x)
-            loss = F.cross_entropy(out, train_y[idx])
-            if teacher is not None:
-                with torch.no_grad():
-                    target = F.softmax(teacher(x), dim=1)
-                loss = (loss + F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")) / 2
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += float(loss)
-            bar.update(1)
-        fit = Fit(accuracy(model, test_x, test_y), accuracy(model, val_x, val_y), epoch)
-        bar.set_postfix(epoch=epoch, loss=f"{total_loss / batches:.4f}", val=f"{100 * fit.validation:.2f}%",
-                        test=f"{100 * fit.test:.2f}%")
-        log(f"{phase} epoch {epoch}/{epochs}: loss {total_loss / batches:.4f}, validation accuracy "
-            f"{100 * fit.validation:.2f}%, test accuracy {100 * fit.test:.2f}%")
-        if not keep_best or len(val_x) == 0 or fit.validation > kept.validation:
-            kept = fit
-            if keep_best:
-                best_state = copy.deepcopy(model.state_dict())
-    bar.close()
-    if keep_best:
-        model.load_state_dict(best_state)
-        log(f"{phase}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
-    return kept
+    def __init__(self, cfg: TrainConfig, splits: Splits, world: World, out: Optional[Path], progress: bool,
+                 log: Callable[[str], None], resumed: Optional[dict]):
+        self.cfg, self.splits, self.world, self.progress, self.log = cfg, splits, world, progress, log
+        self.device = world.device(cfg.device)
+        self.checkpoint = checkpoint_path(out) if out is not None else None
+        self.metrics_file = metrics_path(out) if out is not None else None
+        self.resumed, self.resuming = resumed, resumed is not None
+        self.model: Optional[nn.Module] = None  # the model trained (set by train); checkpoints save its state
+        self.metrics: List[dict] = list(resumed["metrics"]) if resumed else []
+        self.results: Dict[str, Any] = dict(resumed["results"]) if resumed else {}
+        self.saved: Optional[Tuple[str, int, int]] = None  # (phase, epoch, epochs) of the last checkpoint written
+        self.unsaved = False  # a checkpoint or the metrics file could not be written
+        if cfg.workers is not None:
+            self.workers = cfg.workers
+        else:
+            self.workers = 0 if isinstance(splits.test, Tensors) else min(8, os.cpu_count() or 1)
+
+    def skipped(self, phase: str) -> bool:
+        """Whether the checkpoint this run resumes is past `phase` (its results are in self.results)."""
+        order = list(PHASES)
+        return self.resumed is not None and order.index(phase) < order.index(self.resumed["phase"])
+
+    def batches(self, dataset: Dataset, batch_size: int = 1000):
+        """This rank's share of a dataset in order, in batches (evaluation)."""
+        return loader(dataset, batch_size, Shard(len(dataset), self.world), self.workers, self.device.type)
+
+    def accuracy(self, model: nn.Module, dataset: Dataset, other: Optional[nn.Module] = None):
+        """`tally` on a dataset: accuracy, or (accuracy, agreement) with `other`."""
+        figures = tally(model, self.batches(dataset), self.device, other)
+        return figures if other is not None else figures[0]
+
+    def _parallel(self, model: nn.Module, phase: str) -> nn.Module:
+        """The module the phase's training steps call: under torchrun, DistributedDataParallel over `model` (with
+        SyncBatchNorm where --sync-bn asks, outside the hardware-exact phase, whose batchnorm is frozen)."""
+        if self.world.size == 1:
+            return model
+        if self.cfg.sync_bn and phase != "hardware":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    def _autocast(self, phase: str):
+        """Mixed precision (--amp) for the float and LSQ phases; the hardware-exact phase computes in fp32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None and phase != "hardware")
+
+    def fit(self, model: nn.Module, phase: str, epochs: int, lr: float, generator: torch.Generator,
+            teacher: Optional[nn.Module] = None, keep_best: Optional[Fit] = None) -> Fit:
+        """Train `epochs` epochs of `phase` with a cosine learning rate, checkpointing after each.
+
+        Batches come in an order drawn from `generator`, which the batch augmentation then draws from
+        (`loaders.Shuffle`). With a teacher (the float model), the loss is (CE(y, out) +
+        KL(softmax(teacher) || softmax(out))) / 2, as LSQ fine-tunes. keep_best (the model's Fit as it
+        came): the model ends as the epoch e in 0..epochs (0: as it came) of highest validation accuracy,
+        the earliest on ties; without validation images, as the last.
+        """
+        cfg, splits, world = self.cfg, self.splits, self.world
+        order = generator if world.size == 1 else torch.Generator().manual_seed(generator.initial_seed())
+        augmentation = generator if world.size == 1 else torch.Generator().manual_seed(
+            generator.initial_seed() + 7919 * world.rank)
+        optimizer = _optimizer(model, lr, cfg.weight_decay)
+        sampler = Shuffle(len(splits.train), order, world)
+        local_batch = cfg.batch_size // world.size
+        batches = math.ceil(len(sampler) / local_batch)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
+        first = 1
+        if self.resumed is not None and self.resumed["phase"] == phase:
+            first = self._restore(optimizer, schedule, order, augmentation) + 1
+            kept = Fit(**self.resumed["kept"])
+            best_state = self.resumed["best"]
+            self.resumed = None
+        else:
+            kept = keep_best or Fit(self.accuracy(model, splits.test) if epochs == 0 else float("nan"),
+                                    self.accuracy(model, splits.validation) if epochs == 0 else float("nan"), 0)
+            best_state = copy.deepcopy(model.state_dict()) if keep_best else None
+        net = self._parallel(model, phase)
+        scaler = torch.cuda.amp.GradScaler(enabled=cfg.amp == "fp16" and phase != "hardware")
+        name = PHASES[phase]
+        with tqdm(total=epochs * batches, initial=(first - 1) * batches, desc=name, disable=not self.progress,
+                  unit="batch", mininterval=1.0) as bar:
+            for epoch in range(first, epochs + 1):
+                model.train()
+                started, total_loss, seen, lr = time.perf_counter(), 0.0, 0, optimizer.param_groups[0]["lr"]
+                for x, y in loader(splits.train, local_batch, sampler, self.workers, self.device.type,
+                                   torch.Generator().manual_seed(generator.initial_seed() + 1000 * epoch)):
+                    if splits.augment_pad and phase == "float":
+                        x = random_crop_flip(x, augmentation, splits.augment_pad)
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    with self._autocast(phase):
+                        out = net(x)
+                        loss = F.cross_entropy(out, y)
+                        if teacher is not None:
+                            with torch.no_grad():
+                                target = F.softmax(teacher(x), dim=1)
+                            loss = (loss + F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")) / 2
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    schedule.step()
+                    total_loss += float(loss)
+                    seen += len(x)
+                    bar.update(1)
+                training_seconds = time.perf_counter() - started
+                loss_mean = float(all_mean(torch.tensor(total_loss / batches, dtype=torch.float64)))
+                images = int(all_sum(torch.tensor(seen, dtype=torch.int64)))
+                fit = Fit(self.accuracy(model, splits.test), self.accuracy(model, splits.validation), epoch)
+                bar.set_postfix(epoch=epoch, loss=f"{loss_mean:.4f}", val=f"{100 * fit.validation:.2f}%",
+                                test=f"{100 * fit.test:.2f}%")
+                self.log(f"{name} epoch {epoch}/{epochs}: loss {loss_mean:.4f}, validation accuracy "
+                         f"{100 * fit.validation:.2f}%, test accuracy {100 * fit.test:.2f}%")
+                if not keep_best or len(splits.validation) == 0 or fit.validation > kept.validation:
+                    kept = fit
+                    if keep_best:
+                        best_state = copy.deepcopy(model.state_dict())
+                self.metrics.append({"phase": phase, "epoch": epoch, "epochs": epochs, "loss": loss_mean,
+                                     "validation_accuracy": fit.validation, "test_accuracy": fit.test,
+                                     "lr": lr,
+                                     "images_per_second": images / training_seconds,
+                                     "seconds": time.perf_counter() - started, "ranks": world.size})
+                self._save(phase, epoch, epochs, optimizer, schedule, order, augmentation, kept, best_state)
+        if keep_best:
+            model.load_state_dict(best_state)
+            self.log(f"{name}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
+        return kept
+
+    def _save(self, phase, epoch, epochs, optimizer, schedule, order, augmentation, kept, best_state) -> None:
+        """After an epoch: the checkpoint (every rank's random states, gathered) and the metrics file, by rank 0."""
+        if self.checkpoint is None:
+            return
+        randomness = gather({"order": order.get_state(), "augmentation": augmentation.get_state(),
+                             "torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None})
+        if not self.world.main:
+            return
+        try:
+            save_checkpoint(self.checkpoint, {
+                "config": asdict(self.cfg), "phase": phase, "epoch": epoch, "ranks": self.world.size,
+                "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "random": randomness, "kept": asdict(kept), "best": best_state,
+                "results": self.results, "metrics": self.metrics})
+            self.saved = (phase, epoch, epochs)
+            write_metrics(self.metrics_file, self.metrics)
+        except QffsError as err:  # a full disk: training goes on, the model is written (or kept) at the end
+            if not self.unsaved:
+                self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
+            self.unsaved = True
+
+    def _restore(self, optimizer, schedule, order, augmentation) -> int:
+        """Optimizer, schedule and this rank's random states from the checkpoint resumed; returns its epoch."""
+        state = self.resumed
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if state["ranks"] == self.world.size:
+            mine = state["random"][self.world.rank]
+            order.set_state(mine["order"])
+            augmentation.set_state(mine["augmentation"])
+            torch.set_rng_state(mine["torch"])
+            if mine["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        else:
+            self.log(f"warning: {self.checkpoint} was written by {state['ranks']} ranks, this run has "
+                     f"{self.world.size}: batches and augmentation are drawn afresh from here")
+        self.log(f"resuming from {self.checkpoint}: {PHASES[state['phase']]} epoch {state['epoch']} done")
+        return state["epoch"]
+
+    def interruption(self) -> TrainingInterrupted:
+        """What an interruption leaves: the last checkpoint, if any."""
+        if self.checkpoint is None:
+            return TrainingInterrupted("training interrupted (no out, so no checkpoint)", False)
+        if self.saved is None and not self.resuming:
+            return TrainingInterrupted("training interrupted before its first epoch ended: no checkpoint yet", False)
+        where = f"{PHASES[self.saved[0]]} epoch {self.saved[1]} of {self.saved[2]}" if self.saved else "as it was"
+        return TrainingInterrupted(f"training interrupted; {self.checkpoint} keeps it ({where})", True)
 
 
 def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optional[Dict[str, torch.Tensor]],
@@ -274,21 +460,29 @@ def _load_state(module: nn.Module, state: dict, path: str) -> None:
 
 
 def train(
-    dataset: str,
+    dataset,
     arch: str | nn.Module,
     out: Optional[str | Path] = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
+    resume: bool = False,
     **options,
 ) -> dict:
     """Train a float model (or load `init`), LSQ fine-tune it, fine-tune its integer network (the hardware-exact
     phase, unless hardware_epochs is 0), and save the model file to `out`.
 
-    Deterministic on the CPU (the default device); `device="cuda"` trains on a GPU.
+    Deterministic on the CPU (the default device); `device="cuda"` trains on a GPU. Under torchrun, every rank
+    trains its shard of each batch (DistributedDataParallel) and rank 0 writes the files.
 
+    `dataset`: a built-in name, "folder:PATH" (an image folder, docs/training.md), or your own data as (train,
+    test), each a torch Dataset of (image (C, H, W) in [0, 1], class index) or (images, labels) tensors.
     `arch`: a built-in name, "MODULE:FUNCTION" or "torchvision:NAME" (a function that builds an
     nn.Module, see torch_import.build_module), or an nn.Module itself, whose weights are the start
     (float_epochs=0 fine-tunes them as they are). Options are TrainConfig's fields.
+
+    With `out`, every epoch writes a checkpoint and a metrics line beside it (`checkpoint.py`); `resume=True`
+    continues from the checkpoint, and gives the model file an uninterrupted run gives. Ctrl-C raises
+    TrainingInterrupted, which says what was kept.
 
     Returns the model file's content, including the measured test accuracies: float, lsq
     (after LSQ fine-tuning), qann (the QANN as trained: after the hardware-exact phase, that
@@ -299,31 +493,54 @@ def train(
         >>> content = qffs.train("digits", "mlp", out="digits.pt")   # about 10 s on a CPU
         >>> content["accuracy"]["float"], content["accuracy"]["qann"]
         >>> qffs.train("mnist", "lenet", out="lenet.pt", float_epochs=2, qat_epochs=2, data_dir="data")
+        >>> qffs.train((train_set, test_set), "resnet8", out="mine.pt", float_epochs=20, qat_epochs=10)
     """
     module = arch if isinstance(arch, nn.Module) else None
+    user = None
+    if not isinstance(dataset, str):
+        info, *user = user_splits(dataset)
+        dataset = info.name
     cfg = TrainConfig(dataset=dataset, arch=f"module {type(arch).__name__}" if module is not None else arch,
                       **options)
+    if user is None:
+        info = dataset_info(cfg.dataset, cfg.input_size)
+    elif cfg.input_size is not None:
+        raise ParameterError("{} is for image folders; your own data comes at its own size", "input_size")
     if out is not None:
         check_writable(out)
         check_outputs({"out": out}, {"init": cfg.init})
-    info = dataset_info(cfg.dataset)
+    elif resume:
+        raise ParameterError("{} needs {}: the checkpoint is kept beside the model file", "resume", "out")
+    if cfg.input_norm is not None:
+        try:
+            input_normalization(cfg.input_norm, info.input_shape[0])
+        except ValueError as err:
+            raise ParameterError(f"{{}}: {err}", "input_norm") from None
+    world = distributed.world(cfg.device)
+    if cfg.batch_size % world.size:
+        raise ParameterError(f"{{}} is the global batch, shared by the {world.size} ranks: give a multiple of "
+                             f"{world.size}", ("batch_size", cfg.batch_size))
+    log = log if world.main else (lambda _: None)
     init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
-    if init is not None and init["dataset"] != cfg.dataset:
-        raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {cfg.dataset}", "init")
+    if init is not None and init["dataset"] != info.name:
+        raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {info.name}", "init")
     if init is not None and init["train"].get("arch", init["arch"]["name"]) != cfg.arch:
         trained = init["train"].get("arch", init["arch"]["name"])
         raise ParameterError(f"{{}} {cfg.init} is a model file of the architecture {trained!r}, which it brings "
                              f"with it; {{}} {cfg.arch!r} contradicts it: give {{}}",
                              "init", "arch", ("arch", trained))
+    resumed = None
+    if resume:
+        resumed = load_checkpoint(checkpoint_path(out), asdict(cfg))
+    elif out is not None and checkpoint_path(out).exists():
+        raise ParameterError(f"{checkpoint_path(out)} holds an unfinished run: pass {{}} to continue it, or delete "
+                             "it to start again", "resume")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
-    training, validation = split_validation(*load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download),
-                                            cfg.validation)
-    data = tuple(tuple(t.to(device) for t in split)
-                 for split in (training, validation, load_dataset(cfg.dataset, "test", cfg.data_dir)))
-    test_x, test_y = data[2]
+    session = Session(cfg, open_splits(cfg, info, user), world, Path(out) if out is not None else None,
+                      progress and world.main, log, resumed)
+    device = session.device
 
     if init is not None:
         init, model = model_from_content(cfg.init, init)
@@ -344,60 +561,90 @@ def train(
         set_quantized(model, False)
         input_norm = input_normalization(cfg.input_norm or (0.0, 1.0), info.input_shape[0])
         model.set_input_norm(input_norm)
-        float_acc = accuracy(model.to(device), test_x, test_y) if cfg.float_epochs == 0 else None
-        if float_acc is not None and float_acc < 1.5 / info.num_classes:
-            log(f"warning: the float model from {cfg.init} has {100 * float_acc:.2f}% test accuracy, near chance "
-                f"({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them with "
-                "input_norm (--input-norm MEAN,STD)")
+        float_acc = None
+        if cfg.float_epochs == 0 and not session.skipped("float"):
+            float_acc = session.accuracy(model.to(device), session.splits.test)
+            if float_acc < 1.5 / info.num_classes:
+                log(f"warning: the float model from {cfg.init} has {100 * float_acc:.2f}% test accuracy, near "
+                    f"chance ({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them "
+                    "with input_norm (--input-norm MEAN,STD)")
     plan_layers(architecture)  # the export rule, checked before any epoch: what cannot be exported is not trained
     check_input_norm(architecture, input_norm)
     model.to(device)
-    clock = {"started": time.perf_counter()}
+    session.model = model
+    if resumed is not None:
+        set_quantized(model, resumed["phase"] != "float")
+        model.load_state_dict(resumed["model"])
+    try:
+        record = _phases(session, model, architecture, info, input_norm, float_acc, generator)
+    except KeyboardInterrupt:
+        raise session.interruption() from None
+    finally:
+        distributed.leave()
+    if out is None:
+        return {**record, "state_dict": model.state_dict()}
+    if not world.main:
+        return record
+    try:
+        content = save_model_file(out, model, record)
+    except QffsError as err:
+        raise QffsError(f"{err}; {keep_elsewhere(out, model, record)}") from None
+    session.checkpoint.unlink(missing_ok=True)
+    log(f"wrote {out} (per-epoch metrics: {session.metrics_file})")
+    return content
 
-    def lap(phase: str) -> None:
-        now = time.perf_counter()
-        clock[phase], clock["started"] = now - clock["started"], now
 
-    if cfg.float_epochs > 0:
+def _phases(session: Session, model: nn.Module, architecture: dict, info: DatasetInfo, input_norm: dict,
+            float_acc: Optional[float], generator: torch.Generator) -> dict:
+    """The three phases (those a resumed checkpoint is not past), then the model file's record."""
+    cfg, results, log = session.cfg, session.results, session.log
+    if session.skipped("float"):
+        float_acc = results["float"]
+    elif cfg.float_epochs > 0:
         set_quantized(model, False)
-        float_acc = _fit(model, "float", cfg.float_epochs, cfg.lr, cfg, data, generator, progress, log,
-                         augment_pad=info.augment_pad).test
-    lap("float")
+        float_acc = session.fit(model, "float", cfg.float_epochs, cfg.lr, generator).test
+    results["float"] = float_acc
     teacher = None
     if cfg.distill:
         teacher = copy.deepcopy(model).eval()
         set_quantized(teacher, False)
+        if session.skipped("float"):
+            teacher.load_state_dict(results["teacher"])
+        results["teacher"] = teacher.state_dict()
     set_quantized(model, True)
-    lsq = _fit(model, "QAT", cfg.qat_epochs, cfg.qat_lr, cfg, data, generator, progress, log, teacher=teacher)
-    lsq_acc = lsq.test
+    if session.skipped("qat"):
+        lsq = Fit(**results["lsq"])
+    else:
+        lsq = session.fit(model, "qat", cfg.qat_epochs, cfg.qat_lr, generator, teacher=teacher)
+    results["lsq"] = asdict(lsq)
     validation = {"lsq": lsq.validation, "qann": lsq.validation}
-    accuracies = {"float": float_acc, "lsq": lsq_acc, "qann": lsq_acc, "validation": validation}
+    accuracies = {"float": float_acc, "lsq": lsq.test, "qann": lsq.test, "validation": validation}
     kept_epoch = None
-    lap("qat")
     if cfg.hardware_epochs:
         integer = IntegerModel(model, architecture, info.levels, input_norm)
-        exported = predictions(integer, test_x)
-        accuracies["integer_before"] = float((exported == test_y).double().mean())
-        accuracies["agreement_before"] = float((exported == predictions(model, test_x)).double().mean())
-        validation["integer_before"] = accuracy(integer, *data[1])
-        log(f"before the hardware-exact phase: LSQ QANN {100 * lsq_acc:.2f}%, the integer network it exports "
+        if not (session.resumed and session.resumed["phase"] == "hardware"):
+            test_acc, agreement = session.accuracy(integer, session.splits.test, other=model)
+            results["before"] = {"integer_before": test_acc, "agreement_before": agreement,
+                                 "validation": session.accuracy(integer, session.splits.validation)}
+        before = results["before"]
+        accuracies.update(integer_before=before["integer_before"], agreement_before=before["agreement_before"])
+        validation["integer_before"] = before["validation"]
+        log(f"before the hardware-exact phase: LSQ QANN {100 * lsq.test:.2f}%, the integer network it exports "
             f"{100 * accuracies['integer_before']:.2f}% (validation {100 * validation['integer_before']:.2f}%), "
             f"top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
         phase_generator = torch.Generator().manual_seed(cfg.seed + 1)  # --init lsq.pt adds the same phase
-        tuned = _fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, cfg, data, phase_generator,
-                     progress, log, teacher=teacher,
-                     keep_best=Fit(accuracies["integer_before"], validation["integer_before"], 0))
+        tuned = session.fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, phase_generator,
+                            teacher=teacher,
+                            keep_best=Fit(accuracies["integer_before"], validation["integer_before"], 0))
         accuracies["qann"], validation["qann"], kept_epoch = tuned.test, tuned.validation, tuned.epoch
-    lap("hardware")
-    seconds = sum(clock[phase] for phase in ("float", "qat", "hardware"))
+    seconds = phase_seconds(session.metrics)
     qann = "hardware-exact QANN (the exported network)" if cfg.hardware_epochs else "QANN"
     log(f"float accuracy {100 * float_acc:.2f}%, {qann} accuracy {100 * accuracies['qann']:.2f}% "
-        f"({info.name} test split, {len(test_x)} images), trained in {seconds:.0f} s "
-        f"(hardware-exact phase {clock['hardware']:.0f} s"
+        f"({info.name} test split, {len(session.splits.test)} images), trained in {sum(seconds.values()):.0f} s "
+        f"(hardware-exact phase {seconds['hardware']:.0f} s"
         + (f", kept its epoch {kept_epoch} of {cfg.hardware_epochs}" if cfg.hardware_epochs else "") + ")")
-
     acts = [node["bits"] for node in architecture["nodes"] if node["op"] == "act"]
-    record = {
+    return {
         "arch": architecture,
         "quantized": True,
         "hardware_exact": bool(cfg.hardware_epochs),
@@ -406,21 +653,13 @@ def train(
         "dataset": info.name,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
+        "classes": list(info.classes) or None,
         "input_levels": info.levels,
         "accuracy": accuracies,
-        "train": {**asdict(cfg), "seconds": seconds, "validation_images": len(data[1][0]),
-                  "hardware_epoch_kept": kept_epoch,
-                  "phase_seconds": {phase: clock[phase] for phase in ("float", "qat", "hardware")},
+        "train": {**asdict(cfg), "validation_images": len(session.splits.validation),
+                  "hardware_epoch_kept": kept_epoch, "ranks": session.world.size,
                   "torch": str(torch.__version__), "threads": torch.get_num_threads()},
     }
-    if out is None:
-        return {**record, "state_dict": model.state_dict()}
-    try:
-        content = save_model_file(out, model, record)
-    except QffsError as err:
-        raise QffsError(f"{err}; {keep_elsewhere(out, model, record)}") from None
-    log(f"wrote {out}")
-    return content
 
 
 def keep_elsewhere(out: str | Path, model: nn.Module, record: dict) -> str:
