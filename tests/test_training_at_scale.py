@@ -1,0 +1,186 @@
+"""Training beyond one in-memory tensor: image folders, your own Datasets, checkpoints and --resume, --amp,
+torchrun (docs/training.md, "Long runs" and "Your own images")."""
+
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_user_errors import cli
+
+from qffs_lava.ann.checkpoint import checkpoint_path, read_metrics
+from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.modelfile import read_model_file
+from qffs_lava.ann.train import train
+from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.ir.netfile import read_net
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from image_folder import make_image_folder  # noqa: E402
+
+BIN = Path(sys.executable).parent
+QUIET = dict(progress=False, log=lambda _: None)
+FOLDER_RUN = ["--arch", "lenet", "--input-size", "16", "--batch-size", "16", "--float-epochs", "4", "--qat-epochs", "2",
+              "--hardware-epochs", "1", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three classes of generated PNGs of sizes 16..40 pixels: 60 training and 20 evaluation images each."""
+    return make_image_folder(tmp_path_factory.mktemp("images") / "shapes", classes=3, train=60, val=20,
+                             min_size=16, max_size=40)
+
+
+def test_an_image_folder_trains_exports_and_runs(images, tmp_path):
+    done = cli("qffs-train", "--dataset", f"folder:{images}", *FOLDER_RUN, "--out", tmp_path / "m.pt")
+    assert done.returncode == 0, done.stderr
+    content = read_model_file(tmp_path / "m.pt")
+    assert content["dataset"] == f"folder:{images.resolve()}"
+    assert content["classes"] == ["class_0", "class_1", "class_2"] and content["input_shape"] == [3, 16, 16]
+    assert content["accuracy"]["qann"] > 0.8
+    done = cli("qffs-export", tmp_path / "m.pt", tmp_path / "m.h5")
+    assert done.returncode == 0, done.stderr
+    assert "fidelity on 60 " in done.stdout and read_net(tmp_path / "m.h5").meta["classes"] == content["classes"]
+    done = cli("qffs-run", tmp_path / "m.h5", "--dataset", f"folder:{images}", "--steps", "8",
+                         "--quiet", "--json", tmp_path / "run.json")
+    assert done.returncode == 0, done.stderr
+    import json
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["samples"] == 60 and report["qann_accuracy"] == content["accuracy"]["qann"]
+    assert report["accuracy_by_step"][-1] == report["qann_accuracy"]
+
+
+def broken_folders(root: Path):
+    """(name, folder, the path the message must name) for each way an image folder can be wrong."""
+    make_image_folder(root / "good", classes=2, train=3, val=2)
+    cases = {"missing": (root / "nowhere", root / "nowhere")}
+    (root / "no_classes" / "train").mkdir(parents=True)
+    (root / "no_classes" / "val").mkdir()
+    cases["no class folders"] = (root / "no_classes", root / "no_classes" / "train")
+    make_image_folder(root / "other_classes", classes=2, train=3, val=2)
+    (root / "other_classes" / "val" / "class_1").rename(root / "other_classes" / "val" / "cats")
+    cases["different classes"] = (root / "other_classes", "cats")
+    make_image_folder(root / "empty_val", classes=2, train=3, val=0)
+    cases["empty split"] = (root / "empty_val", root / "empty_val" / "val")
+    make_image_folder(root / "damaged", classes=2, train=3, val=2)
+    (root / "damaged" / "train" / "class_0" / "000001.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    cases["unreadable image"] = (root / "damaged", root / "damaged" / "train" / "class_0" / "000001.png")
+    return cases
+
+
+def test_a_bad_image_folder_is_one_line_that_names_the_path(tmp_path):
+    for name, (folder, named) in broken_folders(tmp_path).items():
+        done = cli("qffs-train", "--dataset", f"folder:{folder}", *FOLDER_RUN, "--out", tmp_path / "m.pt")
+        err = done.stderr
+        assert done.returncode == 2, (name, err)
+        assert err.count("\n") == 1 and err.startswith("error: ") and str(named) in err, (name, err)
+        assert not (tmp_path / "m.pt").exists()
+
+
+def test_your_own_datasets_train_and_a_wrong_argument_is_named_not_printed():
+    train_x, train_y = load_dataset("digits", "train")
+    test_x, test_y = load_dataset("digits", "test")
+    splits = (torch.utils.data.TensorDataset(train_x, train_y), torch.utils.data.TensorDataset(test_x, test_y))
+    content = train(splits, "mlp", float_epochs=3, qat_epochs=2, hardware_epochs=1, **QUIET)
+    assert content["dataset"] == "python:TensorDataset" and content["num_classes"] == 10
+    assert content["accuracy"]["qann"] > 0.85
+    tensors = train(((train_x, train_y), (test_x, test_y)), "mlp", float_epochs=3, qat_epochs=2,
+                    hardware_epochs=1, **QUIET)
+    assert tensors["accuracy"]["qann"] > 0.85
+    with pytest.raises(ParameterError) as refused:
+        train((train_x, train_y), "mlp", **QUIET)
+    message = str(refused.value)
+    assert "tensor of shape (1347, 1, 8, 8)" in message and "tensor(" not in message and len(message) < 400
+
+
+def train_command(out: Path, *extra: str):
+    return [str(BIN / "qffs-train"), "--dataset", "digits", "--arch", "mlp", "--float-epochs", "4",
+            "--qat-epochs", "8", "--hardware-epochs", "2", "--threads", "1", "--quiet", "--out", str(out), *extra]
+
+
+def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_same_bytes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(train_command(tmp_path / "whole.pt"), env=env, check=True, capture_output=True)
+    metrics = tmp_path / "cut.metrics.jsonl"
+    process = subprocess.Popen(train_command(tmp_path / "cut.pt"), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and any(line["phase"] == "qat" for line in read_metrics(metrics))):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    time.sleep(random.uniform(0, 0.3))  # somewhere inside the LSQ phase, a moment not chosen
+    pressed = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - pressed < 10
+    assert process.returncode == 130, err
+    assert "resume with:" in err and "--resume" in err and "Traceback" not in err
+    assert not (tmp_path / "cut.pt").exists() and checkpoint_path(tmp_path / "cut.pt").exists()
+    command = err.split("resume with:\n")[1].splitlines()[0].strip()
+    resumed = subprocess.run([str(BIN / "qffs-train"), *shlex.split(command)[1:]], env=env, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
+    assert not checkpoint_path(tmp_path / "cut.pt").exists()
+    epochs = [(line["phase"], line["epoch"]) for line in read_metrics(metrics)]
+    assert epochs == [(line["phase"], line["epoch"]) for line in read_metrics(tmp_path / "whole.metrics.jsonl")]
+
+
+def test_resume_refuses_a_checkpoint_of_other_options_and_a_fresh_run_will_not_overwrite_one(tmp_path):
+    out = tmp_path / "m.pt"
+    with pytest.raises(ParameterError, match="no checkpoint"):
+        train("digits", "mlp", out=out, resume=True, **QUIET)
+    train("digits", "mlp", out=out, float_epochs=1, qat_epochs=1, hardware_epochs=0, **QUIET)
+    out.rename(tmp_path / "first.pt")
+    # a checkpoint of a run stopped after its first epoch
+    from qffs_lava.ann import train as train_module
+
+    real = train_module.Session._save
+    calls = []
+
+    def stop_after_one(self, *args):
+        real(self, *args)
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    train_module.Session._save = stop_after_one
+    try:
+        with pytest.raises(train_module.TrainingInterrupted, match="keeps it .float epoch 1 of 2"):
+            train("digits", "mlp", out=out, float_epochs=2, qat_epochs=1, hardware_epochs=0, **QUIET)
+    finally:
+        train_module.Session._save = real
+    with pytest.raises(ParameterError, match="holds an unfinished run"):
+        train("digits", "mlp", out=out, float_epochs=2, qat_epochs=1, hardware_epochs=0, **QUIET)
+    with pytest.raises(ParameterError, match="lr: 0.001 there, 0.01 now"):
+        train("digits", "mlp", out=out, float_epochs=2, qat_epochs=1, hardware_epochs=0, lr=0.01, resume=True,
+              **QUIET)
+    content = train("digits", "mlp", out=out, float_epochs=2, qat_epochs=1, hardware_epochs=0, resume=True, **QUIET)
+    assert content["accuracy"]["qann"] > 0.8 and not checkpoint_path(out).exists()
+
+
+def test_amp_speeds_the_float_and_lsq_phases_but_not_the_exported_integers(tmp_path):
+    base = dict(float_epochs=2, qat_epochs=1, hardware_epochs=0, **QUIET)
+    plain = train("digits", "mlp", out=tmp_path / "lsq.pt", **base)
+    mixed = train("digits", "mlp", amp="bf16", **base)
+    assert any(not torch.equal(plain["state_dict"][k], mixed["state_dict"][k]) for k in plain["state_dict"])
+    tuned = {amp: train("digits", "mlp", init=str(tmp_path / "lsq.pt"), float_epochs=0, qat_epochs=0,
+                        hardware_epochs=2, amp=amp, **QUIET) for amp in (None, "bf16")}
+    for name, value in tuned[None]["state_dict"].items():
+        assert torch.equal(tuned["bf16"]["state_dict"][name], value), name
+    with pytest.raises(ParameterError, match="is for GPUs"):
+        train("digits", "mlp", amp="fp16", **base)
+
+
+def test_an_unreadable_image_in_a_worker_is_one_line(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, train=20, val=4)
+    (folder / "train" / "class_1" / "000007.png").write_bytes(b"garbage")
+    with pytest.raises(QffsError) as refused:
+        train(f"folder:{folder}", "mlp", input_size=16, workers=2, float_epochs=1, qat_epochs=1, **QUIET)
+    assert str(refused.value).startswith("cannot read image ") and "000007.png" in str(refused.value)
+    assert "\n" not in str(refused.value)
