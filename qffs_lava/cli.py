@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from qffs_lava import __version__
+from qffs_lava.distributed import leave, lost_peer, rank_prefix
 from qffs_lava.errors import QffsError
 
 
@@ -126,7 +127,8 @@ def flag_for(parser: argparse.ArgumentParser) -> Callable[[str, Optional[Any]], 
 
 def command(build: Callable[[], argparse.ArgumentParser]):
     """A CLI main(argv) -> exit code from a parser builder and the function that acts on the parsed arguments:
-    QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C -> 130."""
+    QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C -> 130; under
+    torchrun, a rank whose peer failed -> one line and 1 (the failed rank's line says why)."""
 
     def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
         def main(argv: Optional[List[str]] = None) -> int:
@@ -134,13 +136,19 @@ def command(build: Callable[[], argparse.ArgumentParser]):
             try:  # a Ctrl-C while the parser's imports load is a Ctrl-C too
                 parser = build()
                 act(parser.parse_args(argv), parser)
+                leave()  # under torchrun, the ranks leave their process group together
                 return 0
             except QffsError as err:
-                print(f"error: {err.render(flag_for(parser)) if parser else err}", file=sys.stderr)
+                print(f"error: {rank_prefix()}{err.render(flag_for(parser)) if parser else err}", file=sys.stderr)
                 return 2
             except KeyboardInterrupt:
-                print("interrupted", file=sys.stderr)
+                print(f"{rank_prefix()}interrupted", file=sys.stderr)
                 return 130
+            except RuntimeError as err:
+                if not lost_peer(err):
+                    raise
+                print(f"error: {rank_prefix()}stopped: another rank failed (its error is above)", file=sys.stderr)
+                return 1
 
         main.__name__, main.__doc__, main.build_parser = act.__name__, act.__doc__, build
         return main

@@ -5,16 +5,18 @@ LOCAL_RANK in their environment; `world()` joins them into one process group (NC
 gloo on CPUs) the first time it is asked. Without torchrun, `world()` is the one process
 (rank 0 of 1) and every collective here is the identity: nothing changes.
 
-Rank 0 alone writes files and logs; every rank computes its shard.
+Rank 0 alone writes files and logs; every rank computes its shard. (torch is imported where
+used: the command-line tools import this module before they need torch.)
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List
+from typing import TYPE_CHECKING, Any, List
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class World:
 
     def device(self, device: str) -> torch.device:
         """The device this rank computes on: its own GPU (cuda:LOCAL_RANK) under torchrun, else `device`."""
+        import torch
+
         if device == "cuda" and self.size > 1:
             return torch.device("cuda", self.local_rank)
         return torch.device(device)
@@ -46,6 +50,7 @@ def world(device: str = "cpu") -> World:
     """This process's World; under torchrun, joins the process group first (NCCL for cuda, else gloo)."""
     if not launched():
         return World()
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -56,12 +61,19 @@ def world(device: str = "cpu") -> World:
 
 
 def _active() -> bool:
+    """Whether this process is in a process group (torch imported only where it may be)."""
+    if not launched():
+        return False
+    import torch.distributed
+
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:
     """The element-wise sum of `values` over all ranks (float64 or int64; every rank gets it)."""
     if _active():
+        import torch.distributed
+
         values = values.clone()
         torch.distributed.all_reduce(values)
     return values
@@ -71,6 +83,8 @@ def all_mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over all ranks (the tensor itself in one process)."""
     if not _active():
         return value
+    import torch.distributed
+
     total = value.detach().clone()
     torch.distributed.all_reduce(total)
     return total / torch.distributed.get_world_size()
@@ -80,6 +94,8 @@ def gather(obj: Any) -> List[Any]:
     """Every rank's `obj` (picklable), in rank order, on every rank; [obj] in one process."""
     if not _active():
         return [obj]
+    import torch.distributed
+
     objects = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(objects, obj)
     return objects
@@ -89,12 +105,31 @@ def broadcast(obj: Any) -> Any:
     """Rank 0's `obj` (picklable), on every rank."""
     if not _active():
         return obj
+    import torch.distributed
+
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
 
 
+def lost_peer(err: BaseException) -> bool:
+    """Whether an error is a collective's that another rank left (it failed, its own error says why)."""
+    text = str(err)
+    return launched() and isinstance(err, RuntimeError) and any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                                  "NCCL communicator was aborted"))
+
+
+def rank_prefix() -> str:
+    """'[rank R] ' under torchrun, for lines every rank may print; '' in one process."""
+    return f"[rank {os.environ.get('RANK', '?')}] " if launched() else ""
+
+
 def leave() -> None:
-    """Leave the process group (at the end of a torchrun command)."""
+    """The end of a torchrun command that succeeded on every rank: the ranks wait for each other, so none exits
+    while a peer still needs it. The group is not destroyed: destroy_process_group on gloo can hang once a peer
+    has exited (pytorch/pytorch#75097, seen here about once in ten runs); the process's exit closes it."""
     if _active():
-        torch.distributed.destroy_process_group()
+        import torch.distributed
+
+        torch.distributed.barrier()

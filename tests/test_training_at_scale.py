@@ -184,3 +184,61 @@ def test_an_unreadable_image_in_a_worker_is_one_line(tmp_path):
         train(f"folder:{folder}", "mlp", input_size=16, workers=2, float_epochs=1, qat_epochs=1, **QUIET)
     assert str(refused.value).startswith("cannot read image ") and "000007.png" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def torchrun(command: str, *args, ranks: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node RANKS COMMAND ARGS` on this CPU (gloo), one thread per rank."""
+    argv = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), str(BIN / command),
+            *map(str, args)]
+    return subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_cpu_ranks_trains_exports_and_runs_as_one_process_does(tmp_path):
+    import json
+
+    common = ["--dataset", "digits", "--arch", "mlp", "--float-epochs", "10", "--qat-epochs", "10",
+              "--hardware-epochs", "1", "--batch-size", "64", "--threads", "1", "--quiet"]
+    one = subprocess.run([str(BIN / "qffs-train"), *common, "--out", str(tmp_path / "one.pt")], capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr
+    two = torchrun("qffs-train", *common, "--out", tmp_path / "two.pt")
+    assert two.returncode == 0, two.stderr
+    alone, ranked = (read_model_file(tmp_path / f"{name}.pt") for name in ("one", "two"))
+    assert ranked["train"]["ranks"] == 2 and alone["train"]["ranks"] == 1
+    for key in ("float", "qann"):  # the same global batch: within a point
+        assert abs(ranked["accuracy"][key] - alone["accuracy"][key]) <= 0.01, (key, alone, ranked)
+    assert ranked["accuracy"]["qann"] > 0.9
+    assert {line["ranks"] for line in read_metrics(tmp_path / "two.metrics.jsonl")} == {2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.metrics.jsonl", "one.pt", "two.metrics.jsonl",
+                                                          "two.pt"]
+
+    exported = torchrun("qffs-export", tmp_path / "two.pt", tmp_path / "two.h5")
+    assert exported.returncode == 0, exported.stderr
+    assert cli("qffs-export", tmp_path / "two.pt", tmp_path / "alone.h5").returncode == 0
+    assert read_net(tmp_path / "two.h5").meta == read_net(tmp_path / "alone.h5").meta  # all 450 samples, once
+    ran = torchrun("qffs-run", tmp_path / "two.h5", "--dataset", "digits", "--steps", "6", "--stats", "--quiet",
+                   "--json", tmp_path / "two.json")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count("SNN == QANN") == 1  # rank 0 reports
+    assert cli("qffs-run", tmp_path / "two.h5", "--dataset", "digits", "--steps", "6", "--stats", "--quiet",
+               "--json", tmp_path / "alone.json").returncode == 0
+    reports = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("two", "alone")]
+    for report in reports:
+        report.pop("seconds")
+    assert reports[0] == reports[1]
+
+
+@pytest.mark.slow
+def test_under_torchrun_an_error_on_one_rank_ends_all_with_its_message(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, train=10, val=4)
+    (folder / "val" / "class_0" / "000001.png").write_bytes(b"garbage")  # sample 1 of the test split: rank 1's
+    failed = torchrun("qffs-train", "--dataset", f"folder:{folder}", "--arch", "mlp", "--input-size", "16",
+                      "--workers", "0", "--float-epochs", "1", "--qat-epochs", "1", "--quiet",
+                      "--out", tmp_path / "m.pt")
+    assert failed.returncode != 0
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert lines[0].startswith("error: [rank 1] cannot read image ") and "000001.png" in lines[0]
+    assert lines[1:] == ["error: [rank 0] stopped: another rank failed (its error is above)"]
+    assert not (tmp_path / "m.pt").exists()

@@ -59,20 +59,23 @@ def collate(samples) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 class Shuffle(Sampler[int]):
-    """Each epoch, a random order drawn from `generator` (this rank's share of it under torchrun)."""
+    """Each epoch, a random order drawn from `generator` (this rank's share of it under torchrun), less a last
+    sample that would make a batch of `batch_size` of its own (batchnorm cannot train on one sample)."""
 
-    def __init__(self, samples: int, generator: torch.Generator, world: World = World()):
+    def __init__(self, samples: int, generator: torch.Generator, world: World = World(), batch_size: int = 0):
         self.samples, self.generator, self.world = samples, generator, world
+        self.share = -(-samples // world.size)
+        self.taken = self.share - (batch_size > 1 and self.share % batch_size == 1)
 
     def __len__(self) -> int:
-        return -(-self.samples // self.world.size)
+        return self.taken
 
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(self.samples, generator=self.generator)
         if self.world.size > 1:
-            padded = torch.cat([order, order[:len(self) * self.world.size - self.samples]])
+            padded = torch.cat([order, order[:self.share * self.world.size - self.samples]])
             order = padded[self.world.rank::self.world.size]
-        yield from order.tolist()
+        yield from order[:self.taken].tolist()
 
 
 class Shard(Sampler[int]):

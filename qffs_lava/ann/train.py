@@ -140,6 +140,8 @@ class TrainConfig:
                 raise ParameterError(f"{{}}: must be an integer >= {minimum}, got {value!r}", name)
         if self.amp not in (None, "bf16", "fp16"):
             raise ParameterError(f"{{}}: choose bf16 or fp16, got {self.amp!r}", "amp")
+        if self.sync_bn and self.device != "cuda":
+            raise ParameterError("{} is for GPUs: PyTorch's SyncBatchNorm runs on CUDA only", "sync_bn")
         if self.amp == "fp16" and self.device != "cuda":
             raise ParameterError("{} is for GPUs (it needs a gradient scaler); on a CPU use bf16", ("amp", "fp16"))
 
@@ -275,7 +277,8 @@ class Session:
         if self.cfg.sync_bn and phase != "hardware":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        # the float phase leaves the LSQ steps unused: DDP must look for unused parameters there
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=phase == "float")
 
     def _autocast(self, phase: str):
         """Mixed precision (--amp) for the float and LSQ phases; the hardware-exact phase computes in fp32."""
@@ -297,8 +300,8 @@ class Session:
         augmentation = generator if world.size == 1 else torch.Generator().manual_seed(
             generator.initial_seed() + 7919 * world.rank)
         optimizer = _optimizer(model, lr, cfg.weight_decay)
-        sampler = Shuffle(len(splits.train), order, world)
         local_batch = cfg.batch_size // world.size
+        sampler = Shuffle(len(splits.train), order, world, local_batch)
         batches = math.ceil(len(sampler) / local_batch)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
         first = 1
@@ -579,8 +582,6 @@ def train(
         record = _phases(session, model, architecture, info, input_norm, float_acc, generator)
     except KeyboardInterrupt:
         raise session.interruption() from None
-    finally:
-        distributed.leave()
     if out is None:
         return {**record, "state_dict": model.state_dict()}
     if not world.main:
