@@ -404,7 +404,7 @@ def read_npy(path: str, option: str):
 def load_inputs(args, network) -> tuple:
     """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them: tensors, or for an
     image folder a Dataset read a batch at a time at the network's input size."""
-    from torch.utils.data import Subset
+    from torch.utils.data import Dataset, Subset
 
     from qffs_lava.ann.datasets import dataset_info, is_folder, load_dataset, open_split
     from qffs_lava.ann.folders import FolderError
@@ -428,9 +428,10 @@ def load_inputs(args, network) -> tuple:
         if args.samples > len(x):
             print(f"note: --samples {args.samples}, but {description} has {len(x)}; running all {len(x)}",
                   file=sys.stderr)
-        x = x[:args.samples] if labels is not None or args.inputs is not None else Subset(x, range(min(
-            args.samples, len(x))))
-        labels = labels[:args.samples] if labels is not None else None
+        if isinstance(x, Dataset):
+            x = Subset(x, range(min(args.samples, len(x))))
+        else:
+            x, labels = x[:args.samples], labels[:args.samples] if labels is not None else None
     return x, labels, description
 
 

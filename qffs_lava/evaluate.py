@@ -160,9 +160,11 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
         for xs, ys in pieces:
             xs = xs if isinstance(dataset, Tensors) else check_inputs(net, xs)
             given.append(check_labels(ys, len(xs), net.num_classes) if labelled else ys)
-            qann.append(reference.simulate(net, xs, steps, CLOSED_FORM, options).output_counts[0])
             simulations.append(runner.simulate(net, xs, steps, mode, dataclasses.replace(options,
                                                                                           progress=bar.update)))
+            closed = simulations[-1] if runner.name == reference.name else reference.simulate(
+                net, xs, steps, CLOSED_FORM, options)
+            qann.append(closed.output_counts[0])
     simulation, qann, labels = _all_ranks(Simulation.concatenate(simulations), torch.cat(qann), torch.cat(given))
     labels = labels if labelled else None
     by_step = simulation.synchronous_counts()

@@ -10,7 +10,8 @@ from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file
 from qffs_lava.ann.models import QuantAct, predict
 from qffs_lava.ann.checkpoint import read_metrics
-from qffs_lava.ann.train import accuracy, train
+from qffs_lava.ann.loaders import Shard, Tensors, loader
+from qffs_lava.ann.train import tally, train
 from qffs_lava.cli import train_main
 from qffs_lava.errors import ModelFileError
 
@@ -22,7 +23,8 @@ def test_short_digits_run_reaches_a_real_accuracy(digits_model_file):
     test_x, test_y = load_dataset("digits", "test")
     # the stored figure is what the loaded model measures, as the QANN it was trained as (its integer network)
     assert content["hardware_exact"]
-    assert accuracy(trained_qann(content, model), test_x, test_y) == pytest.approx(content["accuracy"]["qann"])
+    batches = loader(Tensors(test_x, test_y), 1000, Shard(len(test_x)))
+    assert tally(trained_qann(content, model), batches, test_x.device)[0] == pytest.approx(content["accuracy"]["qann"])
 
 
 def test_model_file_loads_with_weights_only(digits_model_file):

@@ -228,12 +228,6 @@ def tally(model: nn.Module, batches, device: torch.device, other: Optional[nn.Mo
     return (correct / samples, agreeing / samples) if samples else (float("nan"), float("nan"))
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of the model in its current mode on tensors, in eval mode (NaN for no images)."""
-    batches = loader(Tensors(images, labels), batch_size, Shard(len(images)))
-    return tally(model, batches, images.device)[0]
-
-
 class Session:
     """One training run: its configuration, data, ranks and outputs, the epoch loop every phase shares, and what
     a checkpoint saves and restores (`resumed`: the checkpoint this run continues, or None)."""
