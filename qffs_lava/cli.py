@@ -3,7 +3,7 @@
 Each command's defaults are the library's: qffs-train's options are TrainConfig's fields,
 qffs-run's and qffs-export's take the defaults of `run` and `export`. A library error names
 parameters; a command prints it as one line naming its own flags (`--float-epochs` for
-float_epochs) on stderr and exits with code 2; Ctrl-C exits with 130.
+float_epochs) on stderr and exits with code 2; Ctrl-C exits with 130 (SIGTERM 143, SIGHUP 129).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -20,6 +21,7 @@ from typing import Any, Callable, List, Optional
 from qffs_lava import __version__
 from qffs_lava.distributed import leave, lost_peer, rank_prefix
 from qffs_lava.errors import QffsError
+from qffs_lava.signals import exit_code, finished, signal_of, stop_signals_raise
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:
@@ -127,26 +129,38 @@ def flag_for(parser: argparse.ArgumentParser) -> Callable[[str, Optional[Any]], 
 
 def command(build: Callable[[], argparse.ArgumentParser]):
     """A CLI main(argv) -> exit code from a parser builder and the function that acts on the parsed arguments:
-    QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C -> 130; under
+    QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C, SIGTERM,
+    SIGHUP -> their cleanup, then 130, 143, 129 (qffs_lava.signals); under
     torchrun, a rank whose peer failed -> one line and 1 (the failed rank's line says why)."""
 
     def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
         def main(argv: Optional[List[str]] = None) -> int:
+            """argv None: this process is the command (its console script), so a stop signal after the work
+            still ends it with 128 + the signal; a list: called from Python, which gets its handlers back."""
+            with stop_signals_raise(whole_process=argv is None):
+                return _run(argv)
+
+        def _run(argv: Optional[List[str]]) -> int:
             parser = None
             try:  # a Ctrl-C while the parser's imports load is a Ctrl-C too
                 parser = build()
                 act(parser.parse_args(argv), parser)
                 leave()  # under torchrun, the ranks leave their process group together
+                finished()
                 return 0
             except QffsError as err:
+                finished()
                 print(f"error: {rank_prefix()}{err.render(flag_for(parser)) if parser else err}", file=sys.stderr)
                 return 2
-            except KeyboardInterrupt:
-                print(f"{rank_prefix()}interrupted", file=sys.stderr)
-                return 130
+            except KeyboardInterrupt as err:
+                finished()
+                stopped = "" if signal_of(err) == signal.SIGINT else f" by {signal.Signals(signal_of(err)).name}"
+                print(f"{rank_prefix()}interrupted{stopped}", file=sys.stderr)
+                return exit_code(err)
             except RuntimeError as err:
                 if not lost_peer(err):
                     raise
+                finished()
                 print(f"error: {rank_prefix()}stopped: another rank failed (its error is above)", file=sys.stderr)
                 return 1
 
@@ -287,9 +301,7 @@ def _train_parser() -> argparse.ArgumentParser:
 @command(_train_parser)
 def train_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """qffs-train: train and write a model file."""
-    from qffs_lava.ann.train import train
-
-    from qffs_lava.ann.train import TrainingInterrupted
+    from qffs_lava.ann.train import TrainingInterrupted, train
 
     set_threads(args.threads)
     try:
@@ -482,6 +494,10 @@ def _run_parser() -> argparse.ArgumentParser:
                         help=f"Lava backends: run chunks of {RunOptions.chunk} samples in N Lava runtimes at once, "
                              "each in its own process (default: one per core, at most one per chunk; results do "
                              "not depend on it)")
+    parser.add_argument("--lava-batch", type=integer_at_least(1), default=defaults["lava_batch"],
+                        help="Lava backends: B samples side by side in one Lava network, each Process B times as "
+                             "wide for nearly the cost of one (default 16; 1: the per-sample network, the one that "
+                             "maps to Loihi 2; the spikes are the same)")
     ablating, counting = ", ".join(names_with("ablations")), ", ".join(names_with("costs"))
     parser.add_argument("--ablate", action="append", default=list(defaults["ablate"]), choices=list(ABLATIONS),
                         help="leave out one of QFFS's mechanisms, as in the paper's ablation study "
@@ -524,8 +540,8 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     network = read_net(args.net)
     x, labels, description = load_inputs(args, network)
     result = run(args.net, x, labels, args.steps, args.backend, args.mode, batch_size=args.batch_size,
-                 device=args.device, workers=args.workers, ablate=args.ablate, stats=args.stats,
-                 loihi_check=args.loihi_check, progress=not args.quiet, description=description)
+                 device=args.device, workers=args.workers, lava_batch=args.lava_batch, ablate=args.ablate,
+                 stats=args.stats, loihi_check=args.loihi_check, progress=not args.quiet, description=description)
     if not world().main:  # under torchrun, rank 0 reports
         return
     print(run_table(result))

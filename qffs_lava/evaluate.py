@@ -81,8 +81,8 @@ def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
 
 def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend: str = "torch",
         mode: Optional[str] = None, *, batch_size: int = 256, device: str = "cpu", workers: Optional[int] = None,
-        ablate: Sequence[str] = (), stats: bool = False, loihi_check: bool = True, progress: bool = True,
-        description: Optional[str] = None) -> RunResult:
+        lava_batch: Optional[int] = None, ablate: Sequence[str] = (), stats: bool = False, loihi_check: bool = True,
+        progress: bool = True, description: Optional[str] = None) -> RunResult:
     """Run a network on samples for T = `steps` synchronous steps and compare every step with its integer QANN.
 
     net:         a net.h5 path (as qffs-export wrote it) or a Network (`read_net`)
@@ -93,6 +93,8 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
                  backends run pipelined only); results are reported in synchronous steps either way
     batch_size, device: the qann and torch backends' batch and "cpu" or "cuda"
     workers:     the Lava backends' runtimes at once (default: one per core)
+    lava_batch:  the Lava backends' samples side by side in one network (default 16; 1: the per-sample
+                 network that maps to Loihi 2; the spikes are the same)
     ablate:      QFFS mechanisms to leave out (dynamics.ABLATIONS; the torch backend); the QANN
                  stays the full network's
     stats:       count spikes, synaptic operations and the ANN's MACs (RunResult.costs; docs/costs.md)
@@ -114,6 +116,9 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     if workers is not None and not runner.worker_processes:
         raise ParameterError(f"{{}} is for the {', '.join(names_with('worker_processes'))} backends, which run in "
                              f"worker processes; the {backend} backend runs in this one", ("workers", workers))
+    if lava_batch is not None and not runner.lava_tag:
+        raise ParameterError(f"{{}} is for the {', '.join(names_with('lava_tag'))} backends, which build Lava "
+                             f"networks; the {backend} backend builds none", ("lava_batch", lava_batch))
     if runner.time_steps and steps < net.bias_steps:
         raise ParameterError(f"{{}}: T must cover the network's K = {net.bias_steps} steps, the steps over which "
                              "its input is presented", ("steps", steps))
@@ -128,8 +133,8 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     if stats and not runner.costs:
         raise ParameterError(f"{{}} counts spikes over time steps, which the {backend} backend has not (choose "
                              f"{' or '.join(names_with('costs'))})", "stats")
-    options = RunOptions(batch_size=batch_size, device=device, workers=workers, mechanisms=without(*ablate),
-                         count_costs=stats)
+    options = RunOptions(batch_size=batch_size, device=device, workers=workers, lava_batch=lava_batch,
+                         mechanisms=without(*ablate), count_costs=stats)
     runner.check(options)
     if runner.loihi_ranges:
         problems = loihi_problems(net)

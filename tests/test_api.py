@@ -143,7 +143,7 @@ def test_lava_workers_return_numpy_tallies(digits_net):
 
     network = qffs.read_net(digits_net)
     x = qffs.load_dataset("digits", "test")[0][:3].numpy()
-    recorded, tallies = _run_chunk(network, x, 4, BACKENDS["lava"], False, True)
+    recorded, tallies = _run_chunk(network, x, None, 4, BACKENDS["lava"], False, True, 2)
     assert set(recorded) == {network.output_index} and set(tallies) == set(range(1, len(network.layers)))
     for positive, negative in tallies.values():
         assert isinstance(positive, np.ndarray) and isinstance(negative, np.ndarray)

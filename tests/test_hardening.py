@@ -29,13 +29,14 @@ from qffs_lava.ir.network import Network
 
 
 def press_ctrl_c_during_a_lava_run(net, moment, workers):
-    """Ctrl-C in a terminal running `qffs-run --backend lava` (3 runtimes of 100 samples, one after the
-    other or in 2 worker processes): one line, exit code 130 within a few seconds, and no process,
-    shared memory or temporary file left."""
+    """Ctrl-C in a terminal running `qffs-run --backend lava` (3 runtimes of 100 samples of the per-sample
+    network, one after the other or in 2 worker processes): one line, exit code 130 within a few seconds, and no
+    process, shared memory or temporary file left."""
     shm, scratch = shared_memory_segments(), lava_scratch_folders()
     qffs_run = str(Path(sys.executable).parent / "qffs-run")
     run = ctrl_c_in_a_terminal([qffs_run, str(net), "--dataset", "digits", "--samples", "300", "--backend",
-                                "lava", "--steps", "16", "--quiet", "--workers", str(workers)], moment,
+                                "lava", "--lava-batch", "1", "--steps", "16", "--quiet", "--workers", str(workers)],
+                               moment,
                                dict(os.environ))
     lines = [line.strip() for line in run.output.replace("^C", "").splitlines() if line.strip()]
     assert run.exit_code == 130, run.output
@@ -88,7 +89,7 @@ def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, 
     threading.Thread(target=press_ctrl_c_once_running, daemon=True).start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        simulate(network, x, 16, "lava", chunk=400 // workers, workers=workers)  # about 150 s if it ran to the end
+        simulate(network, x, 16, "lava", chunk=400 // workers, workers=workers, lava_batch=1)  # 150 s to the end
     assert time.monotonic() - started < 100
     assert descendants_of(os.getpid()) == before
     assert shared_memory_segments() == shm

@@ -18,11 +18,12 @@ from qffs_lava.ir.netfile import read_net
 STEPS = 10
 
 
-def assert_same_spike_trains(network, x, steps=STEPS):
-    """Every layer's spikes from Lava (fixed_pt and floating_pt) == the torch simulator's pipelined mode."""
+def assert_same_spike_trains(network, x, steps=STEPS, lava_batch=1):
+    """Every layer's spikes from Lava (fixed_pt and floating_pt, `lava_batch` samples side by side) == the torch
+    simulator's pipelined mode."""
     torch_run = TorchNetwork(network).simulate(x, steps, "pipelined", record_spikes=True)
-    fixed = simulate(network, x, steps, "lava", chunk=8, record_spikes=True)
-    floating = simulate(network, x, steps, "lava-float", chunk=8, record_spikes=True)
+    fixed = simulate(network, x, steps, "lava", chunk=8, record_spikes=True, lava_batch=lava_batch)
+    floating = simulate(network, x, steps, "lava-float", chunk=8, record_spikes=True, lava_batch=lava_batch)
     assert len(fixed.spikes) == len(torch_run.spikes) == len(network.layers) - 1
     for i, (a, b, c) in enumerate(zip(fixed.spikes, torch_run.spikes, floating.spikes), start=1):
         assert a.shape == b.shape, f"layer {i}"
@@ -42,14 +43,14 @@ def test_digits_mlp_spikes_equal_torch_pipelined(digits_net):
 def test_conv_net_with_max_pooling_spikes_equal_torch_pipelined(digits_lenet_net):
     network = read_net(digits_lenet_net)
     x, _ = load_dataset("digits", "test")
-    result = assert_same_spike_trains(network, x[20:40])
+    result = assert_same_spike_trains(network, x[20:40], lava_batch=3)  # groups of 3: 9, 9 and 2 samples a runtime
     assert result.spikes[0].shape == (STEPS + 4, 20, 16, 8, 8)
 
 
 def test_strided_grouped_conv_and_padded_pool_equal_torch(tmp_path):
     rng = np.random.default_rng(11)
     network = random_network(rng, "conv")
-    assert_same_spike_trains(network, random_inputs(rng, network, 20), steps=14)
+    assert_same_spike_trains(network, random_inputs(rng, network, 20), steps=14, lava_batch=4)
 
 
 def test_qffs_run_lava_backend_matches_torch_backend(digits_net):

@@ -108,7 +108,7 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     got = output_spikes_by_sample(net, out, len(x))
     assert torch.equal(got.cumsum(dim=0), expected.output_counts)
     probed = probed.reshape((len(x), net.reset_interval) + net.layer_out[hidden].shape)  # (N, t, W, H, C)
-    probed = from_lava_layout(probed, network.shapes[hidden], net.flat_order[hidden]).swapaxes(0, 1)
+    probed = from_lava_layout(probed, network.shapes[hidden], net.flat_order[hidden])[:, :, 0].swapaxes(0, 1)
     assert torch.equal(torch.from_numpy(probed.astype(np.int8)), expected.spikes[hidden - 1])
     assert int(np.abs(probed).sum()) > 0
 
@@ -116,11 +116,12 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
 def test_workers_give_the_same_results_as_one(residual_net):
     path, x = residual_net
     network = read_net(path)
-    one = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1)
+    one = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1, lava_batch=1)
     before, shm = descendants_of(os.getpid()), shared_memory_segments()
     done = []
-    two = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, progress=done.append)
-    assert sorted(done) == [2, 2, 2]
+    two = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, lava_batch=2,
+                   progress=done.append)  # 3 chunks of one group of 2 samples
+    assert sum(done) == len(x) == 6 and all(n > 0 for n in done)
     assert torch.equal(one.output_counts, two.output_counts)
     for a, b in zip(one.spikes, two.spikes):
         assert torch.equal(a, b)
@@ -130,7 +131,7 @@ def test_workers_give_the_same_results_as_one(residual_net):
 def test_an_error_in_a_worker_is_raised_and_every_worker_stopped(residual_net, monkeypatch):
     path, x = residual_net
 
-    def broken(self):
+    def broken(self, progress):
         raise ValueError("broken on purpose")
 
     monkeypatch.setattr(LavaRun, "run", broken)  # the forked workers inherit it

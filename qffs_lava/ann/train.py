@@ -53,6 +53,7 @@ from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.backends.pytorch import check_torch_device
 from qffs_lava.distributed import World, all_mean, all_sum, gather
 from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.signals import signal_of
 from qffs_lava.fileio import check_outputs, check_writable
 
 #: (float, QAT, hardware-exact epochs, batch size) per dataset, or per (dataset, architecture), when not given.
@@ -156,12 +157,12 @@ PHASES = {"float": "float", "qat": "QAT", "hardware": "hardware"}  # the phases 
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) during training: the message says which checkpoint is kept; `resumable` whether
-    resume=True (--resume) continues from it."""
+    """Ctrl-C, SIGTERM or SIGHUP during training (`signum`): the message says which checkpoint is kept;
+    `resumable` whether resume=True (--resume) continues from it."""
 
-    def __init__(self, message: str, resumable: bool):
+    def __init__(self, message: str, resumable: bool, signum: int):
         super().__init__(message)
-        self.resumable = resumable
+        self.resumable, self.signum = resumable, signum
 
 
 @dataclass
@@ -399,14 +400,15 @@ class Session:
         self.log(f"resuming from {self.checkpoint}: {PHASES[state['phase']]} epoch {state['epoch']} done")
         return state["epoch"]
 
-    def interruption(self) -> TrainingInterrupted:
-        """What an interruption leaves: the last checkpoint, if any."""
+    def interruption(self, signum: int) -> TrainingInterrupted:
+        """What an interruption by signal `signum` leaves: the last checkpoint, if any."""
         if self.checkpoint is None:
-            return TrainingInterrupted("training interrupted (no out, so no checkpoint)", False)
+            return TrainingInterrupted("training interrupted (no out, so no checkpoint)", False, signum)
         if self.saved is None and not self.resuming:
-            return TrainingInterrupted("training interrupted before its first epoch ended: no checkpoint yet", False)
+            return TrainingInterrupted("training interrupted before its first epoch ended: no checkpoint yet", False,
+                                       signum)
         where = f"{PHASES[self.saved[0]]} epoch {self.saved[1]} of {self.saved[2]}" if self.saved else "as it was"
-        return TrainingInterrupted(f"training interrupted; {self.checkpoint} keeps it ({where})", True)
+        return TrainingInterrupted(f"training interrupted; {self.checkpoint} keeps it ({where})", True, signum)
 
 
 def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optional[Dict[str, torch.Tensor]],
@@ -574,8 +576,8 @@ def train(
         model.load_state_dict(resumed["model"])
     try:
         record = _phases(session, model, architecture, info, input_norm, float_acc, generator)
-    except KeyboardInterrupt:
-        raise session.interruption() from None
+    except KeyboardInterrupt as err:
+        raise session.interruption(signal_of(err)) from None
     if out is None:
         return {**record, "state_dict": model.state_dict()}
     if not world.main:

@@ -28,7 +28,8 @@ class RunOptions:
     batch_size:    samples per batch (qann, torch)
     device:        where it runs, one of the backend's `devices`
     workers:       Lava runtimes at once, each in its own process (None: one per core)
-    chunk:         samples per Lava runtime
+    chunk:         samples per Lava runtime (rounded up to whole groups of lava_batch)
+    lava_batch:    Lava backends: samples side by side in one network (None: the backend's choice)
     mechanisms:    QFFS mechanisms to simulate (backends with `ablations`; dynamics.Mechanisms)
     record_spikes: keep every layer's spikes (Simulation.spikes)
     count_costs:   count spikes and synaptic operations (Simulation.costs; backends with `costs`)
@@ -39,6 +40,7 @@ class RunOptions:
     device: str = "cpu"
     workers: Optional[int] = None
     chunk: int = 100
+    lava_batch: Optional[int] = None
     mechanisms: Mechanisms = ALL_MECHANISMS
     record_spikes: bool = False
     count_costs: bool = False

@@ -73,6 +73,25 @@ def count_bounds(network: Network) -> List[int]:
     return bounds
 
 
+def step_current_bound(network: Network) -> int:
+    """The largest |current| one synapse can deliver to one neuron in one step: sum |W| times the most its
+    source sends per step (the input its x_int, a spiking layer 1; pools and flattens their source's).
+    Graded messages carry 24 bits: lava-nc's Conv wraps a current of 2^23 or more."""
+    per_step: List[int] = []
+    largest = 0
+    for i, layer in enumerate(network.layers):
+        if i == 0:
+            per_step.append(math.floor(network.input.input_scale + 0.5))
+        elif isinstance(layer, NeuronLayer):
+            per_step.append(1)
+            for synapse, source in zip(layer.synapses, layer.inputs):
+                rows = np.abs(synapse.rows().astype(np.int64)).sum(1) * per_step[source]
+                largest = max(largest, int(rows.max(initial=0)))
+        else:
+            per_step.append(per_step[layer.inputs[0]])
+    return largest
+
+
 def membrane_bounds(network: Network, index: int, bounds: List[int]) -> Tuple[int, int]:
     """Worst-case (lowest, highest) membrane potential of neuron layer `index`.
 

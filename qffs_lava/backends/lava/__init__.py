@@ -9,8 +9,14 @@ Lava is imported when a network is first run, not when this module is.
 
 from __future__ import annotations
 
+import sys
+
 from qffs_lava.backends.base import Backend, RunOptions
-from qffs_lava.errors import QffsError
+from qffs_lava.errors import ParameterError, QffsError
+
+
+#: Samples side by side in one Lava network where not chosen (bench/lava_batch.py measured it).
+DEFAULT_BATCH = 16
 
 
 class LavaBackend(Backend):
@@ -29,6 +35,26 @@ class LavaBackend(Backend):
         from lava.magma.core.run_configs import Loihi2SimCfg
 
         return Loihi2SimCfg(select_tag=self.lava_tag)
+
+    def lava_batch(self, network, samples: int, options: RunOptions) -> int:
+        """The samples side by side in one network: options.lava_batch, or DEFAULT_BATCH (at most `samples`).
+
+        The batched network computes its conv currents exactly where lava-nc's Conv, in the per-sample
+        network, wraps them at 24 bits: where a current could reach 2^23 (a network outside Loihi 2's
+        ranges) only the per-sample network is what Loihi 2 computes. Then an asked-for batch is refused
+        and the default falls back to 1, saying so."""
+        from qffs_lava.ir.loihi import STATE_LIMIT, step_current_bound
+
+        batch = options.lava_batch or min(DEFAULT_BATCH, samples)
+        if batch > 1 and step_current_bound(network) >= STATE_LIMIT:
+            why = (f"a synaptic current could reach {step_current_bound(network)}, beyond the 24-bit messages the "
+                   "per-sample network wraps at 2^23")
+            if options.lava_batch:
+                raise ParameterError(f"{{}}: {why}; only the per-sample network (1) computes as Loihi 2 would",
+                                     ("lava_batch", options.lava_batch))
+            print(f"note: running one sample per Lava network: {why}", file=sys.stderr)
+            return 1
+        return batch
 
     def simulate(self, network, x, steps, mode, options=RunOptions()):
         from qffs_lava.backends.lava.runner import run_lava
@@ -65,6 +91,13 @@ class Loihi2Backend(LavaBackend):
                 "members) and access to a Loihi 2 system; it is not installed here. Run the lava backend for "
                 "the bit-accurate CPU simulation of the same network.")
         super().check(options)
+
+    def lava_batch(self, network, samples: int, options: RunOptions) -> int:
+        """1: Loihi 2 runs the per-sample network."""
+        if options.lava_batch not in (None, 1):
+            raise ParameterError("{}: the loihi2 backend runs the per-sample network, one sample at a time",
+                                 ("lava_batch", options.lava_batch))
+        return 1
 
     def run_config(self):
         from lava.magma.core.run_configs import Loihi2HwCfg

@@ -13,14 +13,16 @@ their recordings (costs.tally), and this process counts the costs from them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +33,10 @@ from qffs_lava.costs import CostCounter, Costs, tally
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.ir.network import Network
 from qffs_lava.results import Simulation
+from qffs_lava.signals import STOP_SIGNALS, interrupt
+
+#: Seconds a run of Lava steps takes between two progress reports.
+SLICE_SECONDS = 0.5
 
 #: Per recorded layer, a chunk's (samples, period, *shape) spikes; with costs, per layer (positive, negative)
 #: tallies (period, *shape) over the chunk's samples.
@@ -52,38 +58,40 @@ def import_lava():
 
 
 class MainProcessInterrupts:
-    """SIGINT while Lava's worker processes live: KeyboardInterrupt in this process only.
+    """Ctrl-C, SIGTERM and SIGHUP while Lava's worker processes live: an interrupt (signals.interrupt) in this
+    process only.
 
-    A terminal's Ctrl-C goes to its whole foreground process group, and Lava's workers are
-    forked from this process into that group. Killed mid-message, they leave Lava's
-    `Runtime.stop()` waiting for replies that never come. The handler installed here is
-    inherited by every worker forked while it is in place; there it ignores the signal,
-    so only this process gets KeyboardInterrupt and stops the workers in order. Inside
-    `held()` an interrupt is kept until the block ends, then raised.
-    Installed only from the main thread (Python delivers signals there).
+    A terminal's Ctrl-C or SIGHUP, and `timeout`'s SIGTERM, go to the whole process group, and
+    Lava's workers are forked from this process into that group. Killed mid-message, they leave
+    Lava's `Runtime.stop()` waiting for replies that never come. The handler installed here is
+    inherited by every worker forked while it is in place; there it ignores the signal, so only
+    this process is interrupted, and it stops the workers (`stop_runtime`). Inside `held()` an
+    interrupt is kept until the block ends, then raised. Installed only from the main thread
+    (Python delivers signals there).
     """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.previous = None
-        self.holding = self.pending = False
+        self.previous: Dict[int, object] = {}
+        self.holding = False
+        self.pending: Optional[int] = None
 
     def _handle(self, signum, frame) -> None:
         if os.getpid() != self.pid:
             return  # a forked Lava worker: the main process stops it
         if self.holding:
-            self.pending = True
+            self.pending = self.pending or signum
             return
-        raise KeyboardInterrupt
+        raise interrupt(signum)
 
     def install(self) -> None:
-        if self.previous is None and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+        if not self.previous and threading.current_thread() is threading.main_thread():
+            self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
 
     def uninstall(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous = {}
 
     @contextlib.contextmanager
     def held(self):
@@ -93,31 +101,93 @@ class MainProcessInterrupts:
         finally:
             self.holding = False
         if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
+            signum, self.pending = self.pending, None
+            raise interrupt(signum)
 
 
-def stop_runtime(runtime) -> None:
+@contextlib.contextmanager
+def resource_tracker():
+    """multiprocessing's resource tracker (it unlinks the shared memory of a process that died before releasing
+    it) for the block, if none runs yet: started with SIGHUP ignored, which it keeps across exec (it ignores SIGINT
+    and SIGTERM itself), so a closed terminal does not end it before the runtimes are stopped; ended and waited
+    for when the block ends, so nothing of the run outlives it. Its stderr is /dev/null: after an interrupt it
+    warns of segments that Lava's killed workers had attached to, which stop_runtime has unlinked already."""
+    from multiprocessing.resource_tracker import _resource_tracker as tracker
+
+    if tracker._fd is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous, stderr = signal.signal(signal.SIGHUP, signal.SIG_IGN), os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            tracker.ensure_running()
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        yield
+    finally:
+        tracker._stop()  # closes its pipe: it unlinks what is left, exits, and is waited for
+
+
+PR_SET_PDEATHSIG = 1
+_forks_die_with_parent = False
+
+
+def _die_with_parent() -> None:
+    """In a child forked inside `forks_die_with_parent()`: be killed when the process that forked it dies, however
+    it dies (even by SIGKILL). Linux's prctl; elsewhere nothing."""
+    if not _forks_die_with_parent:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl: the signal will never come
+        os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_die_with_parent)
+
+
+@contextlib.contextmanager
+def forks_die_with_parent():
+    """Processes forked inside this block (Lava's workers, the runner's) die with the process that forked them,
+    so none outlives a run whose process was killed."""
+    global _forks_die_with_parent
+    previous, _forks_die_with_parent = _forks_die_with_parent, True
+    try:
+        yield
+    finally:
+        _forks_die_with_parent = previous
+
+
+def stop_runtime(runtime, interrupted: bool) -> None:
     """Stop a Lava runtime in any state: its worker processes ended, its shared memory released.
 
-    Lava's own stop() asks every worker to terminate and waits for each reply, so it is
-    used as such only when the runtime has started and all workers are alive. Otherwise
-    (stopped before the run began, or a worker died) the workers are terminated first
-    and stop() only joins them and releases the shared memory.
+    After a complete run Lava's own stop() ends it in order. After an interrupt or an error (or
+    before the run began) that is not safe: stop() waits without a timeout for replies a busy or
+    interrupted worker may never send, and raises where a reply of the run is still in flight.
+    Then the workers are killed and waited for, and Lava's shared memory manager released.
     """
     if runtime is None:
         return
     infrastructure = runtime._messaging_infrastructure
     actors = list(infrastructure.actors) if infrastructure is not None else []
-    if not (runtime._is_started and all(actor.is_alive() for actor in actors)):
-        for actor in actors:
-            if actor.is_alive():
-                actor.terminate()
-        runtime._is_started = False
-        manager = getattr(getattr(infrastructure, "smm", None), "_manager", None)
-        if not hasattr(manager, "shutdown"):  # multiprocessing adds it once the manager has started
-            return  # stopped before Lava allocated any shared memory
-    runtime.stop()
+    if runtime._is_started and not interrupted and all(actor.is_alive() for actor in actors):
+        runtime.stop()
+        return
+    for actor in actors:
+        if actor.pid is not None:
+            actor.kill()
+            actor.join()
+    runtime._is_started = False
+    manager = getattr(getattr(infrastructure, "smm", None), "_manager", None)
+    if hasattr(manager, "shutdown"):  # multiprocessing adds it once the manager has started
+        infrastructure.smm.shutdown()  # unlinks every shared memory segment of the run
 
 
 class LavaRun:
@@ -130,8 +200,10 @@ class LavaRun:
     recordings (SpikeRecorder).
     """
 
-    def __init__(self, network: Network, x: np.ndarray, steps: int, backend, record_spikes: bool = False):
-        """backend: a Lava backend (qffs_lava.backends.lava), whose run_config() the runtime runs with."""
+    def __init__(self, network: Network, x: np.ndarray, steps: int, backend, record_spikes: bool = False,
+                 batch: int = 1):
+        """backend: a Lava backend (qffs_lava.backends.lava), whose run_config() the runtime runs with; batch: the
+        samples side by side in the network (QffsNetwork's batch), the chunk's groups of them back to back."""
         import_lava()
         from lava.proc.io.source import RingBuffer as Source
 
@@ -140,10 +212,11 @@ class LavaRun:
 
         self.network, self.backend, self.samples = network, backend, len(x)
         self.period = steps + network.pipeline_depth
-        self.total_steps = self.samples * self.period
-        self.started = False
+        self.groups = -(-self.samples // batch)
+        self.total_steps = self.groups * self.period
+        self.started = self.completed = False
         self.interrupts = MainProcessInterrupts()
-        self.net = QffsNetwork(network, reset_interval=self.period)
+        self.net = QffsNetwork(network, reset_interval=self.period, batch=batch)
         self.source = Source(data=self.net.source_data(x))
         self.source.s_out.connect(self.net.inp)
         self.recorders = []
@@ -152,7 +225,7 @@ class LavaRun:
             for i in range(1, len(network.layers)):
                 if record_spikes or i == network.output_index:
                     path = self.folder / f"layer{i}.i32"
-                    shape = lava_shape(network.shapes[i])
+                    shape = lava_shape(network.shapes[i], batch)
                     np.memmap(path, dtype=np.int32, mode="w+", shape=(self.total_steps,) + shape).flush()
                     recorder = SpikeRecorder(shape=shape, buffer=self.total_steps, path=str(path))
                     (self.net.out if i == network.output_index else self.net.layer_out[i]).connect(recorder.a_in)
@@ -170,32 +243,45 @@ class LavaRun:
     def stop(self) -> None:
         """Stop the runtime (its processes and shared memory) and delete the recordings; idempotent.
 
-        A Ctrl-C that arrives meanwhile is held back until everything is stopped, then raised.
+        A stop signal that arrives meanwhile is held back until everything is stopped, then raised.
         """
         with self.interrupts.held():
             try:
                 if self.started:
                     self.started = False
-                    stop_runtime(self.source.runtime)
+                    stop_runtime(self.source.runtime, interrupted=not self.completed)
             finally:
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.interrupts.uninstall()
 
-    def run(self) -> Dict[int, np.ndarray]:
-        """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes."""
+    def run(self, progress: Optional[Callable[[int], None]] = None) -> Dict[int, np.ndarray]:
+        """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes. `progress` is called
+        with the samples done since its last call, as the steps pass (runs of about SLICE_SECONDS each)."""
         from lava.magma.core.run_conditions import RunSteps
 
         executable = self.source.compile(self.backend.run_config())
         self.interrupts.install()  # before Lava forks its workers, which inherit the handler
         self.started = True
-        with self.interrupts.held():  # a Ctrl-C while the workers are forked waits until all exist
+        with self.interrupts.held(), forks_die_with_parent():  # a stop signal waits until all workers exist
             self.source.create_runtime(executable=executable)
-        self.source.run(condition=RunSteps(num_steps=self.total_steps))
+        done, reported, steps = 0, 0, self.total_steps if progress is None else 1
+        while done < self.total_steps:
+            steps = min(steps, self.total_steps - done)
+            started = time.monotonic()
+            self.source.run(condition=RunSteps(num_steps=steps))
+            done += steps
+            if progress is not None:  # the next run takes about SLICE_SECONDS
+                samples = min(self.samples, done * self.net.batch // self.period)
+                if samples > reported:
+                    progress(samples - reported)
+                    reported = samples
+                steps = max(1, min(2 * steps, int(steps * SLICE_SECONDS / max(time.monotonic() - started, 1e-3))))
+        self.completed = True
         recorded = {}
         for i, path, shape in self.recorders:
-            got = np.array(np.memmap(path, dtype=np.int32, mode="r", shape=(self.total_steps,) + shape))
-            got = got.reshape((self.samples, self.period) + shape)
-            recorded[i] = from_lava_layout(got, self.network.shapes[i], self.net.flat_order[i]).astype(np.int8)
+            got = np.memmap(path, dtype=np.int32, mode="r", shape=(self.groups, self.period) + shape)
+            got = from_lava_layout(got, self.network.shapes[i], self.net.flat_order[i]).swapaxes(1, 2)
+            recorded[i] = got.reshape((-1, self.period) + self.network.shapes[i])[:self.samples].astype(np.int8)
         return recorded
 
 
@@ -204,12 +290,12 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _run_chunk(network: Network, x: np.ndarray, steps: int, backend, record_spikes: bool,
-               count_costs: bool) -> Tuple[Recorded, Optional[Tallies]]:
+def _run_chunk(network: Network, x: np.ndarray, progress, steps: int, backend, record_spikes: bool,
+               count_costs: bool, batch: int) -> Tuple[Recorded, Optional[Tallies]]:
     """Per recorded layer, (samples, period, *shape) spikes; with count_costs every layer is recorded and
     tallied (costs.tally over the samples), then only the layers asked for are returned. Numpy only."""
-    with LavaRun(network, x, steps, backend, record_spikes or count_costs) as lava:
-        recorded = lava.run()
+    with LavaRun(network, x, steps, backend, record_spikes or count_costs, batch) as lava:
+        recorded = lava.run(progress)
     tallies = None
     if count_costs:
         tallies = {i: tally(spikes) for i, spikes in recorded.items()}
@@ -218,28 +304,41 @@ def _run_chunk(network: Network, x: np.ndarray, steps: int, backend, record_spik
     return recorded, tallies
 
 
-def _worker(network, chunks, run_args, tasks, results) -> None:
-    """A worker process: run the chunks named on `tasks` (None ends), put (index, result, error) on `results`.
+def _worker(network, chunks, run_args, tasks, results, stopping, report: bool) -> None:
+    """A worker process: run the chunks named on `tasks` (None ends) until the parent sets `stopping`; put
+    ("progress", samples) on `results` as they pass (if `report`), and ("done", index, result, error) for each
+    chunk.
 
-    SIGINT (a terminal's Ctrl-C, or the parent) stops the runtime in use, then the worker
-    ends quietly; Lava's workers forked from here ignore it, as in the parent (LavaRun).
+    A stop signal (the group's, or SIGINT from the parent) stops the runtime in use, then the
+    worker ends quietly; Lava's workers forked from here ignore it, as in the parent (LavaRun).
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: _raise_interrupt(signum))
     finished = False
     try:
         for index in iter(tasks.get, None):
+            if stopping.is_set():  # no new runtime once the parent stops the run
+                break
             try:
-                results.put((index, _run_chunk(network, chunks[index], *run_args), None))
+                progress = (lambda n: results.put(("progress", n))) if report else None
+                result = _run_chunk(network, chunks[index], progress, *run_args)
+                results.put(("done", index, result, None))
             except Exception as err:  # noqa: BLE001 - the parent raises it
-                results.put((index, None, err if _picklable(err) else QffsError(f"{type(err).__name__}: {err}")))
+                results.put(("done", index, None,
+                             err if _picklable(err) else QffsError(f"{type(err).__name__}: {err}")))
                 break
         finished = True
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
+        for signum in STOP_SIGNALS:  # a second signal must not interrupt the exit
+            signal.signal(signum, signal.SIG_IGN)
         if not finished:
             results.cancel_join_thread()  # the parent has stopped reading
+
+
+def _raise_interrupt(signum: int) -> None:
+    raise interrupt(signum)
 
 
 def _picklable(err: BaseException) -> bool:
@@ -256,41 +355,44 @@ def _in_parallel(network, chunks, run_args, workers, progress):
     """Run the chunks in `workers` forked processes, one Lava runtime each at a time; `_run_chunk`'s result
     per chunk, in order.
 
-    On an error in a worker, or a Ctrl-C or any exception here, every worker still running after
-    a second (a terminal's Ctrl-C reaches them too) is interrupted (SIGINT: it stops its runtime,
-    then exits), and all are waited for before the error is raised.
+    On an error in a worker, or a stop signal or any exception here, no worker starts another chunk,
+    every worker still running after a second (a terminal's Ctrl-C reaches them too) is interrupted
+    (SIGINT: it stops its runtime, then exits), and all are waited for before the error is raised.
     """
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    tasks, results = context.Queue(), context.Queue()
+    tasks, results, stopping = context.Queue(), context.Queue(), context.Event()
     for index in range(len(chunks)):
         tasks.put(index)
     for _ in range(workers):
         tasks.put(None)
-    processes = [context.Process(target=_worker, args=(network, chunks, run_args, tasks, results))
-                 for _ in range(workers)]
+    processes = [context.Process(target=_worker, args=(network, chunks, run_args, tasks, results, stopping,
+                                                       progress is not None)) for _ in range(workers)]
     done: Dict[int, tuple] = {}
     interrupts = MainProcessInterrupts()
-    interrupts.install()  # Ctrl-C raises here as with one worker, even where SIGINT was inherited ignored
+    interrupts.install()  # a stop signal raises here as with one worker, even where SIGINT was inherited ignored
     try:
-        with interrupts.held():  # a Ctrl-C raised inside os.fork's handlers would be lost: it waits till all exist
+        with interrupts.held(), forks_die_with_parent():  # a signal inside os.fork's handlers would be lost
             for process in processes:
                 process.start()
         while len(done) < len(chunks):
             try:
-                index, result, err = results.get(timeout=0.5)
+                message = results.get(timeout=0.5)
             except queue.Empty:
                 if not any(process.is_alive() for process in processes) and results.empty():
                     raise QffsError("every Lava worker process ended before the run was complete "
                                     f"({len(done)} of {len(chunks)} chunks done)") from None
                 continue
+            if message[0] == "progress":
+                progress(message[1])
+                continue
+            _, index, result, err = message
             if err is not None:
                 raise err
             done[index] = result
-            if progress is not None:
-                progress(len(chunks[index]))
     finally:
+        stopping.set()
         if len(done) < len(chunks):  # after a terminal's Ctrl-C the workers are stopping already
             for process in processes:
                 if process.pid is not None:
@@ -304,9 +406,8 @@ def _in_parallel(network, chunks, run_args, workers, progress):
                 if process.is_alive():
                     process.kill()
                     process.join()
-        for channel in (tasks, results):
+        for channel in (tasks, results):  # not closed here: its feeder thread may still hold the pipe
             channel.cancel_join_thread()
-            channel.close()
         interrupts.uninstall()
     return [done[index] for index in range(len(chunks))]
 
@@ -320,22 +421,20 @@ def run_lava(network: Network, x, steps: int, backend, options: RunOptions = Run
     results do not depend on it. Returns what the torch simulator's pipelined mode returns
     (steps 1..T+D), with count_costs its spikes and SOPs counted here from the workers' tallies.
     """
-    if options.workers is not None and options.workers < 1:
-        raise ParameterError("{} must be at least 1, got " + str(options.workers), "workers")
-    if options.chunk < 1:
-        raise ParameterError("{} must be at least 1, got " + str(options.chunk), "chunk")
+    for name in ("workers", "chunk", "lava_batch"):
+        if getattr(options, name) is not None and getattr(options, name) < 1:
+            raise ParameterError("{} must be at least 1, got " + str(getattr(options, name)), name)
     x = np.asarray(x, dtype=np.float64).reshape(-1, *network.input.shape)
-    chunks = [x[start:start + options.chunk] for start in range(0, len(x), options.chunk)]
+    batch = backend.lava_batch(network, len(x), options)
+    chunk = -(-options.chunk // batch) * batch  # whole groups of B samples
+    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
     workers = min(options.workers or default_workers(), len(chunks))
-    run_args = (steps, backend, options.record_spikes, options.count_costs)
-    if workers > 1:
-        results = _in_parallel(network, chunks, run_args, workers, options.progress)
-    else:
-        results = []
-        for part in chunks:
-            results.append(_run_chunk(network, part, *run_args))
-            if options.progress is not None:
-                options.progress(len(part))
+    run_args = (steps, backend, options.record_spikes, options.count_costs, batch)
+    with resource_tracker():
+        if workers > 1:
+            results = _in_parallel(network, chunks, run_args, workers, options.progress)
+        else:
+            results = [_run_chunk(network, part, options.progress, *run_args) for part in chunks]
     parts = [recorded for recorded, _ in results]
     layers = {i: torch.from_numpy(np.concatenate([p[i] for p in parts])).transpose(0, 1) for i in parts[0]}
     last, period = network.output_index, steps + network.pipeline_depth

@@ -17,7 +17,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from qffs_lava.backends.lava.procs.network import QffsNetwork
-from qffs_lava.backends.lava.procs.process import EventMaxPool, QffsNeuron, SpikeRecorder
+from qffs_lava.backends.lava.procs.process import BatchConv, EventMaxPool, QffsNeuron, SpikeRecorder
 from qffs_lava.dynamics import NeuronParams, NeuronState, PoolParams, PoolState, bias_active, neuron_step, pool_step
 
 
@@ -131,6 +131,62 @@ class PyEventMaxPoolModelFixed(AbstractPyEventMaxPoolModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
     max_count: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+    """torch's conv2d (cross-correlation) of x (B, Cin, H, W) with weight (Cout, Cin / groups, kH, kW), as one
+    float64 matrix product per group: exact for integers while every sum stays below 2^53."""
+    cout, cin, kh, kw = weight.shape
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    span = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(x, span, axis=(2, 3))
+    windows = windows[:, :, ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]]  # (B, Cin, Ho, Wo, kH, kW)
+    w = weight.astype(np.float64).reshape(groups, cout // groups, cin, kh, kw)
+    out = [np.tensordot(windows[:, g * cin:(g + 1) * cin], w[g], axes=([1, 4, 5], [1, 2, 3])) for g in range(groups)]
+    return np.concatenate(out, axis=3).transpose(0, 3, 1, 2)  # (B, Ho, Wo, Cout) -> (B, Cout, Ho, Wo)
+
+
+class AbstractPyBatchConvModel(PyLoihiProcessModel):
+    """conv2d per sample on the (W, H, B * C) ports: the input sent on one step later, as lava-nc's Conv does."""
+
+    s_in = None
+    a_out = None
+    a_buf = None
+    dtype = None
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        p = proc_params
+        self.weight, self.batch, self.groups = p["weight"], p["batch"], p["groups"]
+        self.geometry = (p["stride"], p["padding"], p["dilation"])
+
+    def run_spk(self) -> None:
+        s_in = self.s_in.recv()
+        self.a_out.send(self.a_buf)
+        w, h, channels = s_in.shape
+        x = s_in.reshape(w, h, self.batch, channels // self.batch).transpose(2, 3, 1, 0)  # (B, Cin, H, W)
+        out = conv2d(x, self.weight, *self.geometry, self.groups).transpose(3, 2, 0, 1)  # (Wo, Ho, B, Cout)
+        self.a_buf[:] = np.rint(out.reshape(self.a_buf.shape)).astype(self.dtype)
+
+
+@implements(proc=BatchConv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyBatchConvModelFloat(AbstractPyBatchConvModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_buf: np.ndarray = LavaPyType(np.ndarray, float)
+    dtype = float
+
+
+@implements(proc=BatchConv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PyBatchConvModelFixed(AbstractPyBatchConvModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    a_buf: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    dtype = np.int32
 
 
 class AbstractPySpikeRecorderModel(PyLoihiProcessModel):

@@ -14,6 +14,8 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
+from lava.proc.sparse.process import Sparse
+from scipy import sparse
 
 from qffs_lava.backends.lava.layout import (
     from_lava_layout,
@@ -23,7 +25,7 @@ from qffs_lava.backends.lava.layout import (
     to_lava_layout,
     whc_order,
 )
-from qffs_lava.backends.lava.procs.process import EventMaxPool, QffsNeuron, check_reset
+from qffs_lava.backends.lava.procs.process import BatchConv, EventMaxPool, QffsNeuron, check_reset
 from qffs_lava.ir.network import Network
 
 MESSAGE_BITS = 24  # graded messages carry signed spikes and the integer input
@@ -43,10 +45,16 @@ class QffsNetwork(AbstractProcess):
         input_shape:    the input's (W, H, C) shape; None takes net.h5's, given it must match
         num_layers:     build net.h5 layers 0 .. num_layers - 1 only (the last a dense or conv
                         layer, which `out` then sends)
+        batch:          B samples side by side in every Process (layout.py: sample-major on
+                        the last axis; a conv becomes a grouped conv over the B copies, a
+                        dense layer a block-diagonal `Sparse`), each sample's spikes exactly
+                        the per-sample network's; 1 (the default) is the network that maps to
+                        Loihi 2
 
     Ports:
-        inp: graded integer input in Lava's (W, H, C) layout: each sample's x_int (the
-             input layer's rounding of the data) in its first K steps, then zeros.
+        inp: graded integer input in Lava's (W, H, C) layout (W, H, B * C batched): each
+             sample's x_int (the input layer's rounding of the data) in its first K steps,
+             then zeros.
         out: the last layer's signed spikes in {-1, 0, +1} (graded messages), (W, H, C)
              or flat. Each Dense/Conv hop delays one step, so a layer at depth d starts
              at local step d + 1 and a sample's output counts are complete at T + D.
@@ -71,11 +79,13 @@ class QffsNetwork(AbstractProcess):
 
     def __init__(self, net_config, reset_interval: Optional[int] = None, reset_offset: int = 0,
                  input_shape: Optional[Tuple[int, ...]] = None, num_layers: Optional[int] = None,
-                 name: Optional[str] = None) -> None:
+                 batch: int = 1, name: Optional[str] = None) -> None:
         super().__init__(net_config=str(net_config) if not isinstance(net_config, Network) else "<Network>",
                          reset_interval=reset_interval, reset_offset=reset_offset, num_layers=num_layers,
-                         name=name)  # first: Lava's __del__ expects what this sets, even after an error below
+                         batch=batch, name=name)  # first: Lava's __del__ expects what this sets, even after an error
         check_reset(reset_interval, reset_offset)
+        if int(batch) != batch or batch < 1:
+            raise ValueError(f"batch must be a whole number of samples >= 1, got {batch!r}")
         network = net_config if isinstance(net_config, Network) else _read(net_config)
         if num_layers is not None:
             if not 2 <= num_layers <= len(network.layers):
@@ -87,11 +97,11 @@ class QffsNetwork(AbstractProcess):
                              f"starts its {network.bias_steps}-step bias window at step "
                              f"{network.pipeline_depth + 1}, so give at least "
                              f"{network.pipeline_depth + network.bias_steps}")
-        expected = lava_shape(network.shapes[0])
+        expected = lava_shape(network.shapes[0], batch)
         if input_shape is not None and tuple(input_shape) != expected:
             raise ValueError(f"input_shape {tuple(input_shape)} does not match the net.h5 input {expected} "
-                             "(Lava's (W, H, C) order)")
-        self.network = network
+                             f"(Lava's (W, H, C) order{', B * C channels' if batch > 1 else ''})")
+        self.network, self.batch = network, int(batch)
         self.reset_interval, self.reset_offset = reset_interval, reset_offset
         self.input_shape = expected
         self.inp = InPort(shape=expected)
@@ -101,7 +111,7 @@ class QffsNetwork(AbstractProcess):
         values = network.propagate(_Builder(self))
         self.layer_out = [port for port, _ in values]
         self.flat_order = [order for _, order in values]
-        self.out = OutPort(shape=lava_shape(network.shapes[-1]))
+        self.out = OutPort(shape=lava_shape(network.shapes[-1], self.batch))
         self.layer_out[-1].connect(self.out)
 
     @property
@@ -114,25 +124,30 @@ class QffsNetwork(AbstractProcess):
 
     def source_data(self, x) -> np.ndarray:
         """What a source feeding `inp` sends for N samples of dataset values x (N, *net.h5 input shape):
-        (W, H, C, N * reset_interval) int32, each sample's x_int = floor(x * inputScale + 1/2) in its
-        first K steps, then zeros (the layout of lava-nc's io.source.RingBuffer data). Uses numpy only,
-        so it is safe in a process forked from one that ran torch."""
-        interval, network = self._interval(), self.network
+        (*inp shape, G * reset_interval) int32 for G = ceil(N / batch) groups of B samples side by side
+        (the last group filled up with blank samples), each sample's x_int = floor(x * inputScale + 1/2)
+        in its group's first K steps, then zeros (the layout of lava-nc's io.source.RingBuffer data).
+        Uses numpy only, so it is safe in a process forked from one that ran torch."""
+        interval, network, batch = self._interval(), self.network, self.batch
         x_int = network.input.encode(np.asarray(x, dtype=np.float64)).astype(np.int64).reshape(-1, *network.shapes[0])
-        data = np.zeros((len(x_int), interval) + self.input_shape, dtype=np.int32)
-        data[:, :network.bias_steps] = to_lava_layout(x_int, network.shapes[0])[:, None]
+        groups = -(-len(x_int) // batch)
+        x_int = np.concatenate([x_int, np.zeros((groups * batch - len(x_int),) + x_int.shape[1:], np.int64)])
+        data = np.zeros((groups, interval) + self.input_shape, dtype=np.int32)
+        data[:, :network.bias_steps] = to_lava_layout(x_int.reshape(groups, batch, *x_int.shape[1:]),
+                                                      network.shapes[0])[:, None]
         return np.moveaxis(data.reshape((-1,) + self.input_shape), 0, -1)
 
-    def output_counts(self, spikes) -> np.ndarray:
+    def output_counts(self, spikes, samples: Optional[int] = None) -> np.ndarray:
         """Each sample's net output spike count (N, *net.h5 output shape), from what `out` sent at every
-        step, shaped (*out shape, N * reset_interval) (as lava-nc's io.sink.RingBuffer holds it)."""
+        step, shaped (*out shape, G * reset_interval) (as lava-nc's io.sink.RingBuffer holds it); N is
+        G * batch, or `samples` to leave out the blank samples that fill the last group."""
         interval, shape = self._interval(), self.network.shapes[-1]
         spikes = np.moveaxis(np.asarray(spikes), -1, 0)
         if spikes.shape[1:] != self.out.shape or len(spikes) % interval:
-            raise ValueError(f"expected spikes shaped (*{self.out.shape}, N * {interval}), got "
+            raise ValueError(f"expected spikes shaped (*{self.out.shape}, G * {interval}), got "
                              f"{np.moveaxis(spikes, 0, -1).shape}")
         counts = spikes.reshape((-1, interval) + self.out.shape).sum(axis=1).astype(np.int64)
-        return from_lava_layout(counts, shape, self.flat_order[-1])
+        return from_lava_layout(counts, shape, self.flat_order[-1]).reshape(-1, *shape)[:samples]
 
     def _interval(self) -> int:
         if self.reset_interval is None:
@@ -166,28 +181,33 @@ class _Builder:
     """
 
     def __init__(self, net: QffsNetwork):
-        self.net, self.network = net, net.network
+        self.net, self.network, self.batch = net, net.network, net.batch
+
+    def _shape(self, index: int) -> Tuple[int, ...]:
+        """Layer `index`'s port shape: its net.h5 shape for `batch` samples in Lava's layout."""
+        return lava_shape(self.network.shapes[index], self.batch)
 
     def _row(self, index, layer, processes: str, bits: str) -> None:
-        shape = "x".join(str(n) for n in lava_shape(self.network.shapes[index]))
+        shape = "x".join(str(n) for n in self._shape(index))
         self.net.rows.append((str(index), layer.kind, processes, shape, bits))
 
     def input(self, index, layer):
         self._row(index, layer, "inp (InPort)", f"{MESSAGE_BITS} (graded integer input)")
-        return self.net.inp, whc_order(layer.shape)
+        return self.net.inp, whc_order(layer.shape, self.batch)
 
     def neuron(self, index, layer, sources):
         shape = self.network.shapes[index]
         channel = (slice(None),) if len(shape) == 1 else (None, None, slice(None))  # channels last in Lava
         n, net = layer.neurons, self.net
+        per_channel = [np.tile(values[channel], self.batch) for values in (n.threshold, n.v_init, layer.bias)]
         neurons = QffsNeuron(
-            shape=lava_shape(shape), threshold=n.threshold[channel], v_init=n.v_init[channel], z_max=n.z_max,
-            bias=layer.bias[channel], bias_start=self.network.bias_start(index, "pipelined"),
+            shape=self._shape(index), threshold=per_channel[0], v_init=per_channel[1], z_max=n.z_max,
+            bias=per_channel[2], bias_start=self.network.bias_start(index, "pipelined"),
             bias_steps=n.bias_steps, reset_interval=net.reset_interval, reset_offset=net.reset_offset,
             name=f"layer{index}-qffs")
         synapses = []
         for j, (synapse, source, (port, flat_order)) in enumerate(zip(layer.synapses, layer.inputs, sources)):
-            process = synapse.visit(self, flat_order, self.network.shapes[source], f"layer{index}-synapse{j}")
+            process = synapse.visit(self, flat_order, source, f"layer{index}-synapse{j}")
             port.connect(process.s_in)
             process.a_out.connect(neurons.a_in)  # Lava sums what every connected OutPort sends
             synapses.append(process)
@@ -195,28 +215,39 @@ class _Builder:
         net.synapses.append(synapses)
         kinds = " + ".join(type(process).__name__ for process in synapses)
         self._row(index, layer, f"{kinds} -> QffsNeuron", f"{MESSAGE_BITS} (signed spikes)")
-        return neurons.s_out, whc_order(shape)
+        return neurons.s_out, whc_order(shape, self.batch)
 
-    def dense(self, synapse, flat_order, source_shape, name):
-        return Dense(weights=synapse.weight[:, flat_order], num_message_bits=MESSAGE_BITS, name=name)
+    def dense(self, synapse, flat_order, source, name):
+        """Dense, or for B samples the block-diagonal of B copies as a Sparse; columns in the source port's order."""
+        if self.batch == 1:
+            return Dense(weights=synapse.weight[:, flat_order], num_message_bits=MESSAGE_BITS, name=name)
+        blocks = sparse.block_diag([sparse.csr_matrix(synapse.weight)] * self.batch, format="csc")
+        return Sparse(weights=blocks[:, flat_order].tocsr(), num_message_bits=MESSAGE_BITS, name=name)
 
-    def conv(self, synapse, flat_order, source_shape, name):
-        return Conv(weight=lava_conv_weight(synapse.weight), input_shape=lava_shape(source_shape),
-                    stride=synapse.stride[::-1], padding=synapse.padding[::-1], dilation=synapse.dilation[::-1],
-                    groups=synapse.groups, num_message_bits=MESSAGE_BITS, name=name)
+    def conv(self, synapse, flat_order, source, name):
+        """lava-nc's Conv; for B samples a BatchConv."""
+        if self.batch == 1:
+            return Conv(weight=lava_conv_weight(synapse.weight), input_shape=self._shape(source),
+                        stride=synapse.stride[::-1], padding=synapse.padding[::-1],
+                        dilation=synapse.dilation[::-1], groups=synapse.groups, num_message_bits=MESSAGE_BITS,
+                        name=name)
+        out_shape = lava_shape(synapse.output_shape(self.network.shapes[source]), self.batch)
+        return BatchConv(weight=synapse.weight, in_shape=self._shape(source), out_shape=out_shape,
+                         batch=self.batch, stride=synapse.stride, padding=synapse.padding,
+                         dilation=synapse.dilation, groups=synapse.groups, name=name)
 
     def maxpool(self, index, layer, source):
         port, _ = source
-        in_shape, out_shape = self.network.shapes[layer.inputs[0]], self.network.shapes[index]
-        pool = EventMaxPool(in_shape=lava_shape(in_shape), out_shape=lava_shape(out_shape),
-                            window_index=lava_pool_windows(in_shape, layer), reset_interval=self.net.reset_interval,
-                            reset_offset=self.net.reset_offset, name=f"layer{index}-maxpool")
+        pool = EventMaxPool(in_shape=self._shape(layer.inputs[0]), out_shape=self._shape(index),
+                            window_index=lava_pool_windows(self.network.shapes[layer.inputs[0]], layer, self.batch),
+                            reset_interval=self.net.reset_interval, reset_offset=self.net.reset_offset,
+                            name=f"layer{index}-maxpool")
         port.connect(pool.s_in)
         self.net.layers.append(pool)
         self._row(index, layer, "EventMaxPool", f"{MESSAGE_BITS} (signed spikes)")
-        return pool.s_out, whc_order(out_shape)
+        return pool.s_out, whc_order(self.network.shapes[index], self.batch)
 
     def flatten(self, index, layer, source):
         port, flat_order = source  # the order before flattening is the order after it
         self._row(index, layer, "OutPort.reshape", "-")
-        return port.reshape(lava_shape(self.network.shapes[index])), flat_order
+        return port.reshape(self._shape(index)), flat_order

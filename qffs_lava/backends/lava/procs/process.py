@@ -69,6 +69,28 @@ class EventMaxPool(AbstractProcess):
         self.max_count = Var(shape=out_shape, init=0)
 
 
+class BatchConv(AbstractProcess):
+    """One conv synapse for B samples side by side (layout.py: sample-major channels), one step of delay:
+
+        a_out(t + 1) = conv2d(s_in(t), weight) per sample
+
+    lava-nc's Conv loops over every (group, output, input) channel triple, so B samples would cost B
+    times one; this computes all of them with one matrix product. weight (Cout, Cin / groups, kH, kW)
+    as net.h5 holds it (torch's cross-correlation), stride, padding, dilation as (H, W) pairs, groups
+    per sample, batch: constants. Ports: s_in (W, H, B * Cin), a_out (W, H, B * Cout), graded.
+    """
+
+    def __init__(self, *, weight: np.ndarray, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], batch: int,
+                 stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int], groups: int,
+                 name: Optional[str] = None) -> None:
+        super().__init__(weight=np.asarray(weight, np.int32), in_shape=in_shape, out_shape=out_shape,
+                         batch=int(batch), stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                         groups=int(groups), name=name)
+        self.s_in = InPort(shape=in_shape)
+        self.a_out = OutPort(shape=out_shape)
+        self.a_buf = Var(shape=out_shape, init=0)
+
+
 class SpikeRecorder(AbstractProcess):
     """Records what arrives at a_in each step into a file-backed array of shape (buffer, *shape).
 
