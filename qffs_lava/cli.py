@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional
 from qffs_lava import __version__
 from qffs_lava.distributed import leave, lost_peer, rank_prefix
 from qffs_lava.errors import QffsError
-from qffs_lava.signals import exit_code, finished, signal_of, stop_signals_raise
+from qffs_lava.signals import end_process, exit_code, finished, signal_of, stop_signals_raise
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:
@@ -135,10 +135,14 @@ def command(build: Callable[[], argparse.ArgumentParser]):
 
     def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
         def main(argv: Optional[List[str]] = None) -> int:
-            """argv None: this process is the command (its console script), so a stop signal after the work
-            still ends it with 128 + the signal; a list: called from Python, which gets its handlers back."""
+            """argv None: this process is the command (its console script): it ends here, and a stop signal
+            at any moment ends it with 128 + the signal; a list: called from Python, which gets its handlers
+            back."""
             with stop_signals_raise(whole_process=argv is None):
-                return _run(argv)
+                code = _run(argv)
+                if argv is None:
+                    end_process(code)
+            return code
 
         def _run(argv: Optional[List[str]]) -> int:
             parser = None

@@ -43,20 +43,26 @@ _state = {"finished": False}
 def _handle(signum, frame) -> None:
     if not _state["finished"]:
         raise interrupt(signum)
-    for stream in (sys.stdout, sys.stderr):  # the command's work is done: end it at once, as the signal asks
+    end_process(128 + signum)  # the command's work is done: end it at once, as the signal asks
+
+
+def end_process(code: int) -> None:
+    """Flush stdout and stderr and end this process with `code` at once, without the interpreter's exit, during
+    which Python puts the default handlers back and a signal would kill the process instead (exit -2, not 130)."""
+    for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, RuntimeError, ValueError):
             pass
-    os._exit(128 + signum)
+    os._exit(code)
 
 
 @contextlib.contextmanager
 def stop_signals_raise(whole_process: bool):
     """Inside the block SIGINT, SIGTERM and SIGHUP raise `interrupt(signum)` in this process (main thread
-    only: Python handles signals there). With `whole_process` (the block is the process's command), once
-    `finished()` is called a signal ends the process at once with 128 + its number, and the handlers stay
-    for the interpreter's exit; otherwise the previous handlers come back when the block ends."""
+    only: Python handles signals there). With `whole_process` (the block is the process's command, which
+    ends with `end_process`), once `finished()` is called a signal ends the process at once with 128 + its
+    number; otherwise the previous handlers come back when the block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
