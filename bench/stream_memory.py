@@ -7,9 +7,11 @@ qffs-export and qffs-run read; 100 per class in train/), trains a small LeNet on
 `--size` x `--size`, then measures the maximum resident set size (GNU time's) of:
 
 - `qffs-export` (its fidelity run reads every val/ image),
-- `qffs-run --dataset folder:...` (the torch backend, every val/ image),
+- `qffs-run --dataset folder:... --backend qann` (every val/ image; the closed form, whose working
+  memory per batch is small; the torch backend adds its batch's membranes and counts: `--backend
+  torch` measures that),
 - the in-memory path: the same split loaded as one tensor (`qffs.load_dataset`) and given to
-  `qffs.run`, as the tools did before they streamed.
+  `qffs.run` with the same backend, as the tools did before they streamed.
 
 Prints the figures and writes bench/stream_memory.json.
 """
@@ -36,7 +38,7 @@ from image_folder import make_image_folder  # noqa: E402
 IN_MEMORY = """
 import sys, qffs_lava as qffs
 x, y = qffs.load_dataset("folder:" + sys.argv[1], "test", input_size=int(sys.argv[2]))
-result = qffs.run(sys.argv[3], x, y, steps=8, progress=False)
+result = qffs.run(sys.argv[3], x, y, steps=8, backend=sys.argv[4], progress=False)
 print(f"{len(x)} samples, accuracy {result.accuracy:.4f}")
 """
 
@@ -58,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=50000, help="images in val/ (default 50000)")
     parser.add_argument("--size", type=int, default=64, help="the images' side and the model's input size")
+    parser.add_argument("--backend", default="qann", help="qffs-run's backend (default qann)")
     args = parser.parse_args()
     folder = RUNS / f"folder_{args.images}_{args.size}"
     if not (folder / "val").is_dir():
@@ -74,9 +77,11 @@ def main() -> None:
         "split_as_float32_mib": args.images * 3 * args.size * args.size * 4 / 2**20,
         "machine": f"{platform.machine()}, Python {platform.python_version()}"}
     figures["export"] = peak([BIN / "qffs-export", model, net])
-    figures["run"] = peak([BIN / "qffs-run", net, "--dataset", f"folder:{folder}", "--steps", "8", "--quiet"])
-    figures["in_memory"] = peak([BIN / "python", "-c", IN_MEMORY, folder, args.size, net],
-                                "python: qffs.load_dataset(folder, 'test') as one tensor, then qffs.run(net, x, y)")
+    figures["run"] = peak([BIN / "qffs-run", net, "--dataset", f"folder:{folder}", "--steps", "8", "--backend",
+                           args.backend, "--quiet"])
+    figures["in_memory"] = peak([BIN / "python", "-c", IN_MEMORY, folder, args.size, net, args.backend],
+                                "python: qffs.load_dataset(folder, 'test') as one tensor, then "
+                                f"qffs.run(net, x, y, backend='{args.backend}')")
     for name in ("export", "run", "in_memory"):
         print(f"{name:10s} max RSS {figures[name]['max_rss_mib']:8.0f} MiB  ({figures[name]['seconds']:.0f} s)  "
               f"{figures[name]['command']}")
