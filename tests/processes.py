@@ -27,6 +27,23 @@ def children_of(pid: int):
     return sorted(found)
 
 
+def group_alive(pgid: int):
+    """The live processes of process group `pgid` (the resource tracker too), as 'pid command'."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()[:100].replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, _, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in "ZX":
+            found.append(f"{entry.name} {command}")
+    return found
+
+
 def descendants_of(pid: int):
     """Live descendants of `pid` (children, their children, ...), as children_of counts them."""
     found, frontier = [], [pid]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import pytest
-from processes import lava_scratch_folders, shared_memory_segments
+from processes import group_alive, lava_scratch_folders, shared_memory_segments
 
 QFFS_RUN = str(Path(sys.executable).parent / "qffs-run")
 GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP)  # sent to the process group; SIGTERM to the command alone
@@ -25,23 +25,6 @@ def run_command(net) -> List[str]:
     """A 2-worker run of the batched Lava network over the 450 digits test images (a few seconds idle)."""
     return [QFFS_RUN, str(net), "--dataset", "digits", "--backend", "lava", "--steps", "16", "--workers", "2",
             "--quiet"]
-
-
-def group_alive(pgid: int) -> List[str]:
-    """The live processes of process group `pgid`, as 'pid command'."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()[:100].replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        state, _, group = stat[stat.rindex(")") + 2:].split()[:3]
-        if int(group) == pgid and state not in "ZX":
-            found.append(f"{entry.name} {command}")
-    return found
 
 
 @dataclass
