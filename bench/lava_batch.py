@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("net", help="a net.h5")
     parser.add_argument("--dataset", default="mnist", help="its dataset (default mnist)")
     parser.add_argument("--batches", default="1,2,4,8,16,32,64", help="the values of B (default 1,2,4,8,16,32,64)")
-    parser.add_argument("--groups", type=int, default=3, help="G, groups in the shorter run (default 3)")
+    parser.add_argument("--groups", type=int, default=30, help="G, groups in the shorter run (default 30)")
     parser.add_argument("--steps", type=int, default=16, help="T (default 16)")
     args = parser.parse_args()
     network = read_net(args.net)

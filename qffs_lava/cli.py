@@ -500,7 +500,7 @@ def _run_parser() -> argparse.ArgumentParser:
                              "not depend on it)")
     parser.add_argument("--lava-batch", type=integer_at_least(1), default=defaults["lava_batch"],
                         help="Lava backends: B samples side by side in one Lava network, each Process B times as "
-                             "wide for nearly the cost of one (default 16; 1: the per-sample network, the one that "
+                             "wide for nearly the cost of one (default 32; 1: the per-sample network, the one that "
                              "maps to Loihi 2; the spikes are the same)")
     ablating, counting = ", ".join(names_with("ablations")), ", ".join(names_with("costs"))
     parser.add_argument("--ablate", action="append", default=list(defaults["ablate"]), choices=list(ABLATIONS),

@@ -93,7 +93,7 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
                  backends run pipelined only); results are reported in synchronous steps either way
     batch_size, device: the qann and torch backends' batch and "cpu" or "cuda"
     workers:     the Lava backends' runtimes at once (default: one per core)
-    lava_batch:  the Lava backends' samples side by side in one network (default 16; 1: the per-sample
+    lava_batch:  the Lava backends' samples side by side in one network (default 32; 1: the per-sample
                  network that maps to Loihi 2; the spikes are the same)
     ablate:      QFFS mechanisms to leave out (dynamics.ABLATIONS; the torch backend); the QANN
                  stays the full network's
