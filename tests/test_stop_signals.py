@@ -79,10 +79,12 @@ def stop_at_random_moments(net, signum: int, tries: int, length: Optional[float]
         assert subprocess.run(command, capture_output=True).returncode == 0
         length = time.monotonic() - started
     rng, stops = random.Random(), []
-    while len(stops) < tries:
+    for _ in range(3 * tries):  # a run that ended before its moment does not count
         stop = stop_at(command, signum, rng.uniform(0.2, 0.9 * length))
-        if stop is not None:
-            stops.append(stop)
+        stops += [stop] if stop is not None else []
+        if len(stops) == tries:
+            break
+    assert len(stops) == tries, f"the runs ended before their moments: {len(stops)} of {tries} stops"
     name = signal.Signals(signum).name
     faulty = [(stop, stop.faults(signum)) for stop in stops if stop.faults(signum)]
     print(f"{name} at {tries} random moments of a {length:.1f} s run: {len(faulty)} faults; exits after "
