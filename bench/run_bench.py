@@ -141,9 +141,8 @@ def main():
     for name, (dataset, arch) in MODELS.items():
         results[name] = model_figures(name, dataset, arch)
         results[name]["torch"] = run_figures(name, dataset)
-    for name, dataset, samples in (("digits_mlp", "digits", 0), ("mnist_lenet", "mnist", 200),
-                                   ("fashionmnist_resnet8", "fashionmnist", 50)):
-        results[name]["lava"] = run_figures(name, dataset, "lava", samples)
+    for name, dataset in (("digits_mlp", "digits"), ("mnist_lenet", "mnist"), ("fashionmnist_resnet8", "fashionmnist")):
+        results[name]["lava"] = run_figures(name, dataset, "lava")  # the whole test split
         results[name]["lava"]["same_as_torch"] = same_predictions(name)
     for name, dataset in (("mnist_lenet", "mnist"), ("fashionmnist_resnet8", "fashionmnist")):
         x, _ = load_dataset(dataset, "test", ROOT / "data")
@@ -293,7 +292,7 @@ def block_results(r: dict, name: str) -> str:
             f"| SNN, torch, t = 1 / 2 / 3 / 4 / 8 | {per_step(t)} |",
             f"| SNN, torch, t = {STEPS} | {pct(t['accuracy_by_step'][-1])} (output counts equal the integer QANN's on "
             f"every sample from {equal_from(t)}) |",
-            f"| SNN, Lava `fixed_pt`, first {lava['samples']} images, t = {STEPS} | {pct(lava['accuracy'])} "
+            f"| SNN, Lava `fixed_pt`, {lava['samples']} images, t = {STEPS} | {pct(lava['accuracy'])} "
             f"(QANN on those: {pct(lava['qann_accuracy'])}) |"]
     return "\n".join(rows)
 
