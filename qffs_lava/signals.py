@@ -48,12 +48,17 @@ def _handle(signum, frame) -> None:
 
 def end_process(code: int) -> None:
     """Flush stdout and stderr and end this process with `code` at once, without the interpreter's exit, during
-    which Python puts the default handlers back and a signal would kill the process instead (exit -2, not 130)."""
+    which Python puts the default handlers back and a signal would kill the process instead (exit -2, not 130).
+    A stop signal that came in meanwhile, too late for its handler to run, still sets the code."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, RuntimeError, ValueError):
             pass
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        pending = sorted(signal.sigpending() & set(STOP_SIGNALS))
+        code = 128 + pending[0] if pending else code
     os._exit(code)
 
 

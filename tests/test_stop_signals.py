@@ -46,7 +46,8 @@ class Stop:
 
 
 def stop_at(command: List[str], signum: int, moment: float):
-    """Start the command in a new process group, send `signum` after `moment` seconds; None if it ended first."""
+    """Start the command in a new process group, send `signum` after `moment` seconds; None if it ended first
+    (or was exiting, its report printed: no process can change its exit code then)."""
     shm, scratch = shared_memory_segments(), lava_scratch_folders()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -57,9 +58,11 @@ def stop_at(command: List[str], signum: int, moment: float):
     (os.killpg if signum in GROUP_SIGNALS else os.kill)(process.pid, signum)
     sent = time.monotonic()
     try:
-        _, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        err = "still running 60 s after the signal"
+        out, err = "", "still running 60 s after the signal"
+    if process.returncode == 0 and "wall time" in out:
+        return None  # it had printed its report and was exiting: the signal came after its end
     stop = Stop(moment, process.returncode, time.monotonic() - sent, err, group_alive(process.pid),
                 shared_memory_segments() - shm, lava_scratch_folders() - scratch)
     for line in stop.alive:  # nothing may outlive a failed check either
