@@ -9,39 +9,30 @@ from pathlib import Path
 RESOURCE_TRACKER = b"multiprocessing.resource_tracker"
 
 
-def children_of(pid: int):
-    """Live (non-zombie) child processes of `pid`, except multiprocessing's resource tracker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if fields.get("PPid", "").strip() == str(pid) and not fields.get("State", "").startswith("Z") \
-                and RESOURCE_TRACKER not in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def group_alive(pgid: int):
-    """The live processes of process group `pgid` (the resource tracker too), as 'pid command'."""
-    found = []
+def _processes():
+    """(pid, state, parent pid, process group, command line) of every process in /proc now."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()[:100].replace(b"\0", b" ").decode(errors="replace")
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        state, _, group = stat[stat.rindex(")") + 2:].split()[:3]
-        if int(group) == pgid and state not in "ZX":
-            found.append(f"{entry.name} {command}")
-    return found
+        state, ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
+        yield int(entry.name), state, int(ppid), int(group), cmdline
+
+
+def children_of(pid: int):
+    """Live (non-zombie) child processes of `pid`, except multiprocessing's resource tracker."""
+    return sorted(child for child, state, ppid, _, cmdline in _processes()
+                  if ppid == pid and state != "Z" and RESOURCE_TRACKER not in cmdline)
+
+
+def group_alive(pgid: int):
+    """The live processes of process group `pgid` (the resource tracker too), as 'pid command'."""
+    return [f"{member} " + cmdline[:100].replace(b"\0", b" ").decode(errors="replace")
+            for member, state, _, group, cmdline in _processes() if group == pgid and state not in "ZX"]
 
 
 def descendants_of(pid: int):

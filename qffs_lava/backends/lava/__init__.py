@@ -47,9 +47,10 @@ class LavaBackend(Backend):
         from qffs_lava.ir.loihi import STATE_LIMIT, step_current_bound
 
         batch = options.lava_batch or min(DEFAULT_BATCH, samples)
-        if batch > 1 and step_current_bound(network) >= STATE_LIMIT:
-            why = (f"a synaptic current could reach {step_current_bound(network)}, beyond the 24-bit messages the "
-                   "per-sample network wraps at 2^23")
+        bound = step_current_bound(network) if batch > 1 else 0
+        if bound >= STATE_LIMIT:
+            why = (f"a synaptic current could reach {bound}, beyond the 24-bit messages the per-sample network wraps "
+                   "at 2^23")
             if options.lava_batch:
                 raise ParameterError(f"{{}}: {why}; only the per-sample network (1) computes as Loihi 2 would",
                                      ("lava_batch", options.lava_batch))
