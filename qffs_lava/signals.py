@@ -1,6 +1,7 @@
 """The signals that stop a command: Ctrl-C (SIGINT), SIGTERM (kill, timeout, batch schedulers) and SIGHUP (a
 closed terminal). Each is raised as a KeyboardInterrupt, so every cleanup Ctrl-C runs runs for all three, and the
-command exits with 128 + the signal's number: 130, 143, 129.
+command exits with 128 + the signal's number: 130, 143, 129. Where a cleanup must not be cut short (a Lava run's
+worker processes), `stops_deferred` records the signal instead and raises it once the block is done.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Iterator, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -80,6 +82,52 @@ def stop_signals_raise(whole_process: bool):
             _state["finished"] = False
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+class Deferred:
+    """The first stop signal received, recorded instead of raised; each one also makes `fd` readable, so that a
+    loop waiting on it (multiprocessing.connection.wait, select) wakes."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.owner = os.getpid()
+        self.fd, self._wake = os.pipe()
+        for fd in (self.fd, self._wake):
+            os.set_blocking(fd, False)
+
+    def handle(self, signum, frame) -> None:
+        if os.getpid() != self.owner:
+            return  # a process forked meanwhile, before it set its own handlers: its parent stops it
+        self.signum = self.signum or signum
+        try:
+            os.write(self._wake, b"\0")
+        except OSError:  # full: it is readable already
+            pass
+
+    def close(self) -> None:
+        for fd in (self.fd, self._wake):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def stops_deferred() -> Iterator[Deferred]:
+    """Inside the block SIGINT, SIGTERM and SIGHUP raise nothing: the first is recorded (`Deferred`), so no
+    cleanup is ever cut short at a moment no one chose. When the block ends, however it ends, the previous
+    handlers come back and the recorded signal is raised as `interrupt(signum)`. Off the main thread, where
+    Python cannot handle signals, nothing is recorded."""
+    deferred = Deferred()
+    previous = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                previous[signum] = signal.signal(signum, deferred.handle)
+        yield deferred
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        deferred.close()
+        if deferred.signum:
+            raise interrupt(deferred.signum)
 
 
 def finished() -> None:

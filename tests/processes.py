@@ -10,7 +10,7 @@ RESOURCE_TRACKER = b"multiprocessing.resource_tracker"
 
 
 def _processes():
-    """(pid, state, parent pid, process group, command line) of every process in /proc now."""
+    """(pid, state, parent pid, session, command line) of every process in /proc now."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -19,8 +19,8 @@ def _processes():
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        state, ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
-        yield int(entry.name), state, int(ppid), int(group), cmdline
+        state, ppid, _, session = stat[stat.rindex(")") + 2:].split()[:4]
+        yield int(entry.name), state, int(ppid), int(session), cmdline
 
 
 def children_of(pid: int):
@@ -29,10 +29,11 @@ def children_of(pid: int):
                   if ppid == pid and state != "Z" and RESOURCE_TRACKER not in cmdline)
 
 
-def group_alive(pgid: int):
-    """The live processes of process group `pgid` (the resource tracker too), as 'pid command'."""
+def session_alive(sid: int):
+    """The live processes of session `sid` (a command started with start_new_session, and every process it forked
+    in whatever process group, the resource tracker too), as 'pid command'."""
     return [f"{member} " + cmdline[:100].replace(b"\0", b" ").decode(errors="replace")
-            for member, state, _, group, cmdline in _processes() if group == pgid and state not in "ZX"]
+            for member, state, _, session, cmdline in _processes() if session == sid and state not in "ZX"]
 
 
 def descendants_of(pid: int):

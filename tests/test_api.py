@@ -137,13 +137,13 @@ print("ok", lava.costs["total"]["sops"][-1])
     assert result.stdout.startswith("ok")
 
 
-def test_lava_workers_return_numpy_tallies(digits_net):
+def test_lava_workers_return_numpy_tallies(digits_net, tmp_path):
     """What a worker sends back is numpy only: the recorded output and per-layer tallies."""
     from qffs_lava.backends.lava.runner import _run_chunk
 
     network = qffs.read_net(digits_net)
     x = qffs.load_dataset("digits", "test")[0][:3].numpy()
-    recorded, tallies = _run_chunk(network, x, None, 4, BACKENDS["lava"], False, True, 2)
+    recorded, tallies = _run_chunk(network, x, tmp_path / "chunk", None, 4, BACKENDS["lava"], False, True, 2)
     assert set(recorded) == {network.output_index} and set(tallies) == set(range(1, len(network.layers)))
     for positive, negative in tallies.values():
         assert isinstance(positive, np.ndarray) and isinstance(negative, np.ndarray)

@@ -95,23 +95,6 @@ def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, 
     assert shared_memory_segments() == shm
 
 
-def test_keyboard_interrupt_while_lava_starts_leaves_nothing(digits_net, monkeypatch):
-    import_lava()
-    from lava.magma.runtime.runtime import Runtime
-
-    def interrupted(self):
-        raise KeyboardInterrupt  # after Lava forked its processes, before the runtime reports started
-
-    monkeypatch.setattr(Runtime, "_start_ports", interrupted)
-    network = read_net(digits_net)
-    before, shm = descendants_of(os.getpid()), shared_memory_segments()
-    with pytest.raises(KeyboardInterrupt):
-        simulate(network, np.zeros((2, 1, 8, 8)), 4, "lava")
-    time.sleep(0.5)
-    assert descendants_of(os.getpid()) == before
-    assert shared_memory_segments() == shm
-
-
 def overflowing_network():
     """One dense layer of 2 neurons over 200 inputs at full scale: 200 * 254 * 255 per step, past 2^23."""
     weight = np.stack([np.full(200, 254), np.full(200, -256)]).astype(np.int64)

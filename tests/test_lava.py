@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from processes import children_of, shared_memory_segments
+from processes import children_of, descendants_of, lava_scratch_folders, shared_memory_segments
 from random_nets import random_inputs, random_network
 
 from qffs_lava.ann.datasets import load_dataset
-from qffs_lava.backends import BACKENDS, simulate
-from qffs_lava.backends.lava.runner import LavaRun
+import qffs_lava.backends.lava.runner as runner
+from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 import qffs_lava as qffs
 from qffs_lava.ir.netfile import read_net
@@ -74,13 +74,17 @@ def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
     assert shared_memory_segments() == segments
 
 
-def test_runtime_is_stopped_when_the_run_fails(digits_net):
+def test_an_error_after_the_runtime_ran_leaves_nothing(digits_net, monkeypatch):
+    """Reading the recordings fails in the worker, its Lava runtime still up: the error is raised here, and no
+    process, segment or scratch folder of the run is left."""
+    def broken(*args):
+        raise ValueError("failure while reading the recordings")
+
+    monkeypatch.setattr(runner, "from_lava_layout", broken)  # the forked workers inherit it
     network = read_net(digits_net)
-    children, segments = children_of(os.getpid()), shared_memory_segments()
-    with pytest.raises(ValueError):
-        with LavaRun(network, np.zeros((2, 1, 8, 8), np.int64), 4, BACKENDS["lava"]) as lava:
-            lava.run()
-            raise ValueError("failure inside the block")
-    assert not lava.folder.exists()
-    assert children_of(os.getpid()) == children
+    descendants, segments, scratch = descendants_of(os.getpid()), shared_memory_segments(), lava_scratch_folders()
+    with pytest.raises(ValueError, match="failure while reading"):
+        simulate(network, np.zeros((2, 1, 8, 8)), 4, "lava")
+    assert descendants_of(os.getpid()) == descendants
     assert shared_memory_segments() == segments
+    assert lava_scratch_folders() == scratch

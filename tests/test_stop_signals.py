@@ -1,7 +1,18 @@
-"""`qffs-run --backend lava` stopped at a random moment by the signals users send: Ctrl-C (SIGINT to its
-process group, as a terminal sends it), SIGTERM (to it alone, as `kill` sends it) and SIGHUP (to its group,
-as a closed terminal sends it). At the moment the command returns: exit code 128 + the signal, one line,
-no process of its group alive, no new /dev/shm entry and no scratch folder left.
+"""Stopping a Lava run, in every state of every process, and at moments no one chose.
+
+Every state (in this process): a worker (or one of its Lava processes) sends this process a
+stop signal at a chosen point of its life: Lava starting its processes, a neuron mid-run,
+a result about to be handed over, Lava stopping a finished runtime. The run must raise the
+signal's interrupt once every process and segment of it is gone.
+
+Random moments (the command, as users meet it): `qffs-run --backend lava` is sent SIGTERM
+alone (as `kill` and `timeout` send it) or SIGINT / SIGHUP to its group (a terminal's
+Ctrl-C, a closed terminal) at moments drawn over the whole run, its first and last second
+included, with and without --quiet, for a fast chain (the digits MLP at 64 steps: its
+workers finish chunks early and wait to hand them over) and the batched LeNet, with both
+cores busy. At return and one second later no process of its session may live, no shared
+memory segment or scratch folder may be left, and the exit code must be 128 + the signal
+(0 where the run had finished). The seed of the moments is printed; QFFS_STOP_SEED replays it.
 """
 
 import os
@@ -10,21 +21,112 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import pytest
-from processes import group_alive, lava_scratch_folders, shared_memory_segments
+from processes import descendants_of, lava_scratch_folders, session_alive, shared_memory_segments
+
+import qffs_lava.backends.lava.runner as runner
+from qffs_lava.backends import simulate
+from qffs_lava.backends.lava.procs import models
+from qffs_lava.errors import QffsError
+from qffs_lava.ir.netfile import read_net
 
 QFFS_RUN = str(Path(sys.executable).parent / "qffs-run")
-GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP)  # sent to the process group; SIGTERM to the command alone
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP)  # sent to the group; SIGTERM to the command alone
 
 
-def run_command(net) -> List[str]:
-    """A 2-worker run of the batched Lava network over the 450 digits test images (a few seconds idle)."""
-    return [QFFS_RUN, str(net), "--dataset", "digits", "--backend", "lava", "--steps", "16", "--workers", "2",
-            "--quiet"]
+# Every state -----------------------------------------------------------------------------------
+
+def _lava_runtime():
+    runner.import_lava()
+    from lava.magma.runtime.runtime import Runtime
+
+    return Runtime
+
+
+def _on_step(step: int) -> Callable:
+    """QffsNeuron's fixed_pt spiking phase, patched below: a neuron process busy at Lava step `step`."""
+    return lambda model: model.time_step == step
+
+
+#: Where the signal comes from: (what to patch, its attribute, when, which process) -> a function that runs the
+#: original. "before" sends the signal before the original runs, "after" once it has returned.
+STATES: Dict[str, tuple] = {
+    "starting": (_lava_runtime, "_start_ports", "before"),       # Lava's processes forked, not yet running
+    "busy": (lambda: models.PyQffsNeuronModelFixed, "run_spk", _on_step(5)),  # a neuron mid-run
+    "handing over": (lambda: runner, "_run_chunk", "after"),      # a chunk's result about to be sent
+    "tearing down": (_lava_runtime, "stop", "before"),           # Lava's own stop of a finished runtime
+}
+
+
+def signal_caller_at(monkeypatch, state: str, send: Callable[[int], None]) -> None:
+    """Patch the point of `state` so that any process forked from this one calls send(this pid) there, once."""
+    owner, name, when = STATES[state]
+    owner = owner()
+    original, caller, sent = getattr(owner, name), os.getpid(), []
+
+    def patched(*args, **kwargs):
+        fire = os.getpid() != caller and not sent and (when in ("before", "after") or when(*args))
+        if fire and when != "after":
+            sent.append(send(caller))
+        result = original(*args, **kwargs)
+        if fire and when == "after":
+            sent.append(send(caller))
+        return result
+
+    monkeypatch.setattr(owner, name, patched)
+
+
+@pytest.fixture
+def stop_signals_raise():
+    """SIGINT raises KeyboardInterrupt here (pytest may have set it otherwise); SIGTERM and SIGHUP only ever arrive
+    inside a run, which handles them."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def assert_nothing_left(before, shm, scratch):
+    assert descendants_of(os.getpid()) == before, "processes outlived the run"
+    assert shared_memory_segments() - shm == set(), "shared memory left"
+    assert lava_scratch_folders() == scratch, "scratch folder left"
+
+
+@pytest.mark.parametrize("state, signum", [("starting", signal.SIGINT), ("busy", signal.SIGTERM),
+                                           ("handing over", signal.SIGHUP), ("tearing down", signal.SIGINT)])
+def test_a_stop_signal_in_every_state_of_a_worker_ends_the_whole_run(digits_lenet_net, monkeypatch, state, signum,
+                                                                      stop_signals_raise):
+    signal_caller_at(monkeypatch, state, lambda pid: os.kill(pid, signum))
+    network, x = read_net(digits_lenet_net), np.random.default_rng(0).integers(0, 17, (12, 1, 8, 8)) / 16
+    before, shm, scratch = descendants_of(os.getpid()), shared_memory_segments(), lava_scratch_folders()
+    with pytest.raises(KeyboardInterrupt) as raised:
+        simulate(network, x, 8, "lava", chunk=3, workers=2, lava_batch=3)  # 4 chunks, 2 at a time
+    assert getattr(raised.value, "signum", signal.SIGINT) == signum
+    assert_nothing_left(before, shm, scratch)
+
+
+@pytest.mark.parametrize("state", ["starting", "handing over"])
+def test_a_worker_that_dies_fails_the_run_and_leaves_nothing(digits_net, monkeypatch, state):
+    signal_caller_at(monkeypatch, state, lambda pid: os.kill(os.getpid(), signal.SIGKILL))
+    network, x = read_net(digits_net), np.random.default_rng(1).integers(0, 17, (8, 1, 8, 8)) / 16
+    before, shm, scratch = descendants_of(os.getpid()), shared_memory_segments(), lava_scratch_folders()
+    with pytest.raises(QffsError, match=r"a Lava worker process ended \((killed by SIGKILL|its pipe closed)\)"):
+        simulate(network, x, 8, "lava", chunk=4, workers=2)
+    assert_nothing_left(before, shm, scratch)
+
+
+# Random moments --------------------------------------------------------------------------------
+
+def run_command(net: Path, kind: str, quiet: bool) -> List[str]:
+    """The chain: the digits MLP at 64 steps (about 8 s idle), whose workers finish chunks early; the LeNet: the
+    batched conv net at 16 steps. Both over the 450 digits test images in 2 workers."""
+    steps = {"chain": "64", "lenet": "16"}[kind]
+    return [QFFS_RUN, str(net), "--dataset", "digits", "--backend", "lava", "--steps", steps, "--workers", "2"] + (
+        ["--quiet"] if quiet else [])
 
 
 @dataclass
@@ -33,39 +135,51 @@ class Stop:
     exit_code: int
     seconds_to_exit: float
     stderr: str
-    alive: List[str]  # the group's processes alive when the command returned
+    alive: List[str]  # the session's processes alive when the command returned
+    alive_later: List[str]  # ... and one second later
     new_shared_memory: set
     new_scratch: set
+    finished: bool = field(init=False)
+
+    def __post_init__(self):
+        self.finished = self.exit_code == 0
 
     def faults(self, signum: int) -> List[str]:
+        """What went wrong. A command killed by the signal itself (while the interpreter started, before any of its
+        code ran) exits as the shell reports 128 + the signal too; one the signal reached exits 128 + it and says
+        so in one line."""
         lines = [line for line in self.stderr.splitlines() if line.strip()]
-        checks = {"exit code": self.exit_code == 128 + signum, "one line": len(lines) == 1,
+        by_signal = self.exit_code == -signum
+        checks = {"exit code": self.finished or by_signal or self.exit_code == 128 + signum,
+                  "one line": self.finished or by_signal or len(lines) == 1,
                   "exit within 10 s": self.seconds_to_exit < 10, "no process left": not self.alive,
-                  "no shared memory left": not self.new_shared_memory, "no scratch folder left": not self.new_scratch}
+                  "no process 1 s later": not self.alive_later, "no shared memory left": not self.new_shared_memory,
+                  "no scratch folder left": not self.new_scratch}
         return [name for name, ok in checks.items() if not ok]
 
 
-def stop_at(command: List[str], signum: int, moment: float):
-    """Start the command in a new process group, send `signum` after `moment` seconds; None if it ended first
-    (or was exiting, its report printed: no process can change its exit code then)."""
+def stop_at(command: List[str], signum: int, moment: float) -> Stop:
+    """Start the command in a new session, send `signum` after `moment` seconds (to it alone, or its group)."""
     shm, scratch = shared_memory_segments(), lava_scratch_folders()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     time.sleep(moment)
-    if process.poll() is not None:
-        process.communicate()
-        return None
-    (os.killpg if signum in GROUP_SIGNALS else os.kill)(process.pid, signum)
     sent = time.monotonic()
+    if process.poll() is None:
+        try:
+            (os.killpg if signum in GROUP_SIGNALS else os.kill)(process.pid, signum)
+        except ProcessLookupError:
+            pass  # it ended meanwhile
     try:
         out, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         out, err = "", "still running 60 s after the signal"
-    if process.returncode == 0 and "wall time" in out:
-        return None  # it had printed its report and was exiting: the signal came after its end
-    stop = Stop(moment, process.returncode, time.monotonic() - sent, err, group_alive(process.pid),
+    returned = time.monotonic()
+    alive = session_alive(process.pid)
+    time.sleep(1)
+    stop = Stop(moment, process.returncode, returned - sent, err, alive, session_alive(process.pid),
                 shared_memory_segments() - shm, lava_scratch_folders() - scratch)
-    for line in stop.alive:  # nothing may outlive a failed check either
+    for line in set(alive) | set(stop.alive_later):  # nothing may outlive a failed check either
         try:
             os.kill(int(line.split()[0]), signal.SIGKILL)
         except OSError:
@@ -73,25 +187,30 @@ def stop_at(command: List[str], signum: int, moment: float):
     return stop
 
 
-def stop_at_random_moments(net, signum: int, tries: int, length: Optional[float] = None) -> List[Stop]:
-    """`tries` stops at moments drawn over the first 90% of `length` seconds (None: an uninterrupted run's,
-    timed first in the same conditions)."""
-    command = run_command(net)
+def seeded() -> random.Random:
+    seed = int(os.environ.get("QFFS_STOP_SEED", random.randrange(10**6)))
+    print(f"moments drawn with QFFS_STOP_SEED={seed}")
+    return random.Random(seed)
+
+
+def stop_at_random_moments(net: Path, kind: str, signum: int, tries: int, rng: random.Random,
+                           length: Optional[float] = None) -> List[Stop]:
+    """`tries` stops at moments drawn over the whole of a run of `length` seconds and half a second past it (None:
+    an uninterrupted run's, timed first in the same conditions), alternately with and without --quiet."""
     if length is None:
         started = time.monotonic()
-        assert subprocess.run(command, capture_output=True).returncode == 0
+        assert subprocess.run(run_command(net, kind, True), capture_output=True).returncode == 0
         length = time.monotonic() - started
-    rng, stops = random.Random(), []
-    for _ in range(3 * tries):  # a run that ended before its moment does not count
-        stop = stop_at(command, signum, rng.uniform(0.2, 0.9 * length))
-        stops += [stop] if stop is not None else []
-        if len(stops) == tries:
-            break
-    assert len(stops) == tries, f"the runs ended before their moments: {len(stops)} of {tries} stops"
+    stops = [stop_at(run_command(net, kind, quiet=i % 2 == 0), signum, rng.uniform(0, length + 0.5))
+             for i in range(tries)]
     name = signal.Signals(signum).name
     faulty = [(stop, stop.faults(signum)) for stop in stops if stop.faults(signum)]
-    print(f"{name} at {tries} random moments of a {length:.1f} s run: {len(faulty)} faults; exits after "
-          f"{min(s.seconds_to_exit for s in stops):.2f}-{max(s.seconds_to_exit for s in stops):.2f} s")
+    stopped = [s for s in stops if not s.finished]
+    print(f"{kind}, {name} at {tries} random moments of a {length:.1f} s run: {len(faulty)} faults, "
+          f"{len(stops) - len(stopped)} finished first, {sum(s.exit_code == -signum for s in stops)} before the "
+          "interpreter ran the command; exits after "
+          f"{min((s.seconds_to_exit for s in stopped), default=0):.2f}-"
+          f"{max((s.seconds_to_exit for s in stopped), default=0):.2f} s")
     assert not faulty, "\n".join(f"{name} at {stop.moment:.2f} s: {', '.join(faults)} failed ({stop})"
                                  for stop, faults in faulty)
     return stops
@@ -107,12 +226,27 @@ def busy_cores():
         loop.wait()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # Ctrl-C: tests/test_hardening.py
-def test_a_stop_signal_at_a_random_moment_ends_a_lava_run_cleanly(digits_lenet_net, signum):
-    stop_at_random_moments(digits_lenet_net, signum, tries=1, length=4)  # within the run's first 4 s
+@pytest.mark.parametrize("kind, signum", [("chain", signal.SIGTERM), ("lenet", signal.SIGHUP)])
+def test_a_stop_signal_at_a_random_moment_ends_a_lava_run_cleanly(digits_net, digits_lenet_net, kind, signum):
+    net = {"chain": digits_net, "lenet": digits_lenet_net}[kind]
+    stop_at_random_moments(net, kind, signum, tries=1, rng=seeded(), length=6)
+
+
+def test_timeout_never_needs_its_kill(digits_net):
+    """`timeout -k 20 T qffs-run ...` sends SIGTERM at T (to the command and its group): the command ends within
+    the 20 s, so timeout exits 124, never 137 (its SIGKILL)."""
+    rng = seeded()
+    for _ in range(2):
+        moment = rng.uniform(0.5, 6)
+        result = subprocess.run(["timeout", "-k", "20", f"{moment:.2f}"] + run_command(digits_net, "chain", True),
+                                capture_output=True, text=True)
+        assert result.returncode in (0, 124), f"timeout at {moment:.2f} s: exit {result.returncode}: {result.stderr}"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, tries", [(signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGHUP, 10)])
-def test_stop_signals_at_random_moments_with_both_cores_busy(digits_lenet_net, busy_cores, signum, tries):
-    stop_at_random_moments(digits_lenet_net, signum, tries)
+@pytest.mark.parametrize("kind", ["chain", "lenet"])
+def test_stop_signals_at_random_moments_with_both_cores_busy(digits_net, digits_lenet_net, busy_cores, kind):
+    """15 SIGTERMs to the command and 15 Ctrl-Cs to its group per network (30 of each over the two), and 5 SIGHUPs."""
+    net, rng = {"chain": digits_net, "lenet": digits_lenet_net}[kind], seeded()
+    for signum, tries in ((signal.SIGTERM, 15), (signal.SIGINT, 15), (signal.SIGHUP, 5)):
+        stop_at_random_moments(net, kind, signum, tries, rng)
