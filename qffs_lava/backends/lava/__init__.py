@@ -76,10 +76,12 @@ class Loihi2Backend(LavaBackend):
     """A Loihi 2 system through lava-loihi (Loihi2HwCfg)."""
 
     name = "loihi2"
-    summary = "Loihi 2 hardware, Loihi2HwCfg (needs lava-loihi from INRC)"
+    summary = "Loihi 2 hardware, Loihi2HwCfg (needs lava-loihi from INRC and chip models that do not exist yet)"
     packages = ("lava-loihi",)
 
     def check(self, options: RunOptions) -> None:
+        """Refuse, saying all that is missing: lava-loihi where it is not installed, and (always, today) the chip
+        models: the QFFS neuron and the event max pool have CPU ProcessModels only."""
         from qffs_lava.backends.lava.runner import import_lava
 
         import_lava()
@@ -87,12 +89,13 @@ class Loihi2Backend(LavaBackend):
             from lava.utils.loihi import is_installed
         except ImportError:
             is_installed = None
-        if is_installed is None or not is_installed():
-            raise QffsError(
-                "the loihi2 backend needs lava-loihi (Intel's Loihi 2 extension of Lava, available to INRC "
-                "members) and access to a Loihi 2 system; it is not installed here. Run the lava backend for "
-                "the bit-accurate CPU simulation of the same network.")
-        super().check(options)
+        missing = [] if is_installed is not None and is_installed() else [
+            "lava-loihi (Intel's Loihi 2 extension of Lava, for INRC members) and a Loihi 2 system, which this "
+            "machine does not have"]
+        missing.append("Loihi 2 ProcessModels (microcode) for the QFFS neuron and the event max pool, which do not "
+                       "exist yet: both have CPU models only (docs/lava.md), so installing lava-loihi is not enough")
+        raise QffsError("the loihi2 backend cannot run here: it needs " + "; and ".join(missing) + ". Run the lava "
+                        "backend for the bit-accurate CPU simulation of the same network.")
 
     def lava_batch(self, network, samples: int, options: RunOptions) -> int:
         """1: Loihi 2 runs the per-sample network."""
