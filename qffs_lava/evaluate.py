@@ -8,7 +8,6 @@ converges to), and compares their output counts after every synchronous step.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -156,8 +155,9 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
     started = time.perf_counter()
     qann, simulations, given = [], [], []
     reference = QannBackend()
+    options = runner.plan(net, options, len(dataset), steps, verbose=progress and ranks.main)
     piece = (len(dataset) if isinstance(dataset, Tensors) else
-             RunOptions.chunk * (workers or os.cpu_count() or 1) * 4 if runner.worker_processes else batch_size)
+             options.chunk * (options.workers or 1) * 4 if runner.worker_processes else batch_size)
     pieces = loader(dataset, piece, Shard(len(dataset), ranks),
                     0 if isinstance(dataset, Tensors) or runner.worker_processes else 2)
     with tqdm(total=len(pieces.sampler), desc=f"{backend} ({mode})", unit="sample", leave=False,

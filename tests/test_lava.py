@@ -88,3 +88,29 @@ def test_an_error_after_the_runtime_ran_leaves_nothing(digits_net, monkeypatch):
     assert descendants_of(os.getpid()) == descendants
     assert shared_memory_segments() == segments
     assert lava_scratch_folders() == scratch
+
+
+def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch, capsys):
+    """The Lava backend estimates a worker's processes and memory before starting (footprint.py): fewer workers
+    than the default where they would not fit, saying so; asked-for workers that do not fit, or not even one,
+    refused in one line."""
+    from qffs_lava.backends import BACKENDS, RunOptions
+    from qffs_lava.backends.lava import footprint
+    from qffs_lava.errors import ParameterError
+
+    network, lava = read_net(digits_net), BACKENDS["lava"]
+    one = footprint.worker_footprint(network, 32, 128, 8, False)
+    assert one.processes == 11  # the worker, source, runtime service, memory manager, 3 x (synapse, neurons), recorder
+    monkeypatch.setattr(footprint, "available_memory", lambda: (int(2.5 * one.bytes), 2**40))
+    monkeypatch.setattr("qffs_lava.backends.lava.workers.default_workers", lambda: 4)
+    plan = lava.plan(network, RunOptions(), 450, 8)
+    assert plan.workers == 2 and plan.lava_batch == 32
+    assert "note: 2 Lava workers instead of 4: each Lava worker holds a runtime of 11 processes" in capsys.readouterr().err
+    with pytest.raises(ParameterError, match="do not fit: each Lava worker holds .* enough for 2"):
+        lava.plan(network, RunOptions(workers=3), 450, 8)
+    monkeypatch.setattr(footprint, "available_memory", lambda: (one.bytes // 2, 2**40))
+    with pytest.raises(ParameterError, match="not even one Lava runtime fits here"):
+        lava.plan(network, RunOptions(), 450, 8)
+    monkeypatch.setattr(footprint, "available_memory", lambda: (2**40, one.shared_memory // 2))  # /dev/shm
+    with pytest.raises(ParameterError, match="not even one Lava runtime fits here"):
+        lava.plan(network, RunOptions(), 450, 8)

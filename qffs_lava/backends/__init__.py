@@ -48,4 +48,5 @@ def simulate(network, x, steps: int, backend: str = "torch", mode: Optional[str]
     """
     runner, run_options = get_backend(backend), RunOptions(**options)
     runner.check(run_options)
+    run_options = runner.plan(network, run_options, len(x), steps)
     return runner.simulate(network, x, steps, runner.mode_for(mode), run_options)

@@ -103,6 +103,13 @@ class Backend(ABC):
                 raise QffsError(f"the {self.name} backend needs the package {package}, which is not installed "
                                 "here") from None
 
+    def plan(self, network: Network, options: RunOptions, samples: int, steps: int,
+             verbose: bool = False) -> RunOptions:
+        """The options it will run `samples` samples of the network for T = `steps` with here: its own choices
+        filled in, each said where it differs from what was asked (on stderr; with `verbose`, what it will hold
+        too), ParameterError where the run cannot fit. Called once per run, before the first sample."""
+        return options
+
     @abstractmethod
     def simulate(self, network: Network, x: np.ndarray, steps: int, mode: str,
                  options: RunOptions = RunOptions()) -> Simulation:

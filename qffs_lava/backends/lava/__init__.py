@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import sys
 
+import dataclasses
+
 from qffs_lava.backends.base import Backend, RunOptions
 from qffs_lava.errors import ParameterError, QffsError
 
+
+#: Bytes of a value in the ProcessModels of each tag (footprint.py).
+VALUE_BYTES = {"fixed_pt": 4, "floating_pt": 8}
 
 #: Samples side by side in one Lava network where not chosen: the fastest B of bench/lava_batch.py on the MNIST
 #: LeNet (2026-12-01: 66 samples/s, 14 times B = 1; 64 gave 65, 16 gave 53).
@@ -57,6 +62,35 @@ class LavaBackend(Backend):
             print(f"note: running one sample per Lava network: {why}", file=sys.stderr)
             return 1
         return batch
+
+    def plan(self, network, options, samples, steps, verbose=False):
+        """The batch (`lava_batch`) and the workers: as many as asked, or one per core and chunk, but no more than
+        the memory and /dev/shm free now hold (footprint.py); fewer where the workers were not asked for, saying
+        so, and a refusal where they were, or where not even one fits."""
+        from qffs_lava.backends.lava.footprint import available_memory, gib, worker_footprint
+        from qffs_lava.backends.lava.workers import default_workers
+
+        batch = self.lava_batch(network, samples, options)
+        chunk = min(-(-options.chunk // batch) * batch, samples)
+        footprint = worker_footprint(network, batch, chunk, steps, options.record_spikes or options.count_costs,
+                                     VALUE_BYTES[self.lava_tag])
+        memory, shm = available_memory()
+        fit = min(memory // footprint.bytes, shm // max(footprint.shared_memory, 1))
+        wanted = options.workers or min(default_workers(), -(-samples // chunk))
+        each = (f"each Lava worker holds a runtime of {footprint.describe()} ({batch} samples side by side), "
+                f"and {gib(memory)} of memory ({gib(shm)} of /dev/shm) are free")
+        if fit < 1:
+            raise ParameterError(f"not even one Lava runtime fits here: {each}; give a smaller {{}} (its processes "
+                                 "stay, its channels and weights shrink), or free memory", ("lava_batch", batch))
+        if wanted > fit:
+            if options.workers:
+                raise ParameterError(f"{{}} do not fit: {each}, enough for {fit}", ("workers", options.workers))
+            print(f"note: {fit} Lava worker{'s' if fit > 1 else ''} instead of {wanted}: {each}", file=sys.stderr)
+            wanted = fit
+        elif verbose:
+            print(f"Lava: {wanted} worker{'s' if wanted > 1 else ''}, {each}; about {gib(wanted * footprint.bytes)} "
+                  "in all", file=sys.stderr)
+        return dataclasses.replace(options, lava_batch=batch, workers=wanted)
 
     def simulate(self, network, x, steps, mode, options=RunOptions()):
         from qffs_lava.backends.lava.runner import run_lava

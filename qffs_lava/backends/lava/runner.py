@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from qffs_lava.backends.base import RunOptions
+from qffs_lava.backends.lava.footprint import CHANNEL_SLOTS
 from qffs_lava.backends.lava.layout import from_lava_layout, lava_shape
 from qffs_lava.backends.lava.workers import default_workers, run_in_workers
 from qffs_lava.costs import CostCounter, Costs, tally
@@ -29,6 +30,7 @@ from qffs_lava.results import Simulation
 
 #: Seconds a run of Lava steps takes between two progress reports.
 SLICE_SECONDS = 0.5
+
 
 #: Per recorded layer, a chunk's (samples, period, *shape) spikes; with costs, per layer (positive, negative)
 #: tallies (period, *shape) over the chunk's samples.
@@ -101,7 +103,8 @@ class LavaRun:
         with the samples done since its last call, as the steps pass (runs of about SLICE_SECONDS each)."""
         from lava.magma.core.run_conditions import RunSteps
 
-        self.source.create_runtime(run_cfg=self.backend.run_config())
+        self.source.create_runtime(run_cfg=self.backend.run_config(),
+                                   compile_config={"pypy_channel_size": CHANNEL_SLOTS})
         done, reported, steps = 0, 0, self.total_steps if progress is None else 1
         while done < self.total_steps:
             steps = min(steps, self.total_steps - done)
