@@ -102,8 +102,8 @@ def main() -> None:
         print(f"{Path(args.net).name}, {workers} worker(s), B = {batch}: peak {row['peak_processes']} processes "
               f"(estimate {row['estimated_processes']} + the command and its resource tracker), summed PSS "
               f"{row['peak_pss_gib']:.2f} GB, the command alone before it forked {row['command_alone_gib']:.2f} GB "
-              f"(estimate for the rest {gib(workers * footprint.bytes)}), /dev/shm {row['peak_shm_gib']:.2f} GB (estimate "
-              f"{row['estimated_shm_gib']:.2f}); {row['seconds']:.0f} s", flush=True)
+              f"(estimate for the rest {gib(workers * footprint.bytes)}), /dev/shm {row['peak_shm_gib']:.2f} GB "
+              f"(estimate {row['estimated_shm_gib']:.2f}); {row['seconds']:.0f} s", flush=True)
     out = ROOT / "bench" / "lava_memory.json"
     record = json.loads(out.read_text()) if out.exists() else {"runs": []}
     record["runs"] = [r for r in record["runs"] if r["net"] != Path(args.net).name] + [{

@@ -105,7 +105,8 @@ def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch, capsys):
     monkeypatch.setattr("qffs_lava.backends.lava.workers.default_workers", lambda: 4)
     plan = lava.plan(network, RunOptions(), 450, 8)
     assert plan.workers == 2 and plan.lava_batch == 32
-    assert "note: 2 Lava workers instead of 4: each Lava worker holds a runtime of 11 processes" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "note: 2 Lava workers instead of 4: each Lava worker holds a runtime of 11 processes" in said
     with pytest.raises(ParameterError, match="do not fit: each Lava worker holds .* enough for 2"):
         lava.plan(network, RunOptions(workers=3), 450, 8)
     monkeypatch.setattr(footprint, "available_memory", lambda: (one.bytes // 2, 2**40))
