@@ -245,8 +245,8 @@ TRAIN_OPTIONS = {
     "sync_bn": ("--sync-bn", dict(action="store_true", help="under torchrun: batchnorm statistics over every rank's "
                                                             "batch (SyncBatchNorm), not each rank's own")),
     "amp": ("--amp", dict(choices=["bf16", "fp16"], help="mixed precision (autocast) in the float and LSQ phases; "
-                                                         "the hardware-exact phase stays fp32, its integers exact "
-                                                         "(fp16 needs a GPU)")),
+                                                         "the hardware-exact phase stays fp32, its integers exact; "
+                                                         "fp16 adds a gradient scaler, which --resume restores")),
 }
 
 

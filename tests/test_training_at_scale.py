@@ -1,6 +1,7 @@
 """Training beyond one in-memory tensor: image folders, your own Datasets, checkpoints and --resume, --amp,
 torchrun (docs/training.md, "Long runs" and "Your own images")."""
 
+import functools
 import os
 import random
 import shlex
@@ -173,8 +174,32 @@ def test_amp_speeds_the_float_and_lsq_phases_but_not_the_exported_integers(tmp_p
                         hardware_epochs=2, amp=amp, **QUIET) for amp in (None, "bf16")}
     for name, value in tuned[None]["state_dict"].items():
         assert torch.equal(tuned["bf16"]["state_dict"][name], value), name
-    with pytest.raises(ParameterError, match="is for GPUs"):
-        train("digits", "mlp", amp="fp16", **base)
+
+
+def test_an_fp16_run_resumed_keeps_its_gradient_scaler_and_gives_the_same_bytes(tmp_path, monkeypatch):
+    from qffs_lava.ann import train as train_module
+
+    # a scale that grows every 3 steps, so that steps overflow, are skipped and halve it within a few epochs
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, growth_interval=3))
+    options = dict(amp="fp16", float_epochs=3, qat_epochs=2, hardware_epochs=0, lr=0.05, **QUIET)
+    whole = train("digits", "mlp", out=tmp_path / "whole.pt", **options)
+    real, scales = train_module.Session._save, []
+
+    def stop_after_two(self, *args):
+        real(self, *args)
+        scales.append(args[5].get_scale())
+        if len(scales) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Session, "_save", stop_after_two)
+    with pytest.raises(train_module.TrainingInterrupted, match="float epoch 2 of 3"):
+        train("digits", "mlp", out=tmp_path / "cut.pt", **options)
+    kept = torch.load(checkpoint_path(tmp_path / "cut.pt"), weights_only=True)["scaler"]
+    assert kept["scale"] == scales[-1] != 2.0 ** 16 and kept["_growth_tracker"] < 3
+    monkeypatch.setattr(train_module.Session, "_save", real)
+    resumed = train("digits", "mlp", out=tmp_path / "cut.pt", resume=True, **options)
+    assert resumed["accuracy"] == whole["accuracy"]
+    assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
 
 
 def test_an_unreadable_image_in_a_worker_is_one_line(tmp_path):

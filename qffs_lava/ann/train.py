@@ -143,8 +143,6 @@ class TrainConfig:
             raise ParameterError(f"{{}}: choose bf16 or fp16, got {self.amp!r}", "amp")
         if self.sync_bn and self.device != "cuda":
             raise ParameterError("{} is for GPUs: PyTorch's SyncBatchNorm runs on CUDA only", "sync_bn")
-        if self.amp == "fp16" and self.device != "cuda":
-            raise ParameterError("{} is for GPUs (it needs a gradient scaler); on a CPU use bf16", ("amp", "fp16"))
 
 
 def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
@@ -299,9 +297,11 @@ class Session:
         sampler = Shuffle(len(splits.train), order, world, local_batch)
         batches = math.ceil(len(sampler) / local_batch)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
+        # fp16's gradient scaler: its scale, found by skipping steps that overflow, is part of the checkpoint
+        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16" and phase != "hardware")
         first = 1
         if self.resumed is not None and self.resumed["phase"] == phase:
-            first = self._restore(optimizer, schedule, order, augmentation) + 1
+            first = self._restore(optimizer, schedule, scaler, order, augmentation) + 1
             kept = Fit(**self.resumed["kept"])
             best_state = self.resumed["best"]
             self.resumed = None
@@ -310,7 +310,6 @@ class Session:
                                     self.accuracy(model, splits.validation) if epochs == 0 else float("nan"), 0)
             best_state = copy.deepcopy(model.state_dict()) if keep_best else None
         net = self._parallel(model, phase)
-        scaler = torch.cuda.amp.GradScaler(enabled=cfg.amp == "fp16" and phase != "hardware")
         name = PHASES[phase]
         with tqdm(total=epochs * batches, initial=(first - 1) * batches, desc=name, disable=not self.progress,
                   unit="batch", mininterval=1.0) as bar:
@@ -354,13 +353,13 @@ class Session:
                                      "lr": lr,
                                      "images_per_second": images / training_seconds,
                                      "seconds": time.perf_counter() - started, "ranks": world.size})
-                self._save(phase, epoch, epochs, optimizer, schedule, order, augmentation, kept, best_state)
+                self._save(phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state)
         if keep_best:
             model.load_state_dict(best_state)
             self.log(f"{name}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
         return kept
 
-    def _save(self, phase, epoch, epochs, optimizer, schedule, order, augmentation, kept, best_state) -> None:
+    def _save(self, phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state) -> None:
         """After an epoch: the checkpoint (every rank's random states, gathered) and the metrics file, by rank 0."""
         if self.checkpoint is None:
             return
@@ -373,7 +372,8 @@ class Session:
             save_checkpoint(self.checkpoint, {
                 "config": asdict(self.cfg), "phase": phase, "epoch": epoch, "ranks": self.world.size,
                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "random": randomness, "kept": asdict(kept), "best": best_state,
+                "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "random": randomness,
+                "kept": asdict(kept), "best": best_state,
                 "results": self.results, "metrics": self.metrics})
             self.saved = (phase, epoch, epochs)
             write_metrics(self.metrics_file, self.metrics)
@@ -382,11 +382,14 @@ class Session:
                 self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
             self.unsaved = True
 
-    def _restore(self, optimizer, schedule, order, augmentation) -> int:
-        """Optimizer, schedule and this rank's random states from the checkpoint resumed; returns its epoch."""
+    def _restore(self, optimizer, schedule, scaler, order, augmentation) -> int:
+        """Optimizer, schedule, gradient scaler and this rank's random states from the checkpoint resumed; returns
+        its epoch."""
         state = self.resumed
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):  # {} where the scaler is off; absent from checkpoints written before it was kept
+            scaler.load_state_dict(state["scaler"])
         if state["ranks"] == self.world.size:
             mine = state["random"][self.world.rank]
             order.set_state(mine["order"])
