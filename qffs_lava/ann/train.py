@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from qffs_export.integer import IntegerModel, check_input_norm
+from qffs_export.integer import IntegerModel, check_input_norm, pool_notes
 from qffs_export.plan import plan_layers
 
 from qffs_lava import distributed
@@ -571,6 +571,8 @@ def train(
                     f"chance ({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them "
                     "with input_norm (--input-norm MEAN,STD)")
     plan_layers(architecture)  # the export rule, checked before any epoch: what cannot be exported is not trained
+    for note in pool_notes(architecture):
+        log(note)
     check_input_norm(architecture, input_norm)
     model.to(device)
     session.model = model
