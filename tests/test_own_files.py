@@ -166,6 +166,7 @@ def test_export_offers_the_fixes_it_has(tmp_path):
     assert "; or give the folder that holds it as --data-dir; or export without measuring fidelity: --samples 0" \
         in result.stderr
     assert "--download" not in result.stderr and not (tmp_path / "n.h5").exists()
+    assert result.stdout == ""  # the data is looked for before the layer table is printed
 
 
 @pytest.mark.parametrize("command", ["qffs-run", "qffs-inspect"])

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -39,12 +39,13 @@ from qffs_export.integer import IntegerModel, check_input_norm, pool_notes
 from qffs_export.plan import plan_layers
 
 from qffs_lava import distributed
-from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
+from qffs_lava.ann.archs import ARCHS, INPUT_SIDES, check_input_shape, make_arch, set_layer_bits
 from qffs_lava.ann.checkpoint import (checkpoint_path, load_checkpoint, metrics_path, phase_seconds, save_checkpoint,
                                       write_metrics)
 from qffs_lava.ann.datasets import (FOLDER_PREFIX, DatasetInfo, dataset_info, open_split, user_splits,
                                     validation_indices)
-from qffs_lava.ann.folders import ImageFolderSplit
+from qffs_lava.ann.folders import (EARLIER_AUGMENTATION, SMALLEST_INPUT_SIZE, ImageFolderSplit, ImageSizes,
+                                   describe_folder)
 from qffs_lava.ann.loaders import Shard, Shuffle, Tensors, loader, random_crop_flip
 from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
@@ -102,7 +103,8 @@ class TrainConfig:
     small_input_stem: bool = False  # torchvision ResNets: a 3x3 stride-1 stem without max pool
     pool: str = "max"  # "avg": average pooling where lenet and the VGGs max-pool
     input_norm: Optional[List[float]] = None  # the model sees (x - mean) / std: MEAN,STD, or means then stds
-    input_size: Optional[int] = None  # image folders: the side S of the S x S images the model sees (default 224)
+    input_size: Optional[int] = None  # image folders: the side S of the S x S images the model sees (default: theirs)
+    augment: Optional[str] = None  # image folders: folders.AUGMENTATIONS (default: crop-flip up to 64, else imagenet)
     device: str = "cpu"
     workers: Optional[int] = None  # DataLoader worker processes (default: 0 for built-in data, else up to 8)
     sync_bn: bool = False  # under torchrun: batchnorm statistics over all ranks' batches
@@ -110,7 +112,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if not self.dataset.startswith(("python:", FOLDER_PREFIX)):
-            dataset_info(self.dataset)
+            dataset_info(self.dataset, augment=self.augment)
         schedule = schedule_for(self.dataset, self.arch)
         for name, default in zip(("float_epochs", "qat_epochs", "hardware_epochs", "batch_size"), schedule):
             if getattr(self, name) is None:
@@ -135,7 +137,7 @@ class TrainConfig:
             raise ParameterError("{} needs {} with a quantized model file (it fine-tunes that one)",
                                  ("qat_epochs", 0), "init")
         check_torch_device(self.device)
-        for name, minimum in (("input_size", 8), ("workers", 0)):
+        for name, minimum in (("input_size", SMALLEST_INPUT_SIZE), ("workers", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
                 raise ParameterError(f"{{}}: must be an integer >= {minimum}, got {value!r}", name)
@@ -446,6 +448,20 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optio
     return architecture, model
 
 
+def _folder_choices(cfg: TrainConfig, init: Optional[dict]) -> Tuple[Optional[str], Optional[str]]:
+    """Where an image folder's input size and augmentation come from, in words (None: chosen from its images);
+    a model file given as --init brings its own where they are not given."""
+    if not cfg.dataset.startswith(FOLDER_PREFIX):
+        return None, None
+    sources = ["as given" if cfg.input_size is not None else None, "as given" if cfg.augment is not None else None]
+    if init is not None:
+        if cfg.input_size is None:
+            cfg.input_size, sources[0] = init["input_shape"][1], f"that of {cfg.init}"
+        if cfg.augment is None:
+            cfg.augment, sources[1] = init["train"].get("augment") or EARLIER_AUGMENTATION, f"that of {cfg.init}"
+    return sources[0], sources[1]
+
+
 def _load_state(module: nn.Module, state: dict, path: str) -> None:
     """module.load_state_dict(state) but for LSQ quantizers (a float model has none), its mismatches a
     ParameterError that names them."""
@@ -504,10 +520,21 @@ def train(
         dataset = info.name
     cfg = TrainConfig(dataset=dataset, arch=f"module {type(arch).__name__}" if module is not None else arch,
                       **options)
+    init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
+    chosen = _folder_choices(cfg, init)
     if user is None:
-        info = dataset_info(cfg.dataset, cfg.input_size)
-    elif cfg.input_size is not None:
-        raise ParameterError("{} is for image folders; your own data comes at its own size", "input_size")
+        info = dataset_info(cfg.dataset, cfg.input_size, cfg.augment)
+    elif cfg.input_size is not None or cfg.augment is not None:
+        raise ParameterError("{} is for image folders; your own data comes at its own size, transformed as your "
+                             "Dataset does", "input_size" if cfg.input_size is not None else "augment")
+    if info.path:  # the folder's choices, made now, are the run's: in the checkpoint and the model file
+        cfg.input_size, cfg.augment = info.input_shape[1], info.augment
+        info = replace(info, sizes=info.sizes or ImageSizes.of(info.path, list(info.classes)))
+        try:
+            check_input_shape(cfg.arch, info.input_shape)
+        except ValueError as err:
+            raise ParameterError(f"{err}: the images of {info.path} are {info.sizes}; give {{}}, to which they are "
+                                 "resized", ("input_size", INPUT_SIDES[cfg.arch][1])) from None
     if out is not None:
         check_writable(out)
         check_outputs({"out": out}, {"init": cfg.init})
@@ -523,7 +550,6 @@ def train(
         raise ParameterError(f"{{}} is the global batch, shared by the {world.size} ranks: give a multiple of "
                              f"{world.size}", ("batch_size", cfg.batch_size))
     log = log if world.main else (lambda _: None)
-    init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
     if init is not None and init["dataset"] != info.name:
         raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {info.name}", "init")
     if init is not None and init["train"].get("arch", init["arch"]["name"]) != cfg.arch:
@@ -543,6 +569,9 @@ def train(
     session = Session(cfg, open_splits(cfg, info, user), world, Path(out) if out is not None else None,
                       progress and world.main, log, resumed)
     device = session.device
+    if info.path:
+        log(describe_folder(info.path, list(info.classes), info.sizes, len(session.splits.validation),
+                            len(session.splits.test), cfg.input_size, cfg.augment, *chosen))
 
     if init is not None:
         init, model = model_from_content(cfg.init, init)
