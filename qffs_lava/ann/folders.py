@@ -43,7 +43,7 @@ DEFAULT_INPUT_SIZE = 224  # the most an input size chosen from the images is (Im
 SMALLEST_INPUT_SIZE = 8
 #: The training augmentations, and what each does to the images at an input size S (evaluation included).
 AUGMENTATIONS = {
-    "none": "none: every image resized so that its short side is {S}, then its centre {S}x{S}",
+    "none": "no augmentation: every image resized so that its short side is {S}, then its centre {S}x{S}",
     "crop-flip": "CIFAR's: every image resized so that its short side is {S}, then its centre {S}x{S}; in training "
                  "then a random {S}x{S} crop of it zero-padded by {pad} pixels and a random horizontal flip",
     "imagenet": "ImageNet's: in training a random resized crop (scale 0.08-1, aspect 3/4-4/3) to {S}x{S} and a "
