@@ -13,6 +13,8 @@ import torch
 from qffs_export.integer import IntegerModel
 from torch import nn
 
+from qffs_lava.ann.datasets import is_folder
+from qffs_lava.ann.folders import trained_augmentation
 from qffs_lava.ir.network import Network
 
 
@@ -31,4 +33,6 @@ def convert(content: Dict[str, Any], model: nn.Module) -> Network:
     })
     if content.get("classes"):
         network.meta["classes"] = list(content["classes"])
+    if is_folder(content["dataset"]):  # its augmentation decides how qffs-run reads the folder's images
+        network.meta["augment"] = trained_augmentation(content)
     return network

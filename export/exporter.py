@@ -11,14 +11,14 @@ from qffs_export.integer import trained_qann
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from qffs_lava.ann.datasets import dataset_info, is_folder, not_found, open_split
-from qffs_lava.ann.folders import FolderError
+from qffs_lava.ann.datasets import FOLDER_PREFIX, dataset_info, is_folder, not_found, open_split
+from qffs_lava.ann.folders import FolderError, trained_augmentation
 from qffs_lava.ann.loaders import Shard, Tensors, loader
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import predict
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.distributed import gather, world
-from qffs_lava.errors import DatasetNotFound, QffsError
+from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import write_net
@@ -77,22 +77,46 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
     }
 
 
-def test_split(content: dict, data_dir: str | Path) -> Dataset:
-    """The test split of the data a model file was trained on (an image folder's at the model's input size, its
-    classes checked against the model's)."""
-    info = dataset_info(content["dataset"], content["input_shape"][1] if is_folder(content["dataset"]) else None)
-    if content.get("classes") and list(info.classes) != list(content["classes"]):
-        raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the model was trained on "
-                          f"{', '.join(content['classes'][:5])}: give the folder it was trained on")
-    return open_split(info, "test", data_dir)
+def test_split(content: dict, model_path: str | Path, data_dir: str | Path, dataset: Optional[str] = None
+               ) -> Dataset:
+    """The test split of the data a model file was trained on, found in `data_dir`, or for an image folder that has
+    moved in `dataset` (folder:NEWPATH); an image folder's at the model's input size, read as it was trained, its
+    classes checked against the model's. A QffsError that says how to go on where the data is not there."""
+    trained = content["dataset"]
+    if trained.startswith("python:"):
+        raise QffsError(f"{model_path} was trained on your own {trained[7:]} data, which qffs-export cannot load: "
+                        "export without measuring fidelity ({}), then measure it with qffs.run", ("samples", 0))
+    folder = is_folder(trained)
+    if dataset is not None and not (folder and is_folder(dataset)):
+        where = ("give its new place as folder:PATH" if folder else f"{trained} is found in {{}}")
+        raise ParameterError(f"{{}} is for a model trained on an image folder that has moved; {model_path} was "
+                             f"trained on {trained}: {where}", ("dataset", dataset), *(() if folder else ("data_dir",)))
+    if folder and dataset is None and not Path(trained[len(FOLDER_PREFIX):]).is_dir():
+        raise FolderError(f"image folder {trained[len(FOLDER_PREFIX):]}/, which {model_path} was trained on, is not "
+                          "there (moved or deleted): give its new place with {} (its classes must be the model's), "
+                          "or export without measuring fidelity: {}", ("dataset", "folder:NEWPATH"), ("samples", 0))
+    source = dataset or trained
+    try:
+        info = dataset_info(source, content["input_shape"][1] if folder else None,
+                            trained_augmentation(content) if folder else None)
+        if content.get("classes") and list(info.classes) != list(content["classes"]):
+            raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the model was trained on "
+                              f"{', '.join(content['classes'][:5])}: give the folder it was trained on")
+        return open_split(info, "test", data_dir)
+    except DatasetNotFound:
+        raise not_found(dataset_info(trained), Path(data_dir), False,
+                        ("export without measuring fidelity: {}", ("samples", 0))) from None
 
 
 def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] = None, data_dir: str = "data",
-           loihi_check: bool = True, log: Callable[[str], None] = print) -> Network:
+           loihi_check: bool = True, log: Callable[[str], None] = print, dataset: Optional[str] = None) -> Network:
     """Convert, check Loihi 2's ranges, measure fidelity, and write net.h5 (atomically).
 
     `samples` limits the fidelity measurement to the first test samples; 0 skips it, so
-    no dataset is needed.
+    no dataset is needed. The test split is the model's dataset's, found in `data_dir`;
+    for a model trained on an image folder that has moved, `dataset` ("folder:NEWPATH")
+    gives its new place (its classes must be the model's). The data is found before
+    anything is converted or printed.
 
     Under torchrun, the ranks share the fidelity samples; rank 0 logs and writes.
 
@@ -108,6 +132,7 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
     ranks = world()
     log = log if ranks.main else (lambda _: None)
     content, model = load_model_file(model_path)
+    test = test_split(content, model_path, data_dir, dataset) if samples != 0 else None
     network = convert(content, model)
     problems = loihi_problems(network)
     if problems and loihi_check:
@@ -119,19 +144,10 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
     network.meta.update({"float_accuracy": content["accuracy"]["float"], "loihi_ranges": not problems,
                          "qann_forward": qann})
     log(layer_table(network))
-    if samples == 0:
+    if test is None:
         network.meta["fidelity_samples"] = 0
         log("fidelity not measured (0 test samples)")
     else:
-        if content["dataset"].startswith("python:"):
-            raise QffsError(f"{model_path} was trained on your own {content['dataset'][7:]} data, which qffs-export "
-                            "cannot load: export without measuring fidelity ({}), then measure it with qffs.run",
-                            ("samples", 0))
-        try:
-            test = test_split(content, data_dir)
-        except DatasetNotFound:
-            raise not_found(dataset_info(content["dataset"]), Path(data_dir), False,
-                            ("export without measuring fidelity: {}", ("samples", 0))) from None
         if samples is not None:
             test = Subset(test, range(min(samples, len(test))))
         in_memory = isinstance(test, Tensors) or isinstance(getattr(test, "dataset", None), Tensors)
@@ -145,7 +161,7 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
             "count_mismatch": figures["count_mismatch"],
             "fidelity_samples": figures["samples"],
         })
-        log(f"fidelity on {figures['samples']} {content['dataset']} test samples: "
+        log(f"fidelity on {figures['samples']} {dataset or content['dataset']} test samples: "
             f"QANN as trained ({qann}) {100 * figures['qann_accuracy']:.2f}%, integer QANN "
             f"{100 * figures['int_qann_accuracy']:.2f}%, top-1 agreement {100 * figures['agreement']:.2f}%")
         log("largest pre-activation difference in threshold units (share of counts that differ), per layer: "

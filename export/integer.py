@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from qffs_export.plan import Path, Planned, plan_layers
 from torch import nn
 
@@ -104,6 +105,29 @@ def fold_avgpool(weight: Tensor, kernel: Tuple[int, int], flat_shape: Optional[T
     return spread.reshape(weight.shape[0], -1) if flat_shape is not None else spread
 
 
+def pooled_conv(kernel: Tuple[int, int], stride: Tuple[int, int], pool_kernel: Tuple[int, int],
+                pool_stride: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """(kernel, stride) of the one conv that a conv followed by average pooling (no padding) is: k + s (K - 1),
+    s T per axis."""
+    return (tuple(k + s * (p - 1) for k, s, p in zip(kernel, stride, pool_kernel)),
+            tuple(s * t for s, t in zip(stride, pool_stride)))
+
+
+def fold_avgpool_after(weight: Tensor, stride: Tuple[int, int], pool_kernel: Tuple[int, int],
+                       pool_stride: Tuple[int, int]) -> Tuple[Tensor, Tuple[int, int]]:
+    """(weight, stride) of a conv (weight (O, I, kh, kw), stride s, any padding) followed by average pooling (kernel K,
+    stride T, no padding) as one conv, `pooled_conv`'s: the kernel spread over the pool window,
+
+        W'[a, b] = sum_{u < KH, v < KW} W[a - sH u, b - sW v] / (KH KW),
+
+    the padding unchanged. Its outputs are the pool's: floor((H + 2p - k - s (K - 1)) / (s T)) + 1 per axis."""
+    (kh, kw), out_stride = pooled_conv(tuple(weight.shape[-2:]), stride, pool_kernel, pool_stride)
+    (sh, sw), (ph, pw) = stride, pool_kernel
+    spread = sum(F.pad(weight, (v * sw, kw - weight.shape[-1] - v * sw, u * sh, kh - weight.shape[-2] - u * sh))
+                 for u in range(ph) for v in range(pw))
+    return spread / (ph * pw), out_stride
+
+
 def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std) -> Tuple[Tensor, Tensor]:
     """A synapse on raw x instead of (x - mean) / std: W' = W / std, B' = B - W' . mean (per channel); exact but
     for zero padding, which `check_input_norm` rules out."""
@@ -139,6 +163,22 @@ def check_input_norm(arch: Dict[str, Any], input_norm: Dict[str, Any]) -> None:
                 raise ParameterError(f"{{}} with a non-zero mean cannot be folded exactly into {path.synapse!r}, which "
                                      "reads the input with zero padding: give a mean of 0 (normalize by std alone), "
                                      "or pad the input yourself", "input_norm")
+
+
+def pool_notes(arch: Dict[str, Any]) -> List[str]:
+    """A note for each average pool after a conv, which the conversion folds into it (`fold_avgpool_after`)."""
+    nodes, notes = {node["name"]: node for node in arch["nodes"]}, []
+    for planned in plan_layers(arch):
+        for path in planned.paths:
+            if path.out_pool is not None:
+                conv, pool = nodes[path.synapse], nodes[path.out_pool]
+                kernel, stride = pooled_conv(pair(conv["kernel_size"]), pair(conv.get("stride", 1)),
+                                             pair(pool["kernel_size"]), pair(pool["stride"]))
+                notes.append(f"note: average pool {path.out_pool!r} follows conv {path.synapse!r} into ReLU "
+                             f"{planned.name!r}: converted as one conv of kernel {kernel[0]}x{kernel[1]}, stride "
+                             f"{stride[0]}x{stride[1]} (the kernel of {path.synapse!r} spread over the pool window), "
+                             "the same function (average pooling is linear), which QFFS converts")
+    return notes
 
 
 @dataclass
@@ -206,7 +246,8 @@ class IntegerModel(nn.Module):
         return next(self.model.parameters()).device
 
     def folded(self, path: Path, out_shape: Tuple[int, ...]) -> FoldedPath:
-        """The path's synapse with batchnorm, average pooling and the input normalization folded in."""
+        """The path's synapse with batchnorm, average pooling (before it, or after a conv) and the input normalization
+        folded in."""
         if path.synapse is None:  # the identity: a diagonal synapse
             channels, like = out_shape[0], dict(dtype=torch.float64, device=self.device)
             if len(out_shape) == 3:
@@ -218,6 +259,9 @@ class IntegerModel(nn.Module):
         stride, padding = pair(node.get("stride", 1)), pair(node.get("padding", 0))
         if path.pool is not None:
             weight, stride, padding = self._fold_pool(path, node, weight, stride, padding)
+        if path.out_pool is not None:
+            pool = self.nodes[path.out_pool]
+            weight, stride = fold_avgpool_after(weight, stride, pair(pool["kernel_size"]), pair(pool["stride"]))
         if path.batchnorm is not None:
             weight, bias = fold_batchnorm(weight, bias, getattr(self.model, path.batchnorm))
         if self.origin[path.source] == INPUT:

@@ -4,6 +4,7 @@ Every `act` becomes a neuron layer whose current is a sum of affine paths from e
 spiking outputs (an act, a maxpool, a flatten, or the input), each
 
     path = [avgpool | global_avgpool] [flatten] (conv | linear) [batchnorm],  or the identity,
+           and after a conv also [batchnorm] avgpool [batchnorm] (one batchnorm at most),
 
 and paths meet only at `add`. A maxpool or flatten of a spiking output is a layer of its
 own. Anything else is refused with an error naming the node. What integers each path
@@ -25,8 +26,11 @@ POOL_OPS = ("avgpool", "global_avgpool")
 
 @dataclass(frozen=True)
 class Path:
-    """One affine path into an act: source -> [pool] [flatten] conv|linear [batchnorm]; the identity if no synapse.
+    """One affine path into an act: source -> [pool] [flatten] conv|linear [batchnorm] [out_pool] [batchnorm]; the
+    identity if no synapse.
 
+    pool: average pooling of the source, folded into the synapse after it; out_pool: average pooling of a conv's
+    output, folded into the conv before it (batchnorm, per channel, commutes with it);
     flat: the synapse is dense over the flattened (C, H, W) source (a flatten layer is made for it).
     """
 
@@ -35,6 +39,7 @@ class Path:
     synapse: Optional[str] = None
     batchnorm: Optional[str] = None
     flat: bool = False
+    out_pool: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,16 @@ class _Planner:
         if name in self.spiking:
             return Path(name)
         rule = ("a path into an act is [avgpool | global_avgpool] [flatten] conv|linear [batchnorm] from an act, "
-                "maxpool, flatten or the input, or the identity; paths meet only at add")
-        node, batchnorm = self.nodes[name], None
-        if node["op"] == "batchnorm":
-            batchnorm, name = name, node["inputs"][0]
+                "maxpool, flatten or the input (a conv may be followed by avgpool), or the identity; paths meet only "
+                "at add")
+        taken = {}  # what follows the synapse, by op, peeled from the act's side: [batchnorm] [avgpool] [batchnorm]
+        for op in ("batchnorm", "avgpool", "batchnorm"):
             node = self.nodes.get(name)
-        if node is None or node["op"] not in SYNAPTIC_OPS:
-            where = batchnorm or name
+            if name not in self.spiking and node["op"] == op and op not in taken:
+                taken[op], name = name, node["inputs"][0]
+        node = self.nodes.get(name)
+        if name in self.spiking or node["op"] not in SYNAPTIC_OPS:
+            where = next(iter(taken.values()), name)
             raise QffsError(f"{self._describe(where)} (into act {act!r}) cannot be converted: {rule}")
         synapse, source = name, node["inputs"][0]
         pool = None
@@ -111,7 +119,7 @@ class _Planner:
             raise QffsError(f"{self._describe(source)} (on the path of {synapse!r} into act {act!r}) cannot be "
                             f"converted: {rule}")
         flat = node["op"] == "linear" and len(self.shapes[source]) == 3
-        return Path(source, pool, synapse, batchnorm, flat)
+        return Path(source, pool, synapse, taken.get("batchnorm"), flat, taken.get("avgpool"))
 
     def _act(self, name: str, source: str) -> None:
         paths = tuple(self._path(name, term) for term in self._terms(source))

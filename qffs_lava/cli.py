@@ -237,16 +237,22 @@ TRAIN_OPTIONS = {
                                                               "GPU, e.g. for vgg11/vgg16; under torchrun each rank "
                                                               "its own GPU)")),
     "input_size": ("--input-size", dict(type=integer_at_least(8), help="image folders: the side S of the S x S "
-                                        "images the model sees (training: random resized crops; evaluation: "
-                                        "resize to S / 0.875 and centre crop); 224 where not given")),
+                                        "images the model sees, each image resized and cropped to it as --augment "
+                                        "says; qffs-train says what the images are and what they become")),
+    "augment": ("--augment", dict(help="image folders: none (each image resized to S on its short side, then its "
+                                  "centre S x S); crop-flip (that, then CIFAR's random crops of the image "
+                                  "zero-padded by S/8 pixels, and horizontal flips); imagenet (ImageNet's random "
+                                  "resized crops, scale 0.08-1, and flips; evaluated on the centre S x S of the "
+                                  "image resized to S / 0.875). Recorded in the model file: qffs-export and "
+                                  "qffs-run read the folder as it says")),
     "workers": ("--workers", dict(type=integer_at_least(0), help="DataLoader worker processes reading the data "
                                   "(default: 0 for the built-in datasets, which are in memory; up to 8 for image "
                                   "folders)")),
     "sync_bn": ("--sync-bn", dict(action="store_true", help="under torchrun: batchnorm statistics over every rank's "
                                                             "batch (SyncBatchNorm), not each rank's own")),
     "amp": ("--amp", dict(choices=["bf16", "fp16"], help="mixed precision (autocast) in the float and LSQ phases; "
-                                                         "the hardware-exact phase stays fp32, its integers exact "
-                                                         "(fp16 needs a GPU)")),
+                                                         "the hardware-exact phase stays fp32, its integers exact; "
+                                                         "fp16 adds a gradient scaler, which --resume restores")),
 }
 
 
@@ -263,6 +269,7 @@ def dataset_name(text: str) -> str:
 def _train_parser() -> argparse.ArgumentParser:
     from qffs_lava.ann.archs import ARCH_HELP
     from qffs_lava.ann.datasets import DATASETS
+    from qffs_lava.ann.folders import AUGMENTATIONS, DEFAULT_INPUT_SIZE, SMALL_IMAGES
     from qffs_lava.ann.train import DEFAULT_SCHEDULE, TrainConfig
 
     schedule = ", ".join(f"{' '.join(d) if isinstance(d, tuple) else d} {f}+{q}+{h} (batch {b})"
@@ -287,10 +294,17 @@ def _train_parser() -> argparse.ArgumentParser:
                              "(e.g. torchvision:resnet18, num_classes from the dataset)")
     parser.add_argument("--out", required=True, help="the model file to write (e.g. model.pt)")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    chosen_by_images = {"input_size": ("the images' own side where they share a size, else their median short side, "
+                                       f"at most {DEFAULT_INPUT_SIZE}"),
+                        "augment": f"crop-flip for S up to {SMALL_IMAGES}, imagenet above"}
     for name, (flag, options) in TRAIN_OPTIONS.items():
         default, options = fields[name].default, dict(options)
+        if name == "augment":
+            options["choices"] = list(AUGMENTATIONS)
         if default is None and name.endswith(("epochs", "batch_size")):
             options["help"] += " (default: the dataset's schedule, below)"
+        elif name in chosen_by_images:
+            options["help"] += f" (default: {chosen_by_images[name]})"
         elif default is not None and default is not False:
             options["help"] += f" (default: {default})"
         parser.add_argument(flag, dest=name, default=default, **options)
@@ -343,6 +357,10 @@ def _export_parser() -> argparse.ArgumentParser:
                         help="measure fidelity on the first N test samples (default: the whole test split; "
                              "0: no dataset needed, fidelity not measured)")
     parser.add_argument("--data-dir", default=defaults["data_dir"], help=f"{DATA_DIR_HELP} (default: %(default)s)")
+    parser.add_argument("--dataset", type=dataset_name, metavar="folder:PATH", default=defaults["dataset"],
+                        help="for a model trained on an image folder that has moved: its new place, whose val/ the "
+                             "fidelity is measured on (its classes must be the model's; default: the folder the "
+                             "model file records)")
     parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="export even if weights, threshold, bias or membrane exceed Loihi 2's ranges (warns)")
     add_threads_option(parser)
@@ -355,7 +373,8 @@ def export_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     from qffs_export.exporter import export
 
     set_threads(args.threads)
-    export(args.model_path, args.net_path, samples=args.samples, data_dir=args.data_dir, loihi_check=args.loihi_check)
+    export(args.model_path, args.net_path, samples=args.samples, data_dir=args.data_dir, loihi_check=args.loihi_check,
+           dataset=args.dataset)
 
 
 # qffs-inspect -----------------------------------------------------------------------------------------
@@ -423,14 +442,14 @@ def load_inputs(args, network) -> tuple:
     from torch.utils.data import Dataset, Subset
 
     from qffs_lava.ann.datasets import dataset_info, is_folder, load_dataset, open_split
-    from qffs_lava.ann.folders import FolderError
+    from qffs_lava.ann.folders import EARLIER_AUGMENTATION, FolderError
 
     if args.inputs is not None:
         x = read_npy(args.inputs, "--inputs")
         labels = read_npy(args.labels, "--labels") if args.labels else None
         description = str(args.inputs)
     elif is_folder(args.dataset):
-        info = dataset_info(args.dataset, network.input.shape[-1])
+        info = dataset_info(args.dataset, network.input.shape[-1], network.meta.get("augment", EARLIER_AUGMENTATION))
         classes = network.meta.get("classes")
         if classes and list(classes) != list(info.classes):
             raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the network was trained "
@@ -470,7 +489,8 @@ def _run_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=dataset_name, metavar="DATASET",
                         help=f"evaluate on a dataset split: {', '.join(DATASETS)}, or folder:PATH, an image folder "
-                             "(its val/ is the test split), read a batch at a time at the network's input size")
+                             "(its val/ is the test split), read a batch at a time at the network's input size, "
+                             "evaluation-transformed as the network was trained (its meta's augment)")
     source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
     parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
     data = defaults_of(load_dataset)

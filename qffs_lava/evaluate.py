@@ -42,8 +42,13 @@ def check_inputs(network: Network, x) -> torch.Tensor:
     if x.ndim < 1 or x.shape[0] < 1:
         raise ParameterError("no input samples")
     if tuple(x.shape[1:]) != shape and not (x.ndim == 2 and x.shape[1] == int(np.prod(shape))):
+        resized = x.ndim == 4 and len(shape) == 3 and x.shape[1] == shape[0] and shape[1] == shape[2]
+        trained = f", augment={network.meta['augment']!r}" if "augment" in network.meta else ""
         raise ParameterError(f"inputs have shape {tuple(x.shape)}; this network takes "
-                             f"(N, {', '.join(map(str, shape))})")
+                             f"(N, {', '.join(map(str, shape))})"
+                             + (f": images of another size; an image folder loads as the network was trained with "
+                                f"qffs.load_dataset('folder:PATH', split, input_size={shape[1]}{trained})"
+                                if resized else ""))
     x = x.to(torch.float64).reshape(-1, *shape)
     if not torch.isfinite(x).all():
         raise ParameterError("inputs contain NaN or infinite values")

@@ -340,6 +340,15 @@ HEAD = [{"name": "flat", "op": "flatten", "inputs": ["a"]},
       {"name": "bn", "op": "batchnorm", "inputs": ["s"], "num_features": 2},
       {"name": "a", "op": "act", "inputs": ["bn"], "bits": 2}],
      "batchnorm 'bn' (into act 'a') cannot be converted: a path into an act is"),
+    ([conv("c", "input"), {"name": "p", "op": "avgpool", "inputs": ["c"], "kernel_size": 1, "stride": 1},
+      {"name": "p2", "op": "avgpool", "inputs": ["p"], "kernel_size": 1, "stride": 1},
+      {"name": "a", "op": "act", "inputs": ["p2"], "bits": 2}],
+     "avgpool 'p2' (into act 'a') cannot be converted: a path into an act is"),
+    ([conv("c", "input"), {"name": "bn", "op": "batchnorm", "inputs": ["c"], "num_features": 2},
+      {"name": "p", "op": "avgpool", "inputs": ["bn"], "kernel_size": 1, "stride": 1},
+      {"name": "bn2", "op": "batchnorm", "inputs": ["p"], "num_features": 2},
+      {"name": "a", "op": "act", "inputs": ["bn2"], "bits": 2}],
+     "batchnorm 'bn2' (into act 'a') cannot be converted: a path into an act is"),
 ])
 def test_the_export_rule_refuses_other_graphs_naming_the_node(nodes, message):
     from qffs_export.plan import plan_layers

@@ -109,6 +109,19 @@ def test_a_max_pool_before_its_relu_is_converted_after_it_and_said(tmp_path):
     assert_exports_exactly(tmp_path)
 
 
+def test_an_average_pool_after_a_conv_folds_into_it_and_is_said(tmp_path):
+    result = train_user_model("AvgPoolBeforeRelu", tmp_path / "m.pt")
+    assert result.returncode == 0, result.stderr
+    assert "note: average pool 'avg_pool2d' follows conv 'c1' into ReLU 'relu': converted as one conv of kernel " \
+           "4x4, stride 2x2" in result.stdout
+    assert "note: average pool 'pool' follows conv 'c2' into ReLU 'relu_1': converted as one conv of kernel 5x5, " \
+           "stride 1x1" in result.stdout
+    assert_exports_exactly(tmp_path)
+    assert [layer.synapses[0].kernel_size for layer in read_net(tmp_path / "m.h5").layers[1:3]] == [(4, 4), (5, 5)]
+    run = cli("qffs-run", tmp_path / "m.h5", "--dataset", "digits", "--backend", "qann", "--quiet")
+    assert run.returncode == 0 and f"{100 * read_model_file(tmp_path / 'm.pt')['accuracy']['qann']:.2f}%" in run.stdout
+
+
 def test_functional_pools_and_any_batchnorm_eps_are_converted(tmp_path):
     assert train_user_model("Functional", tmp_path / "m.pt").returncode == 0
     nodes = read_model_file(tmp_path / "m.pt")["arch"]["nodes"]
@@ -153,6 +166,7 @@ def test_export_offers_the_fixes_it_has(tmp_path):
     assert "; or give the folder that holds it as --data-dir; or export without measuring fidelity: --samples 0" \
         in result.stderr
     assert "--download" not in result.stderr and not (tmp_path / "n.h5").exists()
+    assert result.stdout == ""  # the data is looked for before the layer table is printed
 
 
 @pytest.mark.parametrize("command", ["qffs-run", "qffs-inspect"])

@@ -148,3 +148,39 @@ def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path):
     assert content["accuracy"]["qann"] >= 0.8 and content["train"]["arch"] == spec
     given = train("digits", net, float_epochs=0, qat_epochs=2, hardware_epochs=1, **QUIET)  # the module itself
     assert given["accuracy"] == content["accuracy"] and given["train"]["arch"] == "module SmallResNet"
+
+
+@pytest.mark.parametrize("conv, pool, batchnorm", [
+    (dict(kernel_size=3, padding=1), nn.AvgPool2d(2), "before"),  # F.avg_pool2d(x, 2) of a conv: the issue's case
+    (dict(kernel_size=3, stride=2, padding=1), nn.AvgPool2d(3, stride=1), "after"),  # overlapping windows
+    (dict(kernel_size=(3, 2), stride=(1, 2)), nn.AvgPool2d((2, 3), stride=(2, 1)), None),
+])
+def test_an_average_pool_after_a_conv_folds_into_one_conv_with_the_same_outputs(conv, pool, batchnorm):
+    """conv -> [batchnorm] -> avgpool -> [batchnorm] -> ReLU: the path the exporter plans, folded in float64, gives
+    the pool's outputs on every pixel (odd sizes, which the pool's floor crops, included)."""
+    from qffs_export.integer import IntegerModel
+
+    torch.manual_seed(0)
+    layers = {"before": [nn.Conv2d(4, 6, **conv), nn.BatchNorm2d(6), pool],
+              "after": [nn.Conv2d(4, 6, **conv), pool, nn.BatchNorm2d(6)], None: [nn.Conv2d(4, 6, **conv), pool]}
+    pre = randomized(nn.Sequential(*layers[batchnorm]))
+    x = torch.rand(8, 4, 13, 11)
+    features = pre(x)[0].numel()
+    arch, model = from_torch(nn.Sequential(*pre, nn.ReLU(), nn.Flatten(), nn.Linear(features, 10)), (4, 13, 11))
+    set_quantized(model, True)
+    model.train()
+    for module in model.modules():
+        module.training = not isinstance(module, nn.BatchNorm2d)  # the statistics stay the imported ones
+    model(x)  # LSQ's steps start on the first batch
+    model.eval()
+    integer = IntegerModel(model, arch, 255, {"mean": [0.0] * 4, "std": [1.0] * 4})
+    (path,) = integer.plan[1].paths
+    assert path.out_pool is not None and (path.batchnorm is not None) == (batchnorm is not None)
+    with torch.no_grad():
+        expected = pre.double().eval()(x.double())
+        folded = integer.folded(path, tuple(expected.shape[1:]))
+        synapse = folded.synapse
+        got = F.conv2d(x.double(), synapse.weight, folded.bias, synapse.stride, synapse.padding,
+                       groups=synapse.groups)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-12, rtol=0)

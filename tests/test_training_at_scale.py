@@ -1,6 +1,7 @@
 """Training beyond one in-memory tensor: image folders, your own Datasets, checkpoints and --resume, --amp,
 torchrun (docs/training.md, "Long runs" and "Your own images")."""
 
+import functools
 import os
 import random
 import shlex
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_user_errors import cli
@@ -68,6 +70,12 @@ def broken_folders(root: Path):
     cases["different classes"] = (root / "other_classes", "cats")
     make_image_folder(root / "empty_val", classes=2, train=3, val=0)
     cases["empty split"] = (root / "empty_val", root / "empty_val" / "val")
+    for split in ("train", "val"):  # one class without images: never learnt, or never tested
+        make_image_folder(root / f"empty_{split}_class", classes=3, train=3, val=2)
+        for image in (root / f"empty_{split}_class" / split / "class_1").iterdir():
+            image.unlink()
+        cases[f"empty {split} class"] = (root / f"empty_{split}_class", root / f"empty_{split}_class" / split /
+                                         "class_1")
     make_image_folder(root / "damaged", classes=2, train=3, val=2)
     (root / "damaged" / "train" / "class_0" / "000001.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     cases["unreadable image"] = (root / "damaged", root / "damaged" / "train" / "class_0" / "000001.png")
@@ -81,6 +89,117 @@ def test_a_bad_image_folder_is_one_line_that_names_the_path(tmp_path):
         assert done.returncode == 2, (name, err)
         assert err.count("\n") == 1 and err.startswith("error: ") and str(named) in err, (name, err)
         assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_folder_of_one_size_is_seen_at_that_size_with_crop_and_flip_and_says_so(tmp_path):
+    from PIL import Image
+
+    folder = make_image_folder(tmp_path / "shapes", classes=3, train=20, val=5, min_size=32, max_size=32,
+                               kind="shapes")
+    done = cli("qffs-train", "--dataset", f"folder:{folder}", "--arch", "lenet", "--float-epochs", "1",
+               "--qat-epochs", "1", "--hardware-epochs", "0", "--threads", "1", "--quiet", "--out", tmp_path / "m.pt")
+    assert done.returncode == 0, done.stderr
+    assert (f"image folder {folder.resolve()}: 3 classes, 60 training images (6 held out for validation) and 15 in "
+            "val/; the training images are 32x32 (all 60 read): the model sees them as they are (input size 32: "
+            "their size; --input-size)\naugmentation crop-flip (the default for input sizes up to 64; --augment "
+            "none | crop-flip | imagenet): CIFAR's: ") in done.stdout
+    content = read_model_file(tmp_path / "m.pt")
+    assert content["input_shape"] == [3, 32, 32]
+    assert (content["train"]["input_size"], content["train"]["augment"]) == (32, "crop-flip")
+    # evaluation reads them as they are: the API, and qffs-export's fidelity run, as the model was trained
+    images, labels = load_dataset(f"folder:{folder}", "test")
+    first = sorted((folder / "val" / "circle").iterdir())[0]
+    expected = torch.as_tensor(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1) / 255
+    assert images.shape == (15, 3, 32, 32) and torch.equal(images[0], expected.float())
+    assert cli("qffs-export", tmp_path / "m.pt", tmp_path / "m.h5").returncode == 0
+    assert read_net(tmp_path / "m.h5").meta["augment"] == "crop-flip"
+
+
+def test_an_architecture_that_needs_another_size_says_which_input_size_to_give(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, train=4, val=2, min_size=28, max_size=28)
+    done = cli("qffs-train", "--dataset", f"folder:{folder}", "--arch", "resnet20", "--out", tmp_path / "m.pt")
+    assert done.returncode == 2 and done.stderr == (
+        f"error: resnet20 needs image inputs of exactly 32x32, got (3, 28, 28): the images of {folder.resolve()} are "
+        "28x28 (all 8 read); give --input-size 32, to which they are resized\n")
+    assert not list(tmp_path.glob("m.*"))
+    with pytest.raises(ParameterError, match="augment is for image folders; digits is augmented"):
+        train("digits", "mlp", augment="none", **QUIET)
+
+
+def test_images_of_several_sizes_are_seen_at_their_median_short_side_and_the_api_loads_them_so(tmp_path):
+    from PIL import Image
+
+    from qffs_lava.ann.folders import ImageSizes
+    from qffs_lava.evaluate import run
+
+    folder = make_image_folder(tmp_path / "imgs", classes=2, train=15, val=3, min_size=12, max_size=30)
+    shorts = sorted(min(Image.open(p).size) for p in (folder / "train").rglob("*.png"))
+    sizes = ImageSizes.of(folder, ["class_0", "class_1"])
+    assert sizes.shared is None and sizes.input_size() == shorts[(len(shorts) - 1) // 2]
+    assert str(sizes).endswith(f"(median short side {sizes.input_size()}; all 30 read)")
+    images, _ = load_dataset(f"folder:{folder}", "test")
+    assert images.shape == (6, 3, sizes.input_size(), sizes.input_size())
+    content = train(f"folder:{folder}", "mlp", input_size=16, augment="none", float_epochs=1, qat_epochs=1,
+                    hardware_epochs=0, out=tmp_path / "m.pt", **QUIET)
+    assert (content["train"]["input_size"], content["train"]["augment"]) == (16, "none")
+    from qffs_export.exporter import export
+
+    export(tmp_path / "m.pt", tmp_path / "m.h5", samples=0, loihi_check=False, log=lambda _: None)
+    with pytest.raises(ParameterError, match=r"this network takes \(N, 3, 16, 16\): images of another size; an image "
+                                             r"folder loads as the network was trained with qffs.load_dataset\("
+                                             r"'folder:PATH', split, input_size=16, augment='none'\)"):
+        run(tmp_path / "m.h5", images, steps=4, progress=False)
+
+
+def test_a_folder_run_resumed_gives_the_same_bytes(tmp_path, monkeypatch):
+    from qffs_lava.ann import train as train_module
+
+    folder = make_image_folder(tmp_path / "imgs", classes=2, train=24, val=4, min_size=16, max_size=16)
+    options = dict(float_epochs=2, qat_epochs=1, hardware_epochs=1, batch_size=8, workers=0, **QUIET)
+    train(f"folder:{folder}", "lenet", out=tmp_path / "whole.pt", **options)
+    real = train_module.Session._save
+
+    def stop_after_first(self, *args):
+        real(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Session, "_save", stop_after_first)
+    with pytest.raises(train_module.TrainingInterrupted, match="float epoch 1 of 2"):
+        train(f"folder:{folder}", "lenet", out=tmp_path / "cut.pt", **options)
+    monkeypatch.setattr(train_module.Session, "_save", real)
+    train(f"folder:{folder}", "lenet", out=tmp_path / "cut.pt", resume=True, **options)
+    assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
+
+
+def test_export_of_a_model_whose_folder_moved_says_so_first_and_takes_its_new_place(tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, train=10, val=4, min_size=16, max_size=16)
+    train(f"folder:{folder}", "lenet", float_epochs=1, qat_epochs=1, hardware_epochs=1, out=tmp_path / "m.pt",
+          **QUIET)
+    moved = folder.rename(tmp_path / "moved")
+    fits = "--no-loihi-check"  # what this test's network is need not fit Loihi 2: the data is checked first
+    done = cli("qffs-export", tmp_path / "m.pt", tmp_path / "m.h5")
+    assert done.returncode == 2 and done.stdout == "" and done.stderr == (
+        f"error: image folder {folder.resolve()}/, which {tmp_path / 'm.pt'} was trained on, is not there (moved or "
+        "deleted): give its new place with --dataset folder:NEWPATH (its classes must be the model's), or export "
+        "without measuring fidelity: --samples 0\n")
+    done = cli("qffs-export", tmp_path / "m.pt", tmp_path / "m.h5", "--dataset", f"folder:{moved}", fits)
+    assert done.returncode == 0, done.stderr
+    assert f"fidelity on 8 folder:{moved} test samples" in done.stdout
+    assert read_net(tmp_path / "m.h5").meta["qann_agreement"] == 1.0
+    (moved / "train" / "class_1").rename(moved / "train" / "dogs")
+    (moved / "val" / "class_1").rename(moved / "val" / "dogs")
+    done = cli("qffs-export", tmp_path / "m.pt", tmp_path / "n.h5", "--dataset", f"folder:{moved}", fits)
+    assert done.returncode == 2 and done.stdout == "" and "has the classes class_0, dogs, the model was trained on " \
+        "class_0, class_1" in done.stderr and not (tmp_path / "n.h5").exists()
+    done = cli("qffs-export", tmp_path / "m.pt", tmp_path / "n.h5", "--samples", "0", fits)
+    assert done.returncode == 0 and "fidelity not measured" in done.stdout
+
+
+def test_export_dataset_is_for_moved_folders_and_a_missing_named_dataset_is_said_first(digits_model_file, tmp_path):
+    done = cli("qffs-export", digits_model_file, tmp_path / "m.h5", "--dataset", f"folder:{tmp_path}")
+    assert done.returncode == 2 and done.stdout == "" and done.stderr == (
+        f"error: --dataset folder:{tmp_path} is for a model trained on an image folder that has moved; "
+        f"{digits_model_file} was trained on digits: digits is found in --data-dir\n")
 
 
 def test_your_own_datasets_train_and_a_wrong_argument_is_named_not_printed():
@@ -173,8 +292,32 @@ def test_amp_speeds_the_float_and_lsq_phases_but_not_the_exported_integers(tmp_p
                         hardware_epochs=2, amp=amp, **QUIET) for amp in (None, "bf16")}
     for name, value in tuned[None]["state_dict"].items():
         assert torch.equal(tuned["bf16"]["state_dict"][name], value), name
-    with pytest.raises(ParameterError, match="is for GPUs"):
-        train("digits", "mlp", amp="fp16", **base)
+
+
+def test_an_fp16_run_resumed_keeps_its_gradient_scaler_and_gives_the_same_bytes(tmp_path, monkeypatch):
+    from qffs_lava.ann import train as train_module
+
+    # a scale that grows every 3 steps, so that steps overflow, are skipped and halve it within a few epochs
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, growth_interval=3))
+    options = dict(amp="fp16", float_epochs=3, qat_epochs=2, hardware_epochs=0, lr=0.05, **QUIET)
+    whole = train("digits", "mlp", out=tmp_path / "whole.pt", **options)
+    real, scales = train_module.Session._save, []
+
+    def stop_after_two(self, *args):
+        real(self, *args)
+        scales.append(args[5].get_scale())
+        if len(scales) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Session, "_save", stop_after_two)
+    with pytest.raises(train_module.TrainingInterrupted, match="float epoch 2 of 3"):
+        train("digits", "mlp", out=tmp_path / "cut.pt", **options)
+    kept = torch.load(checkpoint_path(tmp_path / "cut.pt"), weights_only=True)["scaler"]
+    assert kept["scale"] == scales[-1] != 2.0 ** 16 and kept["_growth_tracker"] < 3
+    monkeypatch.setattr(train_module.Session, "_save", real)
+    resumed = train("digits", "mlp", out=tmp_path / "cut.pt", resume=True, **options)
+    assert resumed["accuracy"] == whole["accuracy"]
+    assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
 
 
 def test_an_unreadable_image_in_a_worker_is_one_line(tmp_path):

@@ -140,32 +140,39 @@ ARCH_HELP = ("mlp (any input), lenet (CNN with max pooling), vgg11/vgg16 (32x32 
 
 
 POOLS = ("max", "avg")
+#: The image sides (height and width) a built-in architecture takes: ("at least" or "exactly", pixels).
+INPUT_SIDES = {"lenet": ("at least", 4), "resnet8": ("at least", 8), "resnet20": ("exactly", 32),
+               "vgg11": ("exactly", 32), "vgg16": ("exactly", 32)}
+
+
+def check_input_shape(name: str, input_shape: Sequence[int]) -> None:
+    """ValueError where a built-in architecture does not take inputs of `input_shape` (INPUT_SIDES)."""
+    if name not in INPUT_SIDES:
+        return
+    rule, side = INPUT_SIDES[name]
+    sides = tuple(input_shape[1:])
+    if len(input_shape) != 3 or (min(sides) < side if rule == "at least" else sides != (side, side)):
+        raise ValueError(f"{name} needs image inputs of {rule} {side}x{side}, got {tuple(input_shape)}")
 
 
 def make_arch(name: str, input_shape: Sequence[int], num_classes: int, act_bits: int = 2, out_bits: int = 3,
               pool: str = "max") -> Arch:
     """A named architecture for a dataset's input shape; `pool` "avg" puts average pooling where lenet and the
     VGGs max-pool (the paper's pooling ablation)."""
-    image = len(input_shape) == 3
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if pool != "max" and name not in ("lenet",) + tuple(VGG_CONFIGS):
         raise ValueError(f"{name} has no max pooling to replace (pool avg is for lenet, vgg11, vgg16)")
+    check_input_shape(name, input_shape)
     if name == "mlp":
         return mlp(input_shape, num_classes, act_bits, out_bits)
     if name == "lenet":
-        if not image or min(input_shape[1:]) < 4:
-            raise ValueError(f"lenet needs image inputs of at least 4x4, got {tuple(input_shape)}")
         return lenet(input_shape, num_classes, act_bits, out_bits, pool)
-    if name in VGG_CONFIGS or name == "resnet20":
-        if not image or tuple(input_shape[1:]) != (32, 32):
-            raise ValueError(f"{name} needs 32x32 image inputs (CIFAR-10), got {tuple(input_shape)}")
-        if name == "resnet20":
-            return resnet(name, input_shape, num_classes, (16, 32, 64), (3, 3, 3), act_bits, out_bits)
+    if name == "resnet20":
+        return resnet(name, input_shape, num_classes, (16, 32, 64), (3, 3, 3), act_bits, out_bits)
+    if name in VGG_CONFIGS:
         return vgg(name, input_shape, num_classes, act_bits, out_bits, pool)
     if name == "resnet8":
-        if not image or min(input_shape[1:]) < 8:
-            raise ValueError(f"resnet8 needs image inputs of at least 8x8, got {tuple(input_shape)}")
         return resnet(name, input_shape, num_classes, (32, 64, 128), (1, 1, 1), act_bits, out_bits, stem_stride=2)
     raise ValueError(f"unknown architecture {name!r} (choose from {', '.join(ARCHS)})")
 

@@ -1,7 +1,8 @@
 """What qffs-train keeps beside the model file while it trains (docs/training.md, "Long runs").
 
-    MODEL.checkpoint.pt   after every epoch of every phase: the model, optimizer, schedule, every
-                          rank's random states, the phase and epoch, and the results so far;
+    MODEL.checkpoint.pt   after every epoch of every phase: the model, optimizer, schedule, fp16's
+                          gradient scaler, every rank's random states, the phase and epoch, and
+                          the results so far;
                           `--resume` continues from it. Removed once the model file is written.
     MODEL.metrics.jsonl   one JSON object per epoch: phase, epoch, loss, accuracies, learning
                           rate, images per second, seconds.

@@ -10,7 +10,8 @@
   dataset-fashion-mnist, offline, and checks their MD5 sums.
 
 - `folder:PATH`: your own images in torchvision's ImageFolder layout (`folders.py`), read
-  sample by sample at an input size of your choice.
+  sample by sample at an input size of your choice (by default their own), augmented as
+  you choose (by default by that size).
 
 `open_split` gives a split as a `torch.utils.data.Dataset` (`loaders.py` batches it);
 `load_dataset` gives it as two tensors, for splits that fit in memory.
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qffs_lava.ann.folders import DEFAULT_INPUT_SIZE, ImageFolderSplit, folder_classes
+from qffs_lava.ann.folders import AUGMENTATIONS, ImageFolderSplit, ImageSizes, default_augmentation, folder_classes
 from qffs_lava.ann.loaders import Tensors, stack
 from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 
@@ -65,6 +66,8 @@ class DatasetInfo:
     augment_pad: int = 0  # > 0: its labels survive random crops (this much zero padding) and horizontal flips
     classes: Tuple[str, ...] = ()  # the class names, where the data names them (image folders)
     path: str = ""  # an image folder's path
+    augment: str = ""  # an image folder's augmentation (folders.AUGMENTATIONS), which decides its evaluation transform
+    sizes: Optional[ImageSizes] = None  # an image folder's training image sizes, where they chose the input size
 
     @property
     def in_memory(self) -> bool:
@@ -110,17 +113,22 @@ FASHION_DEBIAN_PACKAGE = "dataset-fashion-mnist"
 FASHION_DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 
 
-def dataset_info(name: str, input_size: Optional[int] = None) -> DatasetInfo:
-    """A built-in dataset's description, or an image folder's ("folder:PATH", its classes read from PATH, input
-    size `input_size` or DEFAULT_INPUT_SIZE)."""
+def dataset_info(name: str, input_size: Optional[int] = None, augment: Optional[str] = None) -> DatasetInfo:
+    """A built-in dataset's description, or an image folder's ("folder:PATH"): its classes read from PATH, input
+    size `input_size` or else the images' own (`folders.ImageSizes`), augmentation `augment` or else the default
+    for that size."""
     if isinstance(name, str) and is_folder(name):
         path = Path(name[len(FOLDER_PREFIX):]).expanduser()
         if not name[len(FOLDER_PREFIX):]:
             raise ParameterError("{}: give the image folder's path after folder:", "dataset")
+        if augment is not None and augment not in AUGMENTATIONS:
+            raise ParameterError(f"{{}}: choose from {', '.join(AUGMENTATIONS)}, got {augment!r}", "augment")
         classes = folder_classes(path)
-        size = DEFAULT_INPUT_SIZE if input_size is None else input_size
+        sizes = ImageSizes.of(path, classes) if input_size is None else None
+        size = sizes.input_size() if sizes is not None else input_size
         return DatasetInfo(f"{FOLDER_PREFIX}{path.resolve()}", (3, size, size), len(classes), 255,
-                           classes=tuple(classes), path=str(path.resolve()))
+                           classes=tuple(classes), path=str(path.resolve()),
+                           augment=augment or default_augmentation(size), sizes=sizes)
     if name not in DATASETS:
         raise ParameterError(f"{{}}: unknown dataset {name!r} (choose from {', '.join(DATASETS)}, or "
                              f"{FOLDER_PREFIX}PATH for an image folder)", "dataset")
@@ -128,6 +136,9 @@ def dataset_info(name: str, input_size: Optional[int] = None) -> DatasetInfo:
     if input_size is not None and (input_size, input_size) != info.input_shape[1:]:
         raise ParameterError(f"{{}} is {info.name}'s own, {info.input_shape[1]}x{info.input_shape[2]}; "
                              f"give it for image folders only", ("input_size", input_size))
+    if augment is not None:
+        raise ParameterError(f"{{}} is for image folders; {info.name} is augmented as docs/training.md says "
+                             f"({'random crops and flips' if info.augment_pad else 'not at all'})", "augment")
     return info
 
 
@@ -143,20 +154,22 @@ def open_split(info: DatasetInfo, split: str, data_dir: str | Path = "data", dow
     if split not in SPLITS:
         raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")
     if info.path:
-        return ImageFolderSplit(info.path, split, list(info.classes), info.input_shape[1], training)
+        return ImageFolderSplit(info.path, split, list(info.classes), info.input_shape[1], training, info.augment)
     return Tensors(*load_dataset(info.name, split, data_dir, download))
 
 
 def load_dataset(name: str, split: str, data_dir: str | Path = "data", download: bool = False,
-                 input_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 input_size: Optional[int] = None, augment: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) of one split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,); an image
-    folder's ("folder:PATH") at `input_size`, evaluation-transformed.
+    folder's ("folder:PATH") evaluation-transformed as for a model trained with `augment` (folders.AUGMENTATIONS),
+    at `input_size`: both as qffs.train chooses them where not given (the images' own size where they share one).
 
     Example:
         >>> images, labels = qffs.load_dataset("digits", "test")          # bundled with scikit-learn
         >>> images, labels = qffs.load_dataset("mnist", "test", "data")   # after `make data`
+        >>> images, labels = qffs.load_dataset("folder:shapes", "test")   # your own images, at their size
     """
-    info = dataset_info(name, input_size)
+    info = dataset_info(name, input_size, augment)
     if split not in SPLITS:
         raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")
     if info.path:

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -35,16 +35,17 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from qffs_export.integer import IntegerModel, check_input_norm
+from qffs_export.integer import IntegerModel, check_input_norm, pool_notes
 from qffs_export.plan import plan_layers
 
 from qffs_lava import distributed
-from qffs_lava.ann.archs import ARCHS, make_arch, set_layer_bits
+from qffs_lava.ann.archs import ARCHS, INPUT_SIDES, check_input_shape, make_arch, set_layer_bits
 from qffs_lava.ann.checkpoint import (checkpoint_path, load_checkpoint, metrics_path, phase_seconds, save_checkpoint,
                                       write_metrics)
 from qffs_lava.ann.datasets import (FOLDER_PREFIX, DatasetInfo, dataset_info, open_split, user_splits,
                                     validation_indices)
-from qffs_lava.ann.folders import ImageFolderSplit
+from qffs_lava.ann.folders import (EARLIER_AUGMENTATION, SMALLEST_INPUT_SIZE, ImageFolderSplit, ImageSizes,
+                                   describe_folder)
 from qffs_lava.ann.loaders import Shard, Shuffle, Tensors, loader, random_crop_flip
 from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
@@ -102,7 +103,8 @@ class TrainConfig:
     small_input_stem: bool = False  # torchvision ResNets: a 3x3 stride-1 stem without max pool
     pool: str = "max"  # "avg": average pooling where lenet and the VGGs max-pool
     input_norm: Optional[List[float]] = None  # the model sees (x - mean) / std: MEAN,STD, or means then stds
-    input_size: Optional[int] = None  # image folders: the side S of the S x S images the model sees (default 224)
+    input_size: Optional[int] = None  # image folders: the side S of the S x S images the model sees (default: theirs)
+    augment: Optional[str] = None  # image folders: folders.AUGMENTATIONS (default: crop-flip up to 64, else imagenet)
     device: str = "cpu"
     workers: Optional[int] = None  # DataLoader worker processes (default: 0 for built-in data, else up to 8)
     sync_bn: bool = False  # under torchrun: batchnorm statistics over all ranks' batches
@@ -110,7 +112,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if not self.dataset.startswith(("python:", FOLDER_PREFIX)):
-            dataset_info(self.dataset)
+            dataset_info(self.dataset, augment=self.augment)
         schedule = schedule_for(self.dataset, self.arch)
         for name, default in zip(("float_epochs", "qat_epochs", "hardware_epochs", "batch_size"), schedule):
             if getattr(self, name) is None:
@@ -135,7 +137,7 @@ class TrainConfig:
             raise ParameterError("{} needs {} with a quantized model file (it fine-tunes that one)",
                                  ("qat_epochs", 0), "init")
         check_torch_device(self.device)
-        for name, minimum in (("input_size", 8), ("workers", 0)):
+        for name, minimum in (("input_size", SMALLEST_INPUT_SIZE), ("workers", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
                 raise ParameterError(f"{{}}: must be an integer >= {minimum}, got {value!r}", name)
@@ -143,8 +145,6 @@ class TrainConfig:
             raise ParameterError(f"{{}}: choose bf16 or fp16, got {self.amp!r}", "amp")
         if self.sync_bn and self.device != "cuda":
             raise ParameterError("{} is for GPUs: PyTorch's SyncBatchNorm runs on CUDA only", "sync_bn")
-        if self.amp == "fp16" and self.device != "cuda":
-            raise ParameterError("{} is for GPUs (it needs a gradient scaler); on a CPU use bf16", ("amp", "fp16"))
 
 
 def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
@@ -299,9 +299,11 @@ class Session:
         sampler = Shuffle(len(splits.train), order, world, local_batch)
         batches = math.ceil(len(sampler) / local_batch)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
+        # fp16's gradient scaler: its scale, found by skipping steps that overflow, is part of the checkpoint
+        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16" and phase != "hardware")
         first = 1
         if self.resumed is not None and self.resumed["phase"] == phase:
-            first = self._restore(optimizer, schedule, order, augmentation) + 1
+            first = self._restore(optimizer, schedule, scaler, order, augmentation) + 1
             kept = Fit(**self.resumed["kept"])
             best_state = self.resumed["best"]
             self.resumed = None
@@ -310,7 +312,6 @@ class Session:
                                     self.accuracy(model, splits.validation) if epochs == 0 else float("nan"), 0)
             best_state = copy.deepcopy(model.state_dict()) if keep_best else None
         net = self._parallel(model, phase)
-        scaler = torch.cuda.amp.GradScaler(enabled=cfg.amp == "fp16" and phase != "hardware")
         name = PHASES[phase]
         with tqdm(total=epochs * batches, initial=(first - 1) * batches, desc=name, disable=not self.progress,
                   unit="batch", mininterval=1.0) as bar:
@@ -354,13 +355,13 @@ class Session:
                                      "lr": lr,
                                      "images_per_second": images / training_seconds,
                                      "seconds": time.perf_counter() - started, "ranks": world.size})
-                self._save(phase, epoch, epochs, optimizer, schedule, order, augmentation, kept, best_state)
+                self._save(phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state)
         if keep_best:
             model.load_state_dict(best_state)
             self.log(f"{name}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
         return kept
 
-    def _save(self, phase, epoch, epochs, optimizer, schedule, order, augmentation, kept, best_state) -> None:
+    def _save(self, phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state) -> None:
         """After an epoch: the checkpoint (every rank's random states, gathered) and the metrics file, by rank 0."""
         if self.checkpoint is None:
             return
@@ -373,7 +374,8 @@ class Session:
             save_checkpoint(self.checkpoint, {
                 "config": asdict(self.cfg), "phase": phase, "epoch": epoch, "ranks": self.world.size,
                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "random": randomness, "kept": asdict(kept), "best": best_state,
+                "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "random": randomness,
+                "kept": asdict(kept), "best": best_state,
                 "results": self.results, "metrics": self.metrics})
             self.saved = (phase, epoch, epochs)
             write_metrics(self.metrics_file, self.metrics)
@@ -382,11 +384,14 @@ class Session:
                 self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
             self.unsaved = True
 
-    def _restore(self, optimizer, schedule, order, augmentation) -> int:
-        """Optimizer, schedule and this rank's random states from the checkpoint resumed; returns its epoch."""
+    def _restore(self, optimizer, schedule, scaler, order, augmentation) -> int:
+        """Optimizer, schedule, gradient scaler and this rank's random states from the checkpoint resumed; returns
+        its epoch."""
         state = self.resumed
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):  # {} where the scaler is off; absent from checkpoints written before it was kept
+            scaler.load_state_dict(state["scaler"])
         if state["ranks"] == self.world.size:
             mine = state["random"][self.world.rank]
             order.set_state(mine["order"])
@@ -441,6 +446,20 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optio
         set_quantized(model, False)
         _load_state(model, state, cfg.init)
     return architecture, model
+
+
+def _folder_choices(cfg: TrainConfig, init: Optional[dict]) -> Tuple[Optional[str], Optional[str]]:
+    """Where an image folder's input size and augmentation come from, in words (None: chosen from its images);
+    a model file given as --init brings its own where they are not given."""
+    if not cfg.dataset.startswith(FOLDER_PREFIX):
+        return None, None
+    sources = ["as given" if cfg.input_size is not None else None, "as given" if cfg.augment is not None else None]
+    if init is not None:
+        if cfg.input_size is None:
+            cfg.input_size, sources[0] = init["input_shape"][1], f"that of {cfg.init}"
+        if cfg.augment is None:
+            cfg.augment, sources[1] = init["train"].get("augment") or EARLIER_AUGMENTATION, f"that of {cfg.init}"
+    return sources[0], sources[1]
 
 
 def _load_state(module: nn.Module, state: dict, path: str) -> None:
@@ -501,10 +520,21 @@ def train(
         dataset = info.name
     cfg = TrainConfig(dataset=dataset, arch=f"module {type(arch).__name__}" if module is not None else arch,
                       **options)
+    init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
+    chosen = _folder_choices(cfg, init)
     if user is None:
-        info = dataset_info(cfg.dataset, cfg.input_size)
-    elif cfg.input_size is not None:
-        raise ParameterError("{} is for image folders; your own data comes at its own size", "input_size")
+        info = dataset_info(cfg.dataset, cfg.input_size, cfg.augment)
+    elif cfg.input_size is not None or cfg.augment is not None:
+        raise ParameterError("{} is for image folders; your own data comes at its own size, transformed as your "
+                             "Dataset does", "input_size" if cfg.input_size is not None else "augment")
+    if info.path:  # the folder's choices, made now, are the run's: in the checkpoint and the model file
+        cfg.input_size, cfg.augment = info.input_shape[1], info.augment
+        info = replace(info, sizes=info.sizes or ImageSizes.of(info.path, list(info.classes)))
+        try:
+            check_input_shape(cfg.arch, info.input_shape)
+        except ValueError as err:
+            raise ParameterError(f"{err}: the images of {info.path} are {info.sizes}; give {{}}, to which they are "
+                                 "resized", ("input_size", INPUT_SIDES[cfg.arch][1])) from None
     if out is not None:
         check_writable(out)
         check_outputs({"out": out}, {"init": cfg.init})
@@ -520,7 +550,6 @@ def train(
         raise ParameterError(f"{{}} is the global batch, shared by the {world.size} ranks: give a multiple of "
                              f"{world.size}", ("batch_size", cfg.batch_size))
     log = log if world.main else (lambda _: None)
-    init, state = read_init(cfg.init) if cfg.init is not None else (None, None)  # a wrong file fails before the data
     if init is not None and init["dataset"] != info.name:
         raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {info.name}", "init")
     if init is not None and init["train"].get("arch", init["arch"]["name"]) != cfg.arch:
@@ -540,6 +569,9 @@ def train(
     session = Session(cfg, open_splits(cfg, info, user), world, Path(out) if out is not None else None,
                       progress and world.main, log, resumed)
     device = session.device
+    if info.path:
+        log(describe_folder(info.path, list(info.classes), info.sizes, len(session.splits.validation),
+                            len(session.splits.test), cfg.input_size, cfg.augment, *chosen))
 
     if init is not None:
         init, model = model_from_content(cfg.init, init)
@@ -568,6 +600,8 @@ def train(
                     f"chance ({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them "
                     "with input_norm (--input-norm MEAN,STD)")
     plan_layers(architecture)  # the export rule, checked before any epoch: what cannot be exported is not trained
+    for note in pool_notes(architecture):
+        log(note)
     check_input_norm(architecture, input_norm)
     model.to(device)
     session.model = model

@@ -46,6 +46,24 @@ class PoolBeforeRelu(nn.Module):
         return self.f(torch.flatten(x, 1))
 
 
+class AvgPoolBeforeRelu(nn.Module):
+    """conv -> batchnorm -> F.avg_pool2d -> ReLU, then conv -> nn.AvgPool2d (overlapping) -> batchnorm -> ReLU."""
+
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.c1 = nn.Conv2d(in_channels, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.pool = nn.AvgPool2d(3, stride=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.f = nn.Linear(16 * 2 * 2, num_classes)
+
+    def forward(self, x):
+        x = F.relu(F.avg_pool2d(self.bn1(self.c1(x)), 2))
+        x = F.relu(self.bn2(self.pool(self.c2(x))))
+        return self.f(torch.flatten(x, 1))
+
+
 class ConvConv(nn.Module):
     """conv -> conv with no ReLU between."""
 
