@@ -43,7 +43,7 @@ likewise for the negative weights, B+ = pos(B), B- = pos(-B), r = 1 / (2^12 - 1/
 and mu_fit takes the larger mu each pair allows below 2^23 - 1 on both sides, and |2 mu B / K|
 below the bias limit: no iteration, no check afterwards. Where mu_fit binds, the channel's
 largest weight keeps fewer than 8 bits. The input scale is the dataset's levels unless the
-model file records a coarser one (`choose_grid`, after LSQ training).
+model file records a coarser one (qffs-train's choice after LSQ training, `ann.train.choose_grid`).
 
 For training, every round and floor passes the gradient of the value it rounds, mu is a
 constant, and each act's step carries LSQ's gradient scale: the forward pass is the
