@@ -23,7 +23,7 @@ from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import write_net
 from qffs_lava.ir.network import Network
-from qffs_lava.reports import layer_table
+from qffs_lava.reports import layer_table, membrane_table
 
 
 def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -32,7 +32,8 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
 
     Accuracies and top-1 agreement, and per neuron layer (by model name) the largest
     |pre-activation difference| in threshold units and the share of neurons whose counts
-    differ, each network run on its own (so a difference carries forward).
+    differ, each network run on its own (so a difference carries forward), and the largest |v|
+    its neurons reach in the SNN (the torch backend, synchronous time, run until it settles).
     """
     torch_net = TorchNetwork(network)
     names = network.meta["layer_names"]
@@ -40,6 +41,7 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
     largest: Dict[str, float] = {}
     differing: Dict[str, int] = {}
     neurons: Dict[str, int] = {}
+    peaks: Dict[str, int] = {}
     was_training = trained.training
     trained.eval()
     with torch.no_grad():
@@ -48,6 +50,8 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
             trained_pred = predict(trained(x, ours))
             exact: Dict[int, torch.Tensor] = {}
             int_pred = predict(torch_net.qann(x, preactivations=exact)).cpu()
+            for index, peak in torch_net.membrane_peaks(x).items():
+                peaks[names[index]] = max(peaks.get(names[index], 0), peak)
             counts["samples"] += len(x)
             counts["qann"] += int((trained_pred == labels).sum())
             counts["int_qann"] += int((int_pred == labels).sum())
@@ -62,9 +66,10 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
                 differing[name] = differing.get(name, 0) + int(changed.sum())
                 neurons[name] = neurons.get(name, 0) + pre.numel()
     trained.train(was_training)
-    ranks = gather((counts, largest, differing, neurons))
+    ranks = gather((counts, largest, differing, neurons, peaks))
     counts = {key: sum(rank[0][key] for rank in ranks) for key in counts}
     largest = {name: max(rank[1].get(name, 0.0) for rank in ranks) for name in ranks[0][1]}
+    peaks = {name: max(rank[4].get(name, 0) for rank in ranks) for name in ranks[0][4]}
     differing, neurons = ({name: sum(rank[k][name] for rank in ranks) for name in ranks[0][k]} for k in (2, 3))
     samples = counts["samples"]
     return {
@@ -74,6 +79,7 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
         "agreement": counts["agreement"] / samples,
         "preactivation_max_difference": largest,
         "count_mismatch": {name: differing[name] / neurons[name] for name in neurons},
+        "membrane_peak": peaks,
     }
 
 
@@ -159,6 +165,7 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
             "qann_agreement": figures["agreement"],
             "preactivation_max_difference": figures["preactivation_max_difference"],
             "count_mismatch": figures["count_mismatch"],
+            "membrane_peak": figures["membrane_peak"],
             "fidelity_samples": figures["samples"],
         })
         log(f"fidelity on {figures['samples']} {dataset or content['dataset']} test samples: "
@@ -167,6 +174,7 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
         log("largest pre-activation difference in threshold units (share of counts that differ), per layer: "
             + ", ".join(f"{name} {diff:.3g} ({100 * figures['count_mismatch'][name]:.2f}%)"
                         for name, diff in figures["preactivation_max_difference"].items()))
+        log(membrane_table(network))
     if ranks.main:
         write_net(net_path, network)
         log(f"wrote {net_path}")

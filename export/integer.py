@@ -16,11 +16,11 @@ folded weights W_p and biases B_p, the float QANN computes
 
 The grid (`integer_grid`). Scaling one output channel's numerator and denominator by a
 common lambda = 2 mu changes nothing, so per channel mu fills Loihi 2's 8-bit mixed-sign
-weight range across all of the layer's synapses, and everything is rounded to what Loihi 2
-holds (round(v) = floor(v + 1/2)):
+weight range across all of the layer's synapses, as far as the 24-bit membrane allows, and
+everything is rounded to what Loihi 2 holds (round(v) = floor(v + 1/2)):
 
-    A_p = W_p unit_p,   mu = min(127 / max_p max A_p, 128 / max_p max -A_p)
-    weight_p = 2 clip(round(mu A_p), -128, 127)          even integers in [-256, 254]
+    A_p = W_p unit_p,   mu = min(127 / max_p max A_p, 128 / max_p max -A_p, mu_fit)
+    weight_p = 2 round(mu A_p)                          even integers in [-256, 254]
     (the mantissa range -128..127 is ir/loihi.py's)
     threshold = max(1, round(2 mu s)),   vInit = threshold // 2
     bias per step = round(2 mu B / K) to a 13-bit mantissa times 2^e, 0 <= e <= 7
@@ -28,6 +28,22 @@ holds (round(v) = floor(v + 1/2)):
 and the integer network computes
 
     z = clip(floor((sum_p weight_p . z_p + K bias + vInit) / threshold), 0, 2^b - 1).
+
+mu_fit (`fitting_scale`) is the largest mu whose rounded integers keep the channel's
+worst-case |v| (`ir.loihi.membrane_bounds`: every path's source at its count bound beta_p,
+`ir.loihi.count_bounds`) below 2^23 and its bias inside the 13-bit grid. Rounding moves each
+weight by at most 1 (and never past 4 mu A: round(y) <= 2y for y >= 0), the threshold by 1/2
+(at most 2 mu s + 1), vInit = threshold // 2 <= mu s + 1/4, the bias by max(1/2, |2 mu B / K| /
+(2^12 - 1/2)), so with P = sum_p beta_p sum pos(A_p), N_P = sum_p beta_p #{A_p > 0}, Q, N_Q
+likewise for the negative weights, B+ = pos(B), B- = pos(-B), r = 1 / (2^12 - 1/2), Z = 2^b - 1:
+
+    high <= mu (s + 2 P + 2 (1 + r) B+) + 1/4 + N_P + [B > 0] K / 2    and    <= mu (2 s + 4 P + 4 B+)
+    -low <= mu (2 Q + 2 (1 + r) B- + 2 s Z) + N_Q + [B < 0] K / 2 + Z  and    <= mu (4 Q + 4 B- + 2 s Z) + Z
+
+and mu_fit takes the larger mu each pair allows below 2^23 - 1 on both sides, and |2 mu B / K|
+below the bias limit: no iteration, no check afterwards. Where mu_fit binds, the channel's
+largest weight keeps fewer than 8 bits. The input scale is the dataset's levels unless the
+model file records a coarser one (qffs-train's choice after LSQ training, `ann.train.choose_grid`).
 
 For training, every round and floor passes the gradient of the value it rounds, mu is a
 constant, and each act's step carries LSQ's gradient scale: the forward pass is the
@@ -39,7 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -51,20 +67,68 @@ from qffs_lava.ann.lsq import grad_scaled, step_grad_scale, straight_through
 from qffs_lava.ann.models import INPUT, GraphModel, check_arch, pair
 from qffs_lava.backends.pytorch import LayerTensors, channel_shape, closed_form
 from qffs_lava.dynamics import NeuronParams, round_half_up
-from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.errors import ModelFileError, ParameterError, QffsError
 from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, Layer, NeuronLayer, Neurons, Synapse
-from qffs_lava.ir.loihi import WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MIN, nearest_bias
+from qffs_lava.ir.loihi import (BIAS_LIMIT, BIAS_ROUNDING, STATE_LIMIT, WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MIN,
+                                input_count_bound, nearest_bias)
 from qffs_lava.ir.network import Network
 
 Tensor = torch.Tensor
 
 
-def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_steps: int
-                 ) -> Tuple[List[Tensor], Tensor, Tensor, Tensor]:
-    """(weights, bias per step, threshold, vInit) of a neuron layer on Loihi 2's grid (module docstring).
+#: The fewest bits a channel's largest weight may keep where the grid is coarsened to fit the membrane
+#: (qffs-train refuses, before training, a layer that could need fewer: `check_fit`).
+MIN_WEIGHT_BITS = 4
+#: The coarsest input scale the grid is chosen from: x_int up to 16 (4-bit inputs).
+MIN_INPUT_SCALE = 15.5
 
-    scaled: A_p = W_p unit_p for each path, output channel first; bias: B, the float bias (O,);
-    step: the act's s. Values are exact integers; gradients flow straight through every rounding.
+
+class Grid(NamedTuple):
+    """A neuron layer's integers on Loihi 2's grid (as float tensors), one weight tensor per path."""
+
+    weights: List[Tensor]
+    bias: Tensor
+    threshold: Tensor
+    v_init: Tensor
+
+
+def fitting_scale(rows: Sequence[Tensor], bounds: Sequence[int], bias: Tensor, step: Tensor, z_max: int,
+                  bias_steps: int) -> Tensor:
+    """mu_fit per output channel (module docstring): the largest mu whose rounded integers keep the worst-case |v|
+    below 2^23 and the per-step bias inside the 13-bit grid.
+
+    rows: per path, A_p as (channels, fan-in); bounds: per path, its source's count bound beta_p; bias: B; step: s.
+    """
+    limit, k, s = STATE_LIMIT - 1, bias_steps, float(step)
+    up, down = bias.clamp_min(0), (-bias).clamp_min(0)
+    pos = sum(r.clamp_min(0).sum(1) * b for r, b in zip(rows, bounds))
+    neg = sum((-r).clamp_min(0).sum(1) * b for r, b in zip(rows, bounds))
+    pos_n = sum((r > 0).sum(1) * b for r, b in zip(rows, bounds))
+    neg_n = sum((r < 0).sum(1) * b for r, b in zip(rows, bounds))
+
+    def largest(room, slope, const, proportional_slope, proportional_const):
+        """The larger mu of the two bounds slope mu + const <= room (each inf where its slope is 0)."""
+        linear = torch.where(slope > 0, (room - const) / slope, torch.inf)
+        proportional = torch.where(proportional_slope > 0, (room - proportional_const) / proportional_slope,
+                                   torch.inf)
+        return torch.maximum(linear, proportional)
+
+    high = largest(limit, s + 2 * pos + 2 * (1 + BIAS_ROUNDING) * up, 0.25 + pos_n + (up > 0) * k / 2,
+                   2 * s + 4 * pos + 4 * up, 0.0)
+    low = largest(limit, 2 * neg + 2 * (1 + BIAS_ROUNDING) * down + 2 * s * z_max,
+                  neg_n + (down > 0) * k / 2 + z_max, 4 * neg + 4 * down + 2 * s * z_max, z_max)
+    in_grid = torch.where(bias != 0, BIAS_LIMIT * (1 - 2**-40) * k / (2 * bias.abs()), torch.inf)
+    return torch.minimum(torch.minimum(high, low), in_grid)
+
+
+def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_steps: int, bounds: Sequence[int],
+                 z_max: int, fit: bool = True) -> Grid:
+    """The integers of a neuron layer on Loihi 2's grid (module docstring), mu capped by `fitting_scale`.
+
+    scaled: A_p = W_p unit_p for each path, output channel first; bias: B, the float bias (O,); step: the act's s;
+    bounds: each path's source's count bound; z_max: the act's 2^b - 1. fit=False leaves mu uncapped (only to
+    measure what fitting costs: the network may then leave Loihi 2's ranges). Values are exact integers; gradients
+    flow straight through every rounding.
     """
     low, high = WEIGHT_MANTISSA_MIN, WEIGHT_MANTISSA_MAX
     rows = [a.detach().reshape(a.shape[0], -1) for a in scaled]
@@ -73,6 +137,8 @@ def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_step
     inf = torch.full_like(top, float("inf"))
     mu = torch.minimum(torch.where(top > 0, high / top, inf), torch.where(bottom > 0, -low / bottom, inf))
     mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))  # an all-zero channel: any scale
+    if fit:
+        mu = torch.minimum(mu, fitting_scale(rows, bounds, bias.detach(), step.detach(), z_max, bias_steps))
     lam = 2 * mu
     weights = []
     for a in scaled:
@@ -81,7 +147,119 @@ def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_step
     threshold = straight_through(round_half_up(lam * step).clamp_min(1), lam * step)
     bias_int = straight_through(nearest_bias(lam * bias / bias_steps), lam * bias / bias_steps)
     v_init = straight_through(torch.div(threshold, 2, rounding_mode="floor"), threshold / 2)
-    return weights, bias_int, threshold, v_init
+    return Grid(weights, bias_int, threshold, v_init)
+
+
+def weight_bits(layer: NeuronLayer) -> np.ndarray:
+    """Per output channel, the bits its largest weight keeps, 1 + log2(largest |mantissa|) (8 where it fills
+    the 8-bit range, 0 for a channel of zeros)."""
+    mantissa = np.max([np.abs(s.rows()).max(axis=1, initial=0) for s in layer.synapses], axis=0) // 2
+    return np.where(mantissa > 0, 1 + np.log2(np.maximum(mantissa, 1)), 0.0)
+
+
+def same_integers(network: Network, other: Network) -> bool:
+    """Whether two integer networks of one model hold the same weights, biases and thresholds."""
+    return all(np.array_equal(a.bias, b.bias) and np.array_equal(a.neurons.threshold, b.neurons.threshold)
+               and all(np.array_equal(s.weight, t.weight) for s, t in zip(a.synapses, b.synapses))
+               for (_, a), (_, b) in zip(network.neuron_layers, other.neuron_layers))
+
+
+def scaled_layers(network: Network, reference: Network) -> Dict[str, Dict[str, Any]]:
+    """Per neuron layer (by model name) whose channels' largest weights keep fewer bits than on the reference
+    grid: `channels` so scaled of `of`, and `weight_bits`, the fewest bits a channel's largest weight keeps."""
+    names, scaled = network.meta["layer_names"], {}
+    for (i, layer), (_, ref) in zip(network.neuron_layers, reference.neuron_layers):
+        bits, full = weight_bits(layer), weight_bits(ref)
+        fewer = bits < full
+        if fewer.any():
+            scaled[names[i]] = {"channels": int(fewer.sum()), "of": len(bits),
+                                "weight_bits": round(float(bits[full > 0].min()), 2)}
+    return scaled
+
+
+def input_scales(levels: float) -> List[float]:
+    """The input scales a grid is chosen from, finest first: the dataset's levels, then halvings of it down to
+    MIN_INPUT_SCALE (each halves the worst case of the layers that read the input; x_int is then rounded)."""
+    scales = [float(levels)]
+    while scales[-1] / 2 >= MIN_INPUT_SCALE:
+        scales.append(scales[-1] / 2)
+    return scales
+
+
+def bias_steps_of(arch: Dict[str, Any]) -> int:
+    """K = 2^b - 1 for the widest hidden act (the output act's bits where there is no hidden one)."""
+    bits = [node["bits"] for node in arch["nodes"] if node["op"] == "act"]
+    return 2 ** max(bits[:-1], default=bits[-1]) - 1
+
+
+def recorded_scale(content: Dict[str, Any]) -> Optional[float]:
+    """The input scale a model file's `grid` records (qffs-train's choice), None where it records none."""
+    grid = content.get("grid")
+    if grid is None:
+        return None
+    scale = grid.get("input_scale") if isinstance(grid, dict) else None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 2**16:
+        raise ModelFileError(f"the model file's grid records the input scale {scale!r}, not a number in (0, 65536]: "
+                             "train it again with qffs-train")
+    return float(scale)
+
+
+def _fan_in(path: Path, nodes: Dict[str, Any], shapes: Dict[str, Any]) -> int:
+    """The weights per output channel of the path's folded synapse (an average pool spreads each over its
+    window)."""
+    if path.synapse is None:
+        return 1
+    node = nodes[path.synapse]
+    if node["op"] == "conv":
+        kernel = pair(node["kernel_size"])
+        fan_in = node["in_channels"] // node.get("groups", 1) * kernel[0] * kernel[1]
+    else:
+        fan_in = node["in_features"]
+    if path.pool is not None:
+        pool = nodes[path.pool]
+        window = shapes[path.source][1:] if pool["op"] == "global_avgpool" else pair(pool["kernel_size"])
+        fan_in *= int(window[0]) * int(window[1])
+    return fan_in
+
+
+def _overflowing(arch: Dict[str, Any], input_levels: float) -> Optional[Tuple[str, int, int]]:
+    """The first act (name, fan-in, worst case) whose channel of weights all of one sign and of the size of a
+    MIN_WEIGHT_BITS-bit largest weight reaches |v| >= 2^23 with its sources at their count bounds, the input at
+    the coarsest input scale; None where there is none."""
+    plan, nodes, shapes = plan_layers(arch), {n["name"]: n for n in arch["nodes"]}, check_arch(arch)
+    origin, steps = origins(plan), bias_steps_of(arch)
+    coarsest = input_count_bound(input_scales(input_levels)[-1], steps)
+    for planned in plan:
+        if not planned.paths:
+            continue
+        fan_ins = [_fan_in(path, nodes, shapes) for path in planned.paths]
+        bounds = [coarsest if origin[p.source] == INPUT else 2 ** nodes[origin[p.source]]["bits"] - 1
+                  for p in planned.paths]
+        worst = 2**MIN_WEIGHT_BITS * sum(f * b for f, b in zip(fan_ins, bounds))
+        if worst >= STATE_LIMIT:
+            return planned.name, sum(fan_ins), worst
+    return None
+
+
+def check_fit(arch: Dict[str, Any], input_levels: float) -> None:
+    """ParameterError, before any training, for an architecture whose integer grid may not fit Loihi 2 at
+    MIN_WEIGHT_BITS: a layer where weights of one sign, all as large as a MIN_WEIGHT_BITS-bit largest weight,
+    reach |v| >= 2^23 with every source at its count bound (the input at its coarsest scale, `input_scales`).
+    The message names the activation bits that would fit, where fewer would."""
+    found = _overflowing(arch, input_levels)
+    if found is None:
+        return
+    name, fan_in, worst = found
+    bits = max(node["bits"] for node in arch["nodes"] if node["op"] == "act")
+    fewer = next((b for b in range(bits - 1, 0, -1) if _overflowing(
+        {**arch, "nodes": [{**n, "bits": min(n["bits"], b)} if n["op"] == "act" else n for n in arch["nodes"]]},
+        input_levels) is None), None)
+    advice = ("train with fewer activation bits ({}) or give it a smaller fan-in", ("act_bits", fewer)) \
+        if fewer is not None else ("give it a smaller fan-in",)
+    raise ParameterError(f"act {name!r} cannot fit Loihi 2's 24-bit membrane: its {fan_in} inputs at their count "
+                         f"bounds reach |v| {worst:,} >= 2^23 even with {MIN_WEIGHT_BITS}-bit weights (where they "
+                         f"share one sign and size) and the input at {input_scales(input_levels)[-1]:g} levels: "
+                         + advice[0], *advice[1:])
 
 
 # Folding -------------------------------------------------------------------------------------------
@@ -202,18 +380,21 @@ class IntegerModel(nn.Module):
 
     `network()` is that network (an ir.Network, what qffs-export writes) with its integers as
     tensors; forward(x) runs it (the output counts times the output act's step: logits, as the
-    float QANN's); `run(x)` gives every layer's counts.
+    float QANN's); `run(x)` gives every layer's counts. `input_scale` (default: the dataset's
+    levels) is the grid's input scale; fit=False leaves every channel's mu uncapped, a network
+    that may leave Loihi 2's ranges (only to measure what fitting costs).
     """
 
-    def __init__(self, model: GraphModel, arch: Dict[str, Any], input_levels: float, input_norm: Dict[str, Any]):
+    def __init__(self, model: GraphModel, arch: Dict[str, Any], input_levels: float, input_norm: Dict[str, Any],
+                 input_scale: Optional[float] = None, fit: bool = True):
         super().__init__()
         self.model = model
         self.input_norm = input_norm
         self.shapes = check_arch(arch)
         self.nodes = {node["name"]: node for node in arch["nodes"]}
-        bits = [node["bits"] for node in arch["nodes"] if node["op"] == "act"]
-        self.bias_steps = 2 ** max(bits[:-1], default=bits[-1]) - 1
-        self.input_scale = float(input_levels)
+        self.bias_steps = bias_steps_of(arch)
+        self.input_scale = float(input_levels if input_scale is None else input_scale)
+        self.fit = fit
         self.plan: List[Planned] = plan_layers(arch, self.input_scale)
         self.origin = origins(self.plan)
         check_input_norm(arch, input_norm)
@@ -223,8 +404,9 @@ class IntegerModel(nn.Module):
 
     @classmethod
     def of(cls, content: Dict[str, Any], model: GraphModel) -> "IntegerModel":
-        """The integer model of a model file's content and model (modelfile.load_model_file)."""
-        return cls(model, content["arch"], content["input_levels"], content["input_norm"])
+        """The integer model of a model file's content and model (modelfile.load_model_file), on the grid its
+        `grid` records (qffs-train's choice; files without one: the dataset's levels)."""
+        return cls(model, content["arch"], content["input_levels"], content["input_norm"], recorded_scale(content))
 
     def step(self, act: str) -> Tensor:
         """The act's LSQ step in float64, its gradient scaled as LSQ scales it."""
@@ -240,6 +422,13 @@ class IntegerModel(nn.Module):
         if origin == INPUT:
             return torch.tensor(1.0 / (self.bias_steps * self.input_scale), dtype=torch.float64, device=self.device)
         return self.step(origin)
+
+    def count_bound(self, source: str) -> int:
+        """The most counts a spiking output delivers (ir.loihi.count_bounds): the input's, or its act's 2^b - 1."""
+        origin = self.origin[source]
+        if origin == INPUT:
+            return input_count_bound(self.input_scale, self.bias_steps)
+        return 2 ** getattr(self.model, origin).bits - 1
 
     @property
     def device(self) -> torch.device:
@@ -297,8 +486,10 @@ class IntegerModel(nn.Module):
         bias = folded[0].bias
         for f in folded[1:]:
             bias = bias + f.bias
-        weights, bias_int, threshold, v_init = integer_grid(scaled, bias, self.step(planned.name), self.bias_steps)
         z_max = 2 ** getattr(self.model, planned.name).bits - 1
+        weights, bias_int, threshold, v_init = integer_grid(
+            scaled, bias, self.step(planned.name), self.bias_steps,
+            [self.count_bound(path.source) for path in planned.paths], z_max, self.fit)
         channel = channel_shape(shape)
         tensors = LayerTensors(tuple(weights), bias_int.reshape(channel),
                                NeuronParams(threshold=threshold.reshape(channel), z_max=z_max,

@@ -383,8 +383,9 @@ def export_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 def _inspect_parser() -> argparse.ArgumentParser:
     parser = new_parser(
         "qffs-inspect",
-        "Print a net.h5's per-layer table, each layer's neurons, synapses and weight memory with the totals, its "
-        "metadata and whether it fits Loihi 2's ranges.")
+        "Print a net.h5's per-layer table, each layer's neurons, synapses and weight memory with the totals, each "
+        "neuron layer's worst-case |v| and the largest |v| seen on the fidelity samples, its metadata and whether "
+        "it fits Loihi 2's ranges.")
     parser.add_argument("net", help="a net.h5 written by qffs-export")
     parser.add_argument("--lava", action="store_true",
                         help="also build it as a Lava QffsNetwork Process and print the Lava view: each layer's "
@@ -397,11 +398,12 @@ def inspect_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     """qffs-inspect: describe a net.h5."""
     from qffs_lava.ir.loihi import loihi_problems
     from qffs_lava.ir.netfile import read_net
-    from qffs_lava.reports import layer_table, resource_table
+    from qffs_lava.reports import layer_table, membrane_table, resource_table
 
     network = read_net(args.net)
     print(layer_table(network))
     print(resource_table(network))
+    print(membrane_table(network))
     if args.lava:
         from qffs_lava.backends.lava.runner import lava_view
 

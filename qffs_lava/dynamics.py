@@ -111,6 +111,12 @@ def neuron_step(current: Array, state: NeuronState, params: NeuronParams,
     return spikes, NeuronState(v=v - spikes * params.threshold, z=state.z + spikes)
 
 
+def integrated(spikes: Array, state: NeuronState, params: NeuronParams) -> Array:
+    """The membrane potential a `neuron_step` integrated, before its spike: v + s th of the state it returned
+    (the value the 24-bit register held that step)."""
+    return state.v + spikes * params.threshold
+
+
 def settled_count(total_input: Array, params: NeuronParams, straight_through: bool = False) -> Array:
     """Where a neuron's count ends after its input stops: clip(floor((sum I + v_init) / th), 0, z_max).
 

@@ -64,6 +64,24 @@ def layer_table(network: Network) -> str:
         f"\nK = {network.bias_steps} input/bias steps, pipeline depth D = {network.pipeline_depth}"
 
 
+def membrane_table(network: Network) -> str:
+    """Per neuron layer, the worst-case |v| (`membrane_bounds`) and the largest |v| seen on the fidelity samples
+    (meta `membrane_peak`, where qffs-export measured it), each against the 24-bit membrane's 2^23."""
+    peaks, names = network.meta.get("membrane_peak") or {}, network.meta.get("layer_names")
+    bounds = count_bounds(network)
+    rows = []
+    for i, _ in network.neuron_layers:
+        low, high = membrane_bounds(network, i, bounds)
+        name = names[i] if names and i < len(names) else ""
+        seen = peaks.get(name)
+        rows.append((str(i), name, f"{max(-low, high):,} ({max(-low, high) / STATE_LIMIT:.1%})",
+                     f"{seen:,} ({seen / STATE_LIMIT:.1%})" if isinstance(seen, int) else "-"))
+    where = (f"seen: the largest on the {network.meta.get('fidelity_samples')} fidelity samples, synchronous time, "
+             "until settled" if peaks else "seen: not measured (qffs-export measures it on its fidelity samples)")
+    return (f"membrane |v| per neuron layer against 2^23 (worst case: every source at its count bound; {where}):\n"
+            + render(("#", "layer", "worst case", "seen"), rows))
+
+
 def resource_table(network: Network) -> str:
     """One row per layer and the totals: neurons, synapses (connections, = the ANN's MACs per sample), and the
     integer weights stored with their memory at Loihi 2's 8-bit mantissa."""

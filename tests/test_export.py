@@ -162,23 +162,6 @@ def test_unsupported_layers_are_refused_by_name(tmp_path):
         load_model_file(path)
 
 
-def test_loihi_range_check_refuses_or_warns(tmp_path):
-    from qffs_lava.ann.train import train
-
-    model_path = tmp_path / "wide.pt"
-    # 8-bit activations: K = 255 input steps make the first layer's worst case exceed 24 bits
-    train("digits", "mlp", out=model_path, progress=False, log=lambda _: None, float_epochs=1, qat_epochs=1,
-          act_bits=8, out_bits=8)
-    net_path = tmp_path / "wide.h5"
-    with pytest.raises(QffsError, match=r"layer 2: worst-case \|v\| \d+ is not below 2\^23"):
-        export(model_path, net_path, log=lambda _: None)
-    assert not net_path.exists()
-    messages = []
-    export(model_path, net_path, loihi_check=False, log=messages.append)
-    assert net_path.exists() and any(m.startswith("warning: layer 2: worst-case |v|") for m in messages)
-    assert read_net(net_path).meta["loihi_ranges"] is False
-
-
 def run_export(*args):
     """qffs-export as its console script runs it (its main, in this process: test_user_errors.cli)."""
     from test_user_errors import cli

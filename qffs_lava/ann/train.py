@@ -35,7 +35,8 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from qffs_export.integer import IntegerModel, check_input_norm, pool_notes
+from qffs_export.integer import (MIN_WEIGHT_BITS, IntegerModel, check_fit, check_input_norm, input_scales,
+                                  pool_notes, same_integers, scaled_layers)
 from qffs_export.plan import plan_layers
 
 from qffs_lava import distributed
@@ -51,7 +52,7 @@ from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
 from qffs_lava.ann.models import build_model, input_normalization, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
-from qffs_lava.backends.pytorch import check_torch_device
+from qffs_lava.backends.pytorch import TorchNetwork, check_torch_device
 from qffs_lava.distributed import World, all_mean, all_sum, gather
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.signals import signal_of
@@ -603,6 +604,7 @@ def train(
     for note in pool_notes(architecture):
         log(note)
     check_input_norm(architecture, input_norm)
+    check_fit(architecture, info.levels)  # and a network no integer grid fits into Loihi 2
     model.to(device)
     session.model = model
     if resumed is not None:
@@ -651,8 +653,11 @@ def _phases(session: Session, model: nn.Module, architecture: dict, info: Datase
     validation = {"lsq": lsq.validation, "qann": lsq.validation}
     accuracies = {"float": float_acc, "lsq": lsq.test, "qann": lsq.test, "validation": validation}
     kept_epoch = None
+    if "grid" not in results:
+        results["grid"] = choose_grid(session, model, architecture, info.levels, input_norm)
+    grid = results["grid"]
     if cfg.hardware_epochs:
-        integer = IntegerModel(model, architecture, info.levels, input_norm)
+        integer = IntegerModel(model, architecture, info.levels, input_norm, grid and grid["input_scale"])
         if not (session.resumed and session.resumed["phase"] == "hardware"):
             test_acc, agreement = session.accuracy(integer, session.splits.test, other=model)
             results["before"] = {"integer_before": test_acc, "agreement_before": agreement,
@@ -676,6 +681,7 @@ def _phases(session: Session, model: nn.Module, architecture: dict, info: Datase
         + (f", kept its epoch {kept_epoch} of {cfg.hardware_epochs}" if cfg.hardware_epochs else "") + ")")
     acts = [node["bits"] for node in architecture["nodes"] if node["op"] == "act"]
     return {
+        **({"grid": grid} if grid else {}),
         "arch": architecture,
         "quantized": True,
         "hardware_exact": bool(cfg.hardware_epochs),
@@ -691,6 +697,50 @@ def _phases(session: Session, model: nn.Module, architecture: dict, info: Datase
                   "hardware_epoch_kept": kept_epoch, "ranks": session.world.size,
                   "torch": str(torch.__version__), "threads": torch.get_num_threads()},
     }
+
+
+def choose_grid(session: Session, model: nn.Module, architecture: dict, levels: float, input_norm: dict
+                ) -> Optional[dict]:
+    """The integer grid, chosen once after LSQ training (docs/training.md, "Fitting Loihi 2"): None where the
+    finest (the dataset's levels, every channel's weights filling the 8-bit range) fits Loihi 2, else the record of
+    the finest that fits by its price: of the input scales (`integer.input_scales`), each with every channel's mu
+    capped to fit, the one whose integer network agrees best with the unconstrained one on the validation split
+    (then the more accurate, then the finer) among those whose channels keep MIN_WEIGHT_BITS."""
+    with torch.no_grad():
+        reference, _ = IntegerModel(model, architecture, levels, input_norm, fit=False).network()
+        networks = [IntegerModel(model, architecture, levels, input_norm, scale).network()[0]
+                    for scale in input_scales(levels)]
+    if same_integers(networks[0], reference):
+        return None
+    scaled = [scaled_layers(network, reference) for network in networks]
+    keeps = [all(layer["weight_bits"] >= MIN_WEIGHT_BITS for layer in s.values()) for s in scaled]
+    nets = [TorchNetwork(n).to(session.device) for n in [reference] + networks]
+    tally = torch.zeros(len(nets), 2, dtype=torch.float64)  # per network: correct, agreeing with the reference
+    for x, y in session.batches(session.splits.validation):
+        predictions = [predict(net.qann(x)).cpu() for net in nets]
+        for i, p in enumerate(predictions):
+            tally[i, 0] += float((p == y).sum())
+            tally[i, 1] += float((p == predictions[0]).sum())
+    tally = all_sum(tally)
+    seen = int(tally[0, 1])
+    shares = (tally / seen).tolist() if seen else [[None, None]] * len(nets)
+    eligible = [i for i, keep in enumerate(keeps) if keep] or list(range(len(networks)))
+    best = eligible[0] if not seen else max(eligible, key=lambda i: (shares[i + 1][1], shares[i + 1][0], -i))
+    scale = input_scales(levels)[best]
+    record = {"input_scale": scale, "scaled": scaled[best], "validation_images": seen,
+              "accuracy": shares[best + 1][0], "agreement": shares[best + 1][1], "unconstrained_accuracy": shares[0][0]}
+    layers = ", ".join(f"{name} ({s['channels']} of {s['of']} channels, down to {s['weight_bits']:.1f}-bit weights)"
+                       for name, s in scaled[best].items())
+    price = (f"agreement with the unconstrained integer network {100 * record['agreement']:.2f}%, accuracy "
+             f"{100 * record['accuracy']:.2f}% against {100 * record['unconstrained_accuracy']:.2f}% on {seen} "
+             "validation images" if seen else "not measured (no validation images)")
+    session.log(f"grid: the finest integer grid does not fit Loihi 2's 24-bit membrane; took input scale {scale:g} "
+                + ("(the dataset's levels)" if best == 0 else f"(x_int up to {math.floor(scale + 0.5)}, of {levels:g} "
+                   "levels)") + (f" and scaled {layers}" if layers else ", no weights scaled") + f"; price: {price}")
+    if not keeps[best]:
+        session.log(f"warning: no grid leaves every channel's largest weight {MIN_WEIGHT_BITS} bits or more: the "
+                    "price above is what fitting Loihi 2 costs")
+    return record
 
 
 def keep_elsewhere(out: str | Path, model: nn.Module, record: dict) -> str:

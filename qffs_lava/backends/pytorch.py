@@ -37,6 +37,7 @@ from qffs_lava.dynamics import (
     NeuronParams,
     PoolParams,
     bias_active,
+    integrated,
     neuron_init,
     neuron_step,
     pool_init,
@@ -234,6 +235,19 @@ class TorchNetwork(nn.Module):
                           [r.cpu() for r in recorded] if recorded is not None else None,
                           counter.costs if counter is not None else None)
 
+    def membrane_peaks(self, x) -> Dict[int, int]:
+        """Per neuron layer index, the largest |v| (`dynamics.integrated`) any neuron reaches on a batch of dataset
+        values, in synchronous time until the network settles: the first step after the input window in which
+        nothing spikes (from then on no current flows and no v changes), at most `Network.settling_steps`."""
+        network = self.network
+        stepper = _Step(self, self.encode(x), "sync", record_membrane=True)
+        for t in range(1, network.settling_steps + 1):
+            stepper.t = t
+            values = network.propagate(stepper)
+            if t > network.bias_steps and not any(bool(v.any()) for v in values[1:]):
+                break
+        return {i: int(peak) for i, peak in stepper.peaks.items()}
+
 
 class _Buffers:
     """The executor's visitor that gives each layer its buffers (an empty module where it has none)."""
@@ -258,8 +272,10 @@ class _Buffers:
 class _Step:
     """The executor's visitor for one time step t of the SNN; keeps every layer's state between steps."""
 
-    def __init__(self, net: TorchNetwork, x_int: torch.Tensor, mode: str, mechanisms: Mechanisms = ALL_MECHANISMS):
+    def __init__(self, net: TorchNetwork, x_int: torch.Tensor, mode: str, mechanisms: Mechanisms = ALL_MECHANISMS,
+                 record_membrane: bool = False):
         self.net, self.x_int, self.mode, self.mechanisms, self.t = net, x_int, mode, mechanisms, 0
+        self.peaks: Optional[Dict[int, torch.Tensor]] = {} if record_membrane else None  # per layer, max |v| so far
         self.skip_silent = x_int.device.type == "cpu"
         batch = x_int.shape[0]
         self.silence = [torch.zeros((batch,) + shape, dtype=net.dtype, device=x_int.device)
@@ -283,6 +299,9 @@ class _Step:
         params = self.mechanisms.params(tensors.params)
         state = self.states.get(index) or neuron_init(self.silence[index], params)
         spikes, self.states[index] = neuron_step(current, state, params, self.mechanisms.negative_spikes)
+        if self.peaks is not None:
+            peak = integrated(spikes, self.states[index], params).abs().max()
+            self.peaks[index] = torch.maximum(self.peaks.get(index, peak), peak)
         return spikes
 
     def maxpool(self, index, layer, source):

@@ -5,6 +5,9 @@ signed mantissa m in [-128, 127] in mixed-sign mode, stored as the even integers
 [-256, 254] (lava's fixed-point Dense drops the lowest bit of any other). The membrane is
 24-bit signed, so thresholds and the worst-case |v| stay below 2^23. A per-step bias is a
 13-bit signed mantissa times 2^e, 0 <= e <= 7.
+
+The worst case (`membrane_bounds`) assumes every source at its count bound (`count_bounds`)
+at once; `export.integer` chooses each channel's grid so that it holds after rounding.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ WEIGHT_MANTISSA_MIN, WEIGHT_MANTISSA_MAX = -128, 127
 WEIGHT_MIN, WEIGHT_MAX = 2 * WEIGHT_MANTISSA_MIN, 2 * WEIGHT_MANTISSA_MAX
 STATE_LIMIT = 2**23
 BIAS_MANTISSA_BITS, BIAS_MAX_EXP = 13, 7
+#: A value of |value| < BIAS_LIMIT has a nearest bias (at e = 7 its mantissa round(value / 2^7) fits 13 bits).
+#: Rounding moves it by at most max(1/2, BIAS_ROUNDING |value|): e is the smallest exponent that fits, so
+#: e >= 1 only where round(value / 2^(e-1)) did not, i.e. 2^(e-1) <= |value| / (2^12 - 1/2).
+BIAS_LIMIT = (2 ** (BIAS_MANTISSA_BITS - 1) - 0.5) * 2**BIAS_MAX_EXP
+BIAS_ROUNDING = 1 / (2 ** (BIAS_MANTISSA_BITS - 1) - 0.5)
 
 Array = Any  # a numpy array or a torch tensor
 
@@ -57,15 +65,20 @@ def bias_exponents(bias: np.ndarray) -> np.ndarray:
     return np.where(exact, exponent, -1).astype(np.int64)
 
 
+def input_count_bound(input_scale: float, bias_steps: int) -> int:
+    """The most counts the input delivers: K steps of the largest x_int, floor(inputScale + 1/2)."""
+    return bias_steps * math.floor(input_scale + 0.5)
+
+
 def count_bounds(network: Network) -> List[int]:
     """For each layer, the largest net spike count its output reaches at any step.
 
-    The input delivers K * max x_int; a neuron layer at most zMax; pools and flattens their source's.
+    The input delivers `input_count_bound`; a neuron layer at most zMax; pools and flattens their source's.
     """
     bounds: List[int] = []
     for i, layer in enumerate(network.layers):
         if i == 0:
-            bounds.append(network.bias_steps * math.floor(network.input.input_scale + 0.5))
+            bounds.append(input_count_bound(network.input.input_scale, network.bias_steps))
         elif isinstance(layer, NeuronLayer):
             bounds.append(layer.neurons.z_max)
         else:

@@ -124,6 +124,21 @@ class Network:
         return self.depths[-1]
 
     @property
+    def settling_steps(self) -> int:
+        """Synchronous steps after which no neuron spikes again: the input stops after step K, and a neuron
+        whose current has stopped moves its count straight to where it settles, one spike a step, so it spikes
+        last at most zMax steps after its sources' (or its bias window's) last step."""
+        last: List[int] = []
+        for i, layer in enumerate(self.layers):
+            if i == 0:
+                last.append(self.bias_steps)
+            elif isinstance(layer, NeuronLayer):
+                last.append(max([self.bias_steps] + [last[j] for j in layer.inputs]) + layer.neurons.z_max)
+            else:
+                last.append(last[layer.inputs[0]])
+        return max(last)
+
+    @property
     def num_classes(self) -> int:
         return int(np.prod(self.shapes[-1]))
 
