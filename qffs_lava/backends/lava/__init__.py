@@ -89,7 +89,7 @@ class LavaBackend(Backend):
             wanted = fit
         elif verbose:
             print(f"Lava: {wanted} worker{'s' if wanted > 1 else ''}, {each}; about {gib(wanted * footprint.bytes)} "
-                  "in all", file=sys.stderr)
+                  "for the workers (an estimate)", file=sys.stderr)
         return dataclasses.replace(options, lava_batch=batch, workers=wanted)
 
     def simulate(self, network, x, steps, mode, options=RunOptions()):

@@ -12,9 +12,10 @@ their sharers) counts it, is about
   + values x v of the arrays: weights (a batched dense synapse holds B copies, sparse),
     neuron state and parameters, the source's input for the chunk, the recorders' buffers
 
-with v the bytes of a value (4 for fixed_pt's int32, 8 for floating_pt). PROCESS_BYTES and
-the model were fitted with bench/lava_memory.py (lava-nc 0.10.0, Python 3.10), on a digits
-MLP (11 processes; 12 % above what it measured) and a ResNet-20 at B = 32 (54; 8 % below).
+with v the bytes of a value (4 for fixed_pt's int32, 8 for floating_pt). The model was fitted
+with bench/lava_memory.py (lava-nc 0.10.0, Python 3.10) to a ResNet-20 at B = 32 over 500
+images (54 processes a worker, several runtimes one after another in each): it errs high for
+small networks (a digits MLP's 11 processes: 0.35 GB against 0.23 GB measured).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from qffs_lava.ir.network import Network
 #: whole message in shared memory, and 64 of them took 4.5 GB of /dev/shm for a ResNet-20 at B = 32.
 CHANNEL_SLOTS = 2
 
-#: A Lava process's own memory (PSS) beyond its arrays and channels (bench/lava_memory.py: 0.23 GB for the 11 of
-#: a digits MLP runtime).
-PROCESS_BYTES = 22 * 2**20
+#: A Lava process's own memory (PSS) beyond its arrays and channels: a forked Python process with numpy and Lava,
+#: about 21 MB in a worker's first runtime, more in later ones (bench/lava_memory.py).
+PROCESS_BYTES = 32 * 2**20
 
 #: Processes of a runtime besides the network's: the source, Lava's runtime service and shared memory manager.
 RUNTIME_PROCESSES = 3
