@@ -93,6 +93,19 @@ def lava_runtimes_only_where_marked(request, monkeypatch):
         monkeypatch.setattr(AbstractProcess, "run", refuse)
 
 
+@pytest.fixture
+def own_tmpdir(tmp_path, monkeypatch) -> Path:
+    """A temporary directory of the test's own, for this process (tempfile) and the commands it starts (TMPDIR), so
+    that what it finds there is its own."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA_DIR

@@ -57,6 +57,50 @@ def shared_memory_segments():
     return set(os.listdir("/dev/shm"))
 
 
+def segments_in_use() -> set:
+    """The /dev/shm entries some live process has open or mapped now."""
+    used = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            used.update(line.split("/dev/shm/", 1)[1].removesuffix(" (deleted)")
+                        for line in (entry / "maps").read_text().splitlines() if "/dev/shm/" in line)
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("/dev/shm/"):
+                    used.add(target[len("/dev/shm/"):])
+        except OSError:
+            continue
+    return used
+
+
+def leaked_segments(before: set) -> set:
+    """Shared memory segments made since `before` (a shared_memory_segments()) that are still there and that no live
+    process has open or mapped: left behind. Another job's segments in use at the same time are not counted."""
+    new = shared_memory_segments() - before
+    if not new:
+        return set()
+    used = segments_in_use()
+    return (new & shared_memory_segments()) - used
+
+
 def lava_scratch_folders():
-    """The Lava backend's temporary recording folders (qffs-lava-*) that exist now."""
+    """The Lava backend's temporary recording folders (qffs-lava-*) that exist now, in the temporary directory (the
+    test's own with the `own_tmpdir` fixture, so that other jobs' runs do not count)."""
     return set(Path(tempfile.gettempdir()).glob("qffs-lava-*"))
+
+
+class Snapshot:
+    """What exists before a run: this process's descendants, the shared memory segments and the Lava scratch folders;
+    `left()` names what the run left behind."""
+
+    def __init__(self):
+        self.descendants, self.segments = descendants_of(os.getpid()), shared_memory_segments()
+        self.scratch = lava_scratch_folders()
+
+    def left(self) -> dict:
+        found = {"processes": sorted(set(descendants_of(os.getpid())) - set(self.descendants)),
+                 "shared memory": sorted(leaked_segments(self.segments)),
+                 "scratch folders": sorted(map(str, lava_scratch_folders() - self.scratch))}
+        return {what: items for what, items in found.items() if items}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from processes import alive, descendants_of, lava_scratch_folders, shared_memory_segments
+from processes import Snapshot, alive, descendants_of
 from terminal import MOMENTS, ctrl_c_in_a_terminal
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
@@ -32,7 +32,7 @@ def press_ctrl_c_during_a_lava_run(net, moment, workers):
     """Ctrl-C in a terminal running `qffs-run --backend lava` (3 runtimes of 100 samples of the per-sample
     network, one after the other or in 2 worker processes): one line, exit code 130 within a few seconds, and no
     process, shared memory or temporary file left."""
-    shm, scratch = shared_memory_segments(), lava_scratch_folders()
+    before = Snapshot()
     qffs_run = str(Path(sys.executable).parent / "qffs-run")
     run = ctrl_c_in_a_terminal([qffs_run, str(net), "--dataset", "digits", "--samples", "300", "--backend",
                                 "lava", "--lava-batch", "1", "--steps", "16", "--quiet", "--workers", str(workers)],
@@ -44,20 +44,19 @@ def press_ctrl_c_during_a_lava_run(net, moment, workers):
     assert run.seconds_to_exit < 10
     time.sleep(1)
     assert not [pid for pid in run.workers if alive(pid)], "processes outlived the run"
-    assert shared_memory_segments() == shm
-    assert lava_scratch_folders() == scratch, "temporary files left"
+    assert not before.left()
     return run
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("moment", MOMENTS)
-def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment, workers):
+def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment, workers, own_tmpdir):
     press_ctrl_c_during_a_lava_run(digits_net, moment, workers)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_in_a_terminal_ten_times_in_a_row_at_each_moment(digits_net, workers):
+def test_ctrl_c_in_a_terminal_ten_times_in_a_row_at_each_moment(digits_net, workers, own_tmpdir):
     for moment in MOMENTS:
         seconds = [press_ctrl_c_during_a_lava_run(digits_net, moment, workers).seconds_to_exit for _ in range(10)]
         print(f"{workers} workers, Ctrl-C while {moment}: exit 130 after {min(seconds):.2f}-{max(seconds):.2f} s "
@@ -73,9 +72,10 @@ def ctrl_c_raises():
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, ctrl_c_raises):
+def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, ctrl_c_raises, own_tmpdir):
     network = read_net(digits_net)
-    before, shm = descendants_of(os.getpid()), shared_memory_segments()
+    snapshot = Snapshot()
+    before = snapshot.descendants
     x = np.random.default_rng(0).integers(0, 17, size=(400, 1, 8, 8)) / 16
     me = os.getpid()
 
@@ -91,8 +91,7 @@ def test_keyboard_interrupt_inside_a_run_stops_the_runtime(digits_net, workers, 
     with pytest.raises(KeyboardInterrupt):
         simulate(network, x, 16, "lava", chunk=400 // workers, workers=workers, lava_batch=1)  # 150 s to the end
     assert time.monotonic() - started < 100
-    assert descendants_of(os.getpid()) == before
-    assert shared_memory_segments() == shm
+    assert not snapshot.left()
 
 
 def overflowing_network():

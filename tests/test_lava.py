@@ -1,11 +1,10 @@
 """The Lava backends against the torch simulator, spike for spike, and clean runtimes."""
 
-import os
 
 import numpy as np
 import pytest
 import torch
-from processes import children_of, descendants_of, lava_scratch_folders, shared_memory_segments
+from processes import Snapshot
 from random_nets import random_inputs, random_network
 
 from qffs_lava.ann.datasets import load_dataset
@@ -64,17 +63,16 @@ def test_qffs_run_lava_backend_matches_torch_backend(digits_net):
     assert lava.predictions == torch_report.predictions
 
 
-def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net):
+def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net, own_tmpdir):
     network = read_net(digits_net)
     x, _ = load_dataset("digits", "test")
-    children, segments = children_of(os.getpid()), shared_memory_segments()
+    before = Snapshot()
     for _ in range(20):
         simulate(network, x[:2], 4, "lava")
-    assert children_of(os.getpid()) == children
-    assert shared_memory_segments() == segments
+    assert not before.left()
 
 
-def test_an_error_after_the_runtime_ran_leaves_nothing(digits_net, monkeypatch):
+def test_an_error_after_the_runtime_ran_leaves_nothing(digits_net, monkeypatch, own_tmpdir):
     """Reading the recordings fails in the worker, its Lava runtime still up: the error is raised here, and no
     process, segment or scratch folder of the run is left."""
     def broken(*args):
@@ -82,12 +80,10 @@ def test_an_error_after_the_runtime_ran_leaves_nothing(digits_net, monkeypatch):
 
     monkeypatch.setattr(runner, "from_lava_layout", broken)  # the forked workers inherit it
     network = read_net(digits_net)
-    descendants, segments, scratch = descendants_of(os.getpid()), shared_memory_segments(), lava_scratch_folders()
+    before = Snapshot()
     with pytest.raises(ValueError, match="failure while reading"):
         simulate(network, np.zeros((2, 1, 8, 8)), 4, "lava")
-    assert descendants_of(os.getpid()) == descendants
-    assert shared_memory_segments() == segments
-    assert lava_scratch_folders() == scratch
+    assert not before.left()
 
 
 def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch, capsys):

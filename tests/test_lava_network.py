@@ -1,7 +1,6 @@
 """QffsNetwork, the net.h5 as one Lava Process: in a user's own graph, in the example, and in parallel workers."""
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from processes import descendants_of, shared_memory_segments
+from processes import Snapshot
 from random_nets import random_graph, random_inputs
 
 from qffs_lava.ann.datasets import load_dataset
@@ -113,11 +112,11 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     assert int(np.abs(probed).sum()) > 0
 
 
-def test_workers_give_the_same_results_as_one(residual_net):
+def test_workers_give_the_same_results_as_one(residual_net, own_tmpdir):
     path, x = residual_net
     network = read_net(path)
     one = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1, lava_batch=1)
-    before, shm = descendants_of(os.getpid()), shared_memory_segments()
+    before = Snapshot()
     done = []
     two = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, lava_batch=2,
                    progress=done.append)  # 3 chunks of one group of 2 samples
@@ -125,20 +124,20 @@ def test_workers_give_the_same_results_as_one(residual_net):
     assert torch.equal(one.output_counts, two.output_counts)
     for a, b in zip(one.spikes, two.spikes):
         assert torch.equal(a, b)
-    assert descendants_of(os.getpid()) == before and shared_memory_segments() == shm
+    assert not before.left()
 
 
-def test_an_error_in_a_worker_is_raised_and_every_worker_stopped(residual_net, monkeypatch):
+def test_an_error_in_a_worker_is_raised_and_every_worker_stopped(residual_net, monkeypatch, own_tmpdir):
     path, x = residual_net
 
     def broken(self, progress):
         raise ValueError("broken on purpose")
 
     monkeypatch.setattr(LavaRun, "run", broken)  # the forked workers inherit it
-    before, shm = descendants_of(os.getpid()), shared_memory_segments()
+    before = Snapshot()
     with pytest.raises(ValueError, match="broken on purpose"):
         simulate(read_net(path), x, STEPS, "lava", chunk=2, workers=2)
-    assert descendants_of(os.getpid()) == before and shared_memory_segments() == shm
+    assert not before.left()
 
 
 def test_the_process_checks_its_parameters_and_prints_the_lava_view(digits_lenet_net):

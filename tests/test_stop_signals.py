@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pytest
-from processes import descendants_of, lava_scratch_folders, session_alive, shared_memory_segments
+from processes import Snapshot, lava_scratch_folders, leaked_segments, session_alive, shared_memory_segments
 
 import qffs_lava.backends.lava.runner as runner
 from qffs_lava.backends import simulate
@@ -90,33 +90,27 @@ def stop_signals_raise():
     signal.signal(signal.SIGINT, previous)
 
 
-def assert_nothing_left(before, shm, scratch):
-    assert descendants_of(os.getpid()) == before, "processes outlived the run"
-    assert shared_memory_segments() - shm == set(), "shared memory left"
-    assert lava_scratch_folders() == scratch, "scratch folder left"
-
-
 @pytest.mark.parametrize("state, signum", [("starting", signal.SIGINT), ("busy", signal.SIGTERM),
                                            ("handing over", signal.SIGHUP), ("tearing down", signal.SIGINT)])
 def test_a_stop_signal_in_every_state_of_a_worker_ends_the_whole_run(digits_lenet_net, monkeypatch, state, signum,
-                                                                      stop_signals_raise):
+                                                                      stop_signals_raise, own_tmpdir):
     signal_caller_at(monkeypatch, state, lambda pid: os.kill(pid, signum))
     network, x = read_net(digits_lenet_net), np.random.default_rng(0).integers(0, 17, (12, 1, 8, 8)) / 16
-    before, shm, scratch = descendants_of(os.getpid()), shared_memory_segments(), lava_scratch_folders()
+    before = Snapshot()
     with pytest.raises(KeyboardInterrupt) as raised:
         simulate(network, x, 8, "lava", chunk=3, workers=2, lava_batch=3)  # 4 chunks, 2 at a time
     assert getattr(raised.value, "signum", signal.SIGINT) == signum
-    assert_nothing_left(before, shm, scratch)
+    assert not before.left()
 
 
 @pytest.mark.parametrize("state", ["starting", "handing over"])
-def test_a_worker_that_dies_fails_the_run_and_leaves_nothing(digits_net, monkeypatch, state):
+def test_a_worker_that_dies_fails_the_run_and_leaves_nothing(digits_net, monkeypatch, state, own_tmpdir):
     signal_caller_at(monkeypatch, state, lambda pid: os.kill(os.getpid(), signal.SIGKILL))
     network, x = read_net(digits_net), np.random.default_rng(1).integers(0, 17, (8, 1, 8, 8)) / 16
-    before, shm, scratch = descendants_of(os.getpid()), shared_memory_segments(), lava_scratch_folders()
+    before = Snapshot()
     with pytest.raises(QffsError, match=r"a Lava worker process ended \((killed by SIGKILL|its pipe closed)\)"):
         simulate(network, x, 8, "lava", chunk=4, workers=2)
-    assert_nothing_left(before, shm, scratch)
+    assert not before.left()
 
 
 # Random moments --------------------------------------------------------------------------------
@@ -178,7 +172,7 @@ def stop_at(command: List[str], signum: int, moment: float) -> Stop:
     alive = session_alive(process.pid)
     time.sleep(1)
     stop = Stop(moment, process.returncode, returned - sent, err, alive, session_alive(process.pid),
-                shared_memory_segments() - shm, lava_scratch_folders() - scratch)
+                leaked_segments(shm), lava_scratch_folders() - scratch)
     for line in set(alive) | set(stop.alive_later):  # nothing may outlive a failed check either
         try:
             os.kill(int(line.split()[0]), signal.SIGKILL)
@@ -227,7 +221,8 @@ def busy_cores():
 
 
 @pytest.mark.parametrize("kind, signum", [("chain", signal.SIGTERM), ("lenet", signal.SIGHUP)])
-def test_a_stop_signal_at_a_random_moment_ends_a_lava_run_cleanly(digits_net, digits_lenet_net, kind, signum):
+def test_a_stop_signal_at_a_random_moment_ends_a_lava_run_cleanly(digits_net, digits_lenet_net, kind, signum,
+                                                                  own_tmpdir):
     net = {"chain": digits_net, "lenet": digits_lenet_net}[kind]
     stop_at_random_moments(net, kind, signum, tries=1, rng=seeded(), length=6)
 
@@ -246,7 +241,8 @@ def test_timeout_never_needs_its_kill(digits_net):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("kind", ["chain", "lenet"])
-def test_stop_signals_at_random_moments_with_both_cores_busy(digits_net, digits_lenet_net, busy_cores, kind):
+def test_stop_signals_at_random_moments_with_both_cores_busy(digits_net, digits_lenet_net, busy_cores, kind,
+                                                            own_tmpdir):
     """15 SIGTERMs to the command and 15 Ctrl-Cs to its group per network (30 of each over the two), and 5 SIGHUPs."""
     net, rng = {"chain": digits_net, "lenet": digits_lenet_net}[kind], seeded()
     for signum, tries in ((signal.SIGTERM, 15), (signal.SIGINT, 15), (signal.SIGHUP, 5)):
