@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from processes import session_alive
 from test_user_errors import cli
 
 from qffs_lava.ann.checkpoint import checkpoint_path, read_metrics
@@ -249,6 +250,26 @@ def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_sam
     assert not checkpoint_path(tmp_path / "cut.pt").exists()
     epochs = [(line["phase"], line["epoch"]) for line in read_metrics(metrics)]
     assert epochs == [(line["phase"], line["epoch"]) for line in read_metrics(tmp_path / "whole.metrics.jsonl")]
+
+
+def test_sigterm_to_the_group_of_a_folder_run_with_dataloader_workers_is_the_stop_not_a_crash(images, tmp_path):
+    """`timeout` sends SIGTERM to the command's whole group, its DataLoader workers too: they leave the stop to the
+    command, which says it in its own words (before, a worker killed first made it a DataLoader traceback)."""
+    out = tmp_path / "m.pt"
+    process = subprocess.Popen([str(BIN / "qffs-train"), "--dataset", f"folder:{images}", *FOLDER_RUN,
+                                "--float-epochs", "40", "--workers", "2", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not checkpoint_path(out).exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    time.sleep(random.uniform(0, 0.5))  # its workers reading the next epoch's images
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    time.sleep(1)
+    assert process.returncode == 143, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err and "DataLoader" not in err, err
+    assert not session_alive(process.pid)
 
 
 def test_resume_refuses_a_checkpoint_of_other_options_and_a_fresh_run_will_not_overwrite_one(tmp_path):

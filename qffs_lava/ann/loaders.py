@@ -17,6 +17,7 @@ Order and randomness, so that training is deterministic and resumable on a CPU:
 
 from __future__ import annotations
 
+import signal
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qffs_lava.distributed import World
+from qffs_lava.signals import STOP_SIGNALS
 
 
 class Tensors(Dataset):
@@ -94,10 +96,21 @@ class Shard(Sampler[int]):
 def loader(dataset: Dataset, batch_size: int, sampler: Sampler, workers: int = 0, device: str = "cpu",
            generator: Optional[torch.Generator] = None) -> DataLoader:
     """A DataLoader over `dataset` in the sampler's order: `workers` processes reading samples (0: this one),
-    pinned memory when batches go to a GPU, the workers seeded from `generator`."""
+    pinned memory when batches go to a GPU, the workers seeded from `generator`, stop signals left to this
+    process (`leave_stops_to_the_parent`)."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=device.startswith("cuda"), generator=generator,
+                      worker_init_fn=leave_stops_to_the_parent if workers else None,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def leave_stops_to_the_parent(worker_id: int) -> None:
+    """In a DataLoader worker: ignore Ctrl-C, SIGTERM and SIGHUP. A terminal and `timeout` send them to the whole
+    process group; a worker they killed first would make the command report a crashed DataLoader instead of the
+    stop. The command handles the stop and ends its workers through the DataLoader (a worker whose parent
+    dies ends by itself)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
