@@ -130,7 +130,7 @@ def flag_for(parser: argparse.ArgumentParser) -> Callable[[str, Optional[Any]], 
 def command(build: Callable[[], argparse.ArgumentParser]):
     """A CLI main(argv) -> exit code from a parser builder and the function that acts on the parsed arguments:
     QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C, SIGTERM,
-    SIGHUP -> their cleanup, then 130, 143, 129 (qffs_lava.signals); under
+    SIGHUP -> their cleanup, then 130, 143, 129 (qffs_lava.signals); output to a closed pipe -> 141, quietly; under
     torchrun, a rank whose peer failed -> one line and 1 (the failed rank's line says why)."""
 
     def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
@@ -161,6 +161,10 @@ def command(build: Callable[[], argparse.ArgumentParser]):
                 stopped = "" if signal_of(err) == signal.SIGINT else f" by {signal.Signals(signal_of(err)).name}"
                 print(f"{rank_prefix()}interrupted{stopped}", file=sys.stderr)
                 return exit_code(err)
+            except BrokenPipeError:  # whoever read the output went away (`| head`): stop quietly, as `cat` does
+                finished()
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that nothing writes there again
+                return 128 + signal.SIGPIPE
             except RuntimeError as err:
                 if not lost_peer(err):
                     raise

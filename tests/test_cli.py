@@ -80,3 +80,16 @@ def test_a_negative_flag_is_shown_for_its_parameter():
 
     assert err.render(flag_for(parser_of(export_main))) == "the network does not fit (--no-loihi-check exports it " \
                                                            "anyway)"
+
+
+def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(digits_net, tmp_path):
+    """`qffs-inspect net.h5 | true` (or `| head` once head has read enough): no traceback, exit 141 as a command
+    killed by SIGPIPE (the reader exits before the command has imported torch, so its first write finds no reader)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inspect_command = Path(sys.executable).parent / "qffs-inspect"
+    done = subprocess.run(["bash", "-c", f'"{inspect_command}" "{digits_net}" 2>"{tmp_path / "err"}" | true; '
+                           'echo "${PIPESTATUS[0]}"'], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "141" and (tmp_path / "err").read_text() == ""
