@@ -138,14 +138,20 @@ class Stop:
     def __post_init__(self):
         self.finished = self.exit_code == 0
 
+    def before_the_command(self, signum: int) -> bool:
+        """Whether the signal came while CPython was still starting, before any of the command's code ran (the first
+        tenth of a second or so): it kills the interpreter (which the shell reports as 128 + the signal), or a
+        Ctrl-C stops CPython's own import of `site` ("Fatal Python error", exit 1). No process of the run exists
+        yet, and no program can handle a signal there."""
+        return self.exit_code == -signum or (self.exit_code == 1 and "Fatal Python error: init_import_site" in
+                                             self.stderr)
+
     def faults(self, signum: int) -> List[str]:
-        """What went wrong. A command killed by the signal itself (while the interpreter started, before any of its
-        code ran) exits as the shell reports 128 + the signal too; one the signal reached exits 128 + it and says
-        so in one line."""
+        """What went wrong: a command the signal reached exits 128 + it and says so in one line."""
         lines = [line for line in self.stderr.splitlines() if line.strip()]
-        by_signal = self.exit_code == -signum
-        checks = {"exit code": self.finished or by_signal or self.exit_code == 128 + signum,
-                  "one line": self.finished or by_signal or len(lines) == 1,
+        early = self.before_the_command(signum)
+        checks = {"exit code": self.finished or early or self.exit_code == 128 + signum,
+                  "one line": self.finished or early or len(lines) == 1,
                   "exit within 10 s": self.seconds_to_exit < 10, "no process left": not self.alive,
                   "no process 1 s later": not self.alive_later, "no shared memory left": not self.new_shared_memory,
                   "no scratch folder left": not self.new_scratch}
@@ -201,8 +207,8 @@ def stop_at_random_moments(net: Path, kind: str, signum: int, tries: int, rng: r
     faulty = [(stop, stop.faults(signum)) for stop in stops if stop.faults(signum)]
     stopped = [s for s in stops if not s.finished]
     print(f"{kind}, {name} at {tries} random moments of a {length:.1f} s run: {len(faulty)} faults, "
-          f"{len(stops) - len(stopped)} finished first, {sum(s.exit_code == -signum for s in stops)} before the "
-          "interpreter ran the command; exits after "
+          f"{len(stops) - len(stopped)} finished first, {sum(s.before_the_command(signum) for s in stops)} while "
+          "CPython started, before the command ran; exits after "
           f"{min((s.seconds_to_exit for s in stopped), default=0):.2f}-"
           f"{max((s.seconds_to_exit for s in stopped), default=0):.2f} s")
     assert not faulty, "\n".join(f"{name} at {stop.moment:.2f} s: {', '.join(faults)} failed ({stop})"
