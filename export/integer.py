@@ -311,9 +311,12 @@ def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std) -> Tuple[T
     for zero padding, which `check_input_norm` rules out."""
     mean, std = (torch.tensor(v, dtype=torch.float64, device=weight.device) for v in (mean, std))
     channels = len(std)
-    if weight.ndim == 4:
-        w = weight / std.reshape(1, -1, 1, 1)
-        return w, bias - (w * mean.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    if weight.ndim == 4:  # weight[o, j] reads input channel g * (C / groups) + j, g the group of output o
+        out, per_group = weight.shape[:2]
+        group = torch.arange(out, device=weight.device) // (out // (channels // per_group))
+        reads = (group[:, None] * per_group + torch.arange(per_group, device=weight.device))[..., None, None]
+        w = weight / std[reads]
+        return w, bias - (w * mean[reads]).sum(dim=(1, 2, 3))
     w = weight.reshape(weight.shape[0], channels, -1) / std.reshape(1, -1, 1)
     return w.reshape(weight.shape), bias - (w * mean.reshape(1, -1, 1)).sum(dim=(1, 2))
 
