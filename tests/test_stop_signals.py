@@ -147,11 +147,14 @@ class Stop:
                                              self.stderr)
 
     def faults(self, signum: int) -> List[str]:
-        """What went wrong: a command the signal reached exits 128 + it and says so in one line."""
+        """What went wrong: a command the signal reached exits 128 + it and says so in one line, its last (before it,
+        only what a run says anyway: what it will hold, the progress bar), with no error or traceback."""
         lines = [line for line in self.stderr.splitlines() if line.strip()]
         early = self.before_the_command(signum)
+        said = [line for line in lines if "interrupted" in line or any(word in line.lower() for word in (
+            "error", "traceback", "exception", "warning"))]
         checks = {"exit code": self.finished or early or self.exit_code == 128 + signum,
-                  "one line": self.finished or early or len(lines) == 1,
+                  "one line": self.finished or early or (said == lines[-1:] and said[0].startswith("interrupted")),
                   "exit within 10 s": self.seconds_to_exit < 10, "no process left": not self.alive,
                   "no process 1 s later": not self.alive_later, "no shared memory left": not self.new_shared_memory,
                   "no scratch folder left": not self.new_scratch}

@@ -77,8 +77,9 @@ class LavaBackend(Backend):
         memory, shm = available_memory()
         fit = min(memory // footprint.bytes, shm // max(footprint.shared_memory, 1))
         wanted = options.workers or min(default_workers(), -(-samples // chunk))
-        each = (f"each Lava worker holds a runtime of {footprint.describe()} ({batch} samples side by side), "
-                f"and {gib(memory)} of memory ({gib(shm)} of /dev/shm) are free")
+        each = (f"each Lava worker holds a runtime of {footprint.processes} processes ({batch} samples side by "
+                f"side), about {gib(footprint.bytes)} by estimate, and {gib(memory)} of memory ({gib(shm)} of "
+                "/dev/shm) are free")
         if fit < 1:
             raise ParameterError(f"not even one Lava runtime fits here: {each}; give a smaller {{}} (its processes "
                                  "stay, its channels and weights shrink), or free memory", ("lava_batch", batch))
@@ -88,8 +89,7 @@ class LavaBackend(Backend):
             print(f"note: {fit} Lava worker{'s' if fit > 1 else ''} instead of {wanted}: {each}", file=sys.stderr)
             wanted = fit
         elif verbose:
-            print(f"Lava: {wanted} worker{'s' if wanted > 1 else ''}, {each}; about {gib(wanted * footprint.bytes)} "
-                  "for the workers (an estimate)", file=sys.stderr)
+            print(f"Lava: {wanted} worker{'s' if wanted > 1 else ''}; {each}", file=sys.stderr)
         return dataclasses.replace(options, lava_batch=batch, workers=wanted)
 
     def simulate(self, network, x, steps, mode, options=RunOptions()):
