@@ -309,8 +309,11 @@ def fold_avgpool_after(weight: Tensor, stride: Tuple[int, int], pool_kernel: Tup
 def fold_input_normalization(weight: Tensor, bias: Tensor, mean, std) -> Tuple[Tensor, Tensor]:
     """A synapse on raw x instead of (x - mean) / std: W' = W / std, B' = B - W' . mean (per channel); exact but
     for zero padding, which `check_input_norm` rules out."""
-    mean, std = (torch.tensor(v, dtype=torch.float64, device=weight.device) for v in (mean, std))
+    mean, std = (torch.tensor(v, dtype=torch.float64, device=weight.device).reshape(-1) for v in (mean, std))
     channels = len(std)
+    if channels == 1:  # one mean and std for every channel
+        w = weight / std
+        return w, bias - mean * w.flatten(1).sum(dim=1)
     if weight.ndim == 4:  # weight[o, j] reads input channel g * (C / groups) + j, g the group of output o
         out, per_group = weight.shape[:2]
         group = torch.arange(out, device=weight.device) // (out // (channels // per_group))

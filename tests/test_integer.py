@@ -139,18 +139,19 @@ def test_nearest_bias_rounds_to_the_nearest_mantissa_times_a_power_of_two():
     assert bias_exponents(np.array([4095, 4096, 10000, 10002, 524032, 10**9])).tolist() == [0, 1, 2, -1, 7, -1]
 
 
-@pytest.mark.parametrize("groups", [1, 3])
-def test_the_input_normalization_folds_into_grouped_convs_too(groups):
+@pytest.mark.parametrize("groups, mean, std", [(1, [0.1, 0.2, 0.3], [0.2, 0.3, 0.4]),
+                                               (3, [0.1, 0.2, 0.3], [0.2, 0.3, 0.4]),
+                                               (1, [0.5], [0.25]), (3, [0.5], [0.25])])
+def test_the_input_normalization_folds_into_grouped_convs_too(groups, mean, std):
     """A conv on (x - mean) / std equals the folded conv on x, per input channel of each group (a depthwise RGB
-    stem reads channel c with output c only)."""
+    stem reads channel c with output c only), and with one mean and std for all channels."""
     from qffs_export.integer import fold_input_normalization
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 6, 3, groups=groups).double()
-    mean, std = [0.1, 0.2, 0.3], [0.2, 0.3, 0.4]
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     as_map = functools.partial(torch.tensor, dtype=torch.float64)
-    normalized = (x - as_map(mean).reshape(1, 3, 1, 1)) / as_map(std).reshape(1, 3, 1, 1)
+    normalized = (x - as_map(mean).reshape(1, -1, 1, 1)) / as_map(std).reshape(1, -1, 1, 1)
     weight, bias = fold_input_normalization(conv.weight.detach(), conv.bias.detach(), mean, std)
     folded = torch.nn.functional.conv2d(x, weight, bias, groups=groups)
     assert torch.allclose(folded, conv(normalized), atol=1e-12)
