@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from qffs_lava.backends.lava.runner import import_lava
+from qffs_lava.backends.lava.adapter import import_lava
 
 
 def time_steps(build, data: np.ndarray, steps: int, repeats: int) -> float:

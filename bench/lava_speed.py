@@ -22,7 +22,7 @@ import torch
 from lava_neuron_speed import time_steps
 
 from qffs_lava.backends import simulate
-from qffs_lava.backends.lava.runner import import_lava
+from qffs_lava.backends.lava.adapter import import_lava
 from qffs_lava.backends.lava.workers import default_workers
 from qffs_lava.ir.layers import DenseSynapse
 from qffs_lava.ir.netfile import read_net

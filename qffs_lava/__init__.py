@@ -44,8 +44,8 @@ def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'qffs_lava' has no attribute {name!r}")
     module, attribute = _API[name]
-    if name == "QffsNetwork":  # Lava must be imported its own way first (backends.lava.runner.import_lava)
-        from qffs_lava.backends.lava.runner import import_lava
+    if name == "QffsNetwork":  # Lava must be imported its own way first (backends.lava.adapter.import_lava)
+        from qffs_lava.backends.lava.adapter import import_lava
 
         import_lava()
     value = getattr(importlib.import_module(module), attribute)

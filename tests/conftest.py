@@ -17,7 +17,7 @@ import pytest
 from hypothesis import settings
 
 from qffs_lava.backends import BACKENDS
-from qffs_lava.backends.lava.runner import import_lava
+from qffs_lava.backends.lava.adapter import import_lava
 
 # Lava sets multiprocessing's start method to 'fork' when first imported, which fails once anything (tqdm's
 # lock, for one) has fixed it; import_lava resets it first. Importing Lava's core here also lets the guard

@@ -17,7 +17,7 @@ from terminal import MOMENTS, ctrl_c_in_a_terminal
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
 from qffs_lava.backends import simulate
-from qffs_lava.backends.lava.runner import import_lava
+from qffs_lava.backends.lava.adapter import import_lava
 from qffs_lava.dynamics import V_MAX, V_MIN
 from qffs_lava.errors import ModelFileError, QffsError, QffsFormatError
 import qffs_lava as qffs

@@ -14,7 +14,8 @@ from random_nets import random_graph, random_inputs
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.backends.lava.layout import from_lava_layout
 from qffs_lava.backends import simulate
-from qffs_lava.backends.lava.runner import LavaRun, import_lava
+from qffs_lava.backends.lava.adapter import import_lava
+from qffs_lava.backends.lava.runner import LavaRun
 from qffs_lava.ir.layers import MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net, write_net
 

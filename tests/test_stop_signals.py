@@ -31,6 +31,7 @@ from processes import Snapshot, lava_scratch_folders, leaked_segments, session_a
 
 import qffs_lava.backends.lava.runner as runner
 from qffs_lava.backends import simulate
+from qffs_lava.backends.lava.adapter import import_lava
 from qffs_lava.backends.lava.procs import models
 from qffs_lava.errors import QffsError
 from qffs_lava.ir.netfile import read_net
@@ -42,7 +43,7 @@ GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP)  # sent to the group; SIGTERM to 
 # Every state -----------------------------------------------------------------------------------
 
 def _lava_runtime():
-    runner.import_lava()
+    import_lava()
     from lava.magma.runtime.runtime import Runtime
 
     return Runtime
