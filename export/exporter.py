@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from qffs_lava.ann.datasets import FOLDER_PREFIX, dataset_info, is_folder, not_found, open_split
-from qffs_lava.ann.folders import FolderError, trained_augmentation
+from qffs_lava.ann.folders import FolderError, check_classes, trained_augmentation
 from qffs_lava.ann.loaders import Shard, Tensors, loader
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import predict
@@ -105,9 +105,7 @@ def test_split(content: dict, model_path: str | Path, data_dir: str | Path, data
     try:
         info = dataset_info(source, content["input_shape"][1] if folder else None,
                             trained_augmentation(content) if folder else None)
-        if content.get("classes") and list(info.classes) != list(content["classes"]):
-            raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the model was trained on "
-                              f"{', '.join(content['classes'][:5])}: give the folder it was trained on")
+        check_classes(info, content.get("classes"), "the model")
         return open_split(info, "test", data_dir)
     except DatasetNotFound:
         raise not_found(dataset_info(trained), Path(data_dir), False,

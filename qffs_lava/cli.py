@@ -90,8 +90,15 @@ def share(text: str) -> float:
 # Parsers and errors ----------------------------------------------------------------------------------
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line, as the commands' own are, not its usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def new_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser = CommandParser(prog=prog, description=description, epilog=epilog)
     parser.add_argument("--version", action="version", version=f"%(prog)s (qffs-lava) {__version__}")
     return parser
 
@@ -421,61 +428,6 @@ def inspect_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 # qffs-run ---------------------------------------------------------------------------------------------
 
 
-def read_npy(path: str, option: str):
-    """A numeric array from a .npy file, or a QffsError that says what the file is instead."""
-    import numpy as np
-
-    from qffs_lava.fileio import file_kind
-
-    if not Path(path).is_file():
-        raise QffsError(f"{option} {path} does not exist")
-    kind = file_kind(path)
-    if kind != "a NumPy .npy array":
-        raise QffsError(f"{option} {path} is not a .npy file: it is {kind}; save the array with numpy.save")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise QffsError(f"{option} {path} holds Python objects, not numbers; save a numeric array") from None
-        raise QffsError(f"cannot read {option} {path}: {err}") from None
-    except OSError as err:
-        raise QffsError(f"cannot read {option} {path}: {err}") from None
-
-
-def load_inputs(args, network) -> tuple:
-    """(x, labels, description) from --dataset or --inputs/--labels, first --samples of them: tensors, or for an
-    image folder a Dataset read a batch at a time at the network's input size."""
-    from torch.utils.data import Dataset, Subset
-
-    from qffs_lava.ann.datasets import dataset_info, is_folder, load_dataset, open_split
-    from qffs_lava.ann.folders import EARLIER_AUGMENTATION, FolderError
-
-    if args.inputs is not None:
-        x = read_npy(args.inputs, "--inputs")
-        labels = read_npy(args.labels, "--labels") if args.labels else None
-        description = str(args.inputs)
-    elif is_folder(args.dataset):
-        info = dataset_info(args.dataset, network.input.shape[-1], network.meta.get("augment", EARLIER_AUGMENTATION))
-        classes = network.meta.get("classes")
-        if classes and list(classes) != list(info.classes):
-            raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, the network was trained "
-                              f"on {', '.join(classes[:5])}: give the folder it was trained on")
-        x, labels = open_split(info, args.split), None
-        description = f"{info.path} {args.split} split ({'val' if args.split == 'test' else 'train'}/)"
-    else:
-        x, labels = load_dataset(args.dataset, args.split, args.data_dir, download=args.download)
-        description = f"{args.dataset} {args.split} split"
-    if args.samples is not None:
-        if args.samples > len(x):
-            print(f"note: --samples {args.samples}, but {description} has {len(x)}; running all {len(x)}",
-                  file=sys.stderr)
-        if isinstance(x, Dataset):
-            x = Subset(x, range(min(args.samples, len(x))))
-        else:
-            x, labels = x[:args.samples], labels[:args.samples] if labels is not None else None
-    return x, labels, description
-
-
 def _run_parser() -> argparse.ArgumentParser:
     from qffs_lava.ann.datasets import DATASETS, SPLITS, load_dataset
     from qffs_lava.backends import BACKENDS, RunOptions, names_with
@@ -567,14 +519,12 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.plot:
         plot_format(args.plot)  # before anything runs
     from qffs_lava.distributed import world
-    from qffs_lava.ir.netfile import read_net
 
     set_threads(args.threads)
-    network = read_net(args.net)
-    x, labels, description = load_inputs(args, network)
-    result = run(args.net, x, labels, args.steps, args.backend, args.mode, batch_size=args.batch_size,
-                 device=args.device, workers=args.workers, lava_batch=args.lava_batch, ablate=args.ablate,
-                 stats=args.stats, loihi_check=args.loihi_check, progress=not args.quiet, description=description)
+    result = run(args.net, Path(args.inputs) if args.inputs else args.dataset, args.labels, args.steps, args.backend,
+                 args.mode, split=args.split, samples=args.samples, data_dir=args.data_dir, download=args.download,
+                 batch_size=args.batch_size, device=args.device, workers=args.workers, lava_batch=args.lava_batch,
+                 ablate=args.ablate, stats=args.stats, loihi_check=args.loihi_check, progress=not args.quiet)
     if not world().main:  # under torchrun, rank 0 reports
         return
     print(run_table(result))
@@ -582,5 +532,5 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
     if args.plot:
-        plot_accuracy(args.plot, {args.backend: result}, title=f"{Path(args.net).name} on {description}")
+        plot_accuracy(args.plot, {args.backend: result}, title=f"{Path(args.net).name} on {result.inputs}")
         print(f"wrote {args.plot}")

@@ -7,7 +7,6 @@ accuracy-against-steps plot.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Dict
 
 import qffs_lava as qffs
 from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.cli import command
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.reports import layer_table, plot_accuracy, write_json
 
@@ -102,17 +102,23 @@ def summary_table(summary: Dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _demo_parser():
+    from qffs_lava.cli import integer_at_least, new_parser
+
     defaults = {name: p.default for name, p in inspect.signature(run_demo).parameters.items()}
-    parser = argparse.ArgumentParser(prog="python -m qffs_lava.demo", description=__doc__.splitlines()[0])
+    parser = new_parser("python -m qffs_lava.demo", __doc__.splitlines()[0])
     parser.add_argument("--out", default=defaults["out_dir"],
                         help="folder for the model, net and plot (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults["steps"],
+    parser.add_argument("--steps", type=integer_at_least(1), default=defaults["steps"],
                         help="T, the synchronous time steps each backend runs (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command(_demo_parser)
+def main(args, parser) -> None:
+    """`make demo`: the pipeline on digits."""
     run_demo(args.out, args.steps, progress=not args.quiet)
-    return 0
 
 
 if __name__ == "__main__":

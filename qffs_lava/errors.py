@@ -8,7 +8,8 @@ own flags (`--steps`, `--no-loihi-check`) through `render`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple, Union
+import copy
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 #: A parameter named in an error: its name, or (name, value).
 Parameter = Union[str, Tuple[str, Any]]
@@ -26,6 +27,13 @@ class QffsError(Exception):
         self.template = message
         self.parameters = tuple(p if isinstance(p, tuple) else (p, None) for p in parameters)
         super().__init__(self.render(python_argument))
+
+    def renamed(self, names: Dict[str, str]) -> "QffsError":
+        """The same error, its parameters named as `names` maps them (a function's own argument names)."""
+        err = copy.copy(self)
+        err.parameters = tuple((names.get(name, name), value) for name, value in self.parameters)
+        err.args = (err.render(python_argument),)
+        return err
 
     def render(self, show: Callable[[str, Optional[Any]], str]) -> str:
         """The message, each named parameter shown by show(name, value) (value None where it does not matter)."""

@@ -12,86 +12,40 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from qffs_lava import distributed
 from qffs_lava.ann.loaders import Shard, Tensors, loader
-from qffs_lava.backends import RunOptions, get_backend, names_with
+from qffs_lava.backends import RunOptions, get_backend
 from qffs_lava.backends.pytorch import QannBackend
 from qffs_lava.costs import cost_report
 from qffs_lava.dynamics import ABLATIONS, without
-from qffs_lava.errors import ParameterError, QffsFormatError
-from qffs_lava.ir.loihi import loihi_problems
+from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.inputs import Source, check_inputs, check_labels, load_inputs
 from qffs_lava.ir.netfile import read_net
 from qffs_lava.ir.network import Network
 from qffs_lava.results import CLOSED_FORM, RunResult, Simulation
 
-
-def check_inputs(network: Network, x) -> torch.Tensor:
-    """Dataset values shaped (N, *input shape) (or (N, prod(shape))) as a float64 tensor; ParameterError otherwise."""
-    try:
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ParameterError(f"inputs are not a numeric array: {err}") from None
-    shape = tuple(network.input.shape)
-    if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int64, torch.int32)):
-        raise ParameterError(f"inputs must be real numbers, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ParameterError("no input samples")
-    if tuple(x.shape[1:]) != shape and not (x.ndim == 2 and x.shape[1] == int(np.prod(shape))):
-        resized = x.ndim == 4 and len(shape) == 3 and x.shape[1] == shape[0] and shape[1] == shape[2]
-        trained = f", augment={network.meta['augment']!r}" if "augment" in network.meta else ""
-        raise ParameterError(f"inputs have shape {tuple(x.shape)}; this network takes "
-                             f"(N, {', '.join(map(str, shape))})"
-                             + (f": images of another size; an image folder loads as the network was trained with "
-                                f"qffs.load_dataset('folder:PATH', split, input_size={shape[1]}{trained})"
-                                if resized else ""))
-    x = x.to(torch.float64).reshape(-1, *shape)
-    if not torch.isfinite(x).all():
-        raise ParameterError("inputs contain NaN or infinite values")
-    if x.min() < 0 or x.max() > 1:
-        raise ParameterError(f"inputs must be dataset values in [0, 1], got [{float(x.min()):g}, "
-                             f"{float(x.max()):g}]")
-    return x
+#: run's argument for each RunOptions field it names differently.
+RUN_ARGUMENTS = {"mechanisms": "ablate", "count_costs": "stats"}
 
 
-def check_labels(labels, samples: int, classes: int) -> torch.Tensor:
-    """N class indices in 0..classes-1 as int64; ParameterError naming what is wrong otherwise."""
-    values = np.asarray(labels)
-    if values.ndim == 2 and values.shape == (samples, classes) and np.isin(values, (0, 1)).all() \
-            and (values.sum(axis=1) == 1).all():
-        raise ParameterError(f"labels are one-hot {values.shape}; give the {samples} class indices instead "
-                             "(labels.argmax(axis=1))")
-    if values.ndim != 1:
-        raise ParameterError(f"labels must be one class index per sample, shape ({samples},); got shape "
-                             f"{values.shape}")
-    if len(values) != samples:
-        raise ParameterError(f"{len(values)} labels for {samples} inputs")
-    if values.dtype.kind not in "iuf" or (values.dtype.kind == "f" and not (
-            np.isfinite(values).all() and (values == np.round(values)).all())):
-        fraction = values[values != np.round(values)] if values.dtype.kind == "f" else []
-        raise ParameterError(f"labels must be whole numbers (class indices), got dtype {values.dtype}"
-                             + (f" with value {fraction[0]}" if len(fraction) else ""))
-    outside = (values < 0) | (values >= classes)
-    if outside.any():
-        index = int(np.argmax(outside))
-        raise ParameterError(f"labels must be class indices 0..{classes - 1} (the network has {classes} outputs); "
-                             f"labels[{index}] is {values[index]:g}")
-    return torch.as_tensor(values.astype(np.int64))
-
-
-def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend: str = "torch",
-        mode: Optional[str] = None, *, batch_size: int = 256, device: str = "cpu", workers: Optional[int] = None,
+def run(net: Union[Network, str, Path], x: Source, labels=None, steps: int = 16, backend: str = "torch",
+        mode: Optional[str] = None, *, split: str = "test", samples: Optional[int] = None,
+        data_dir: Union[str, Path] = "data", download: bool = False, batch_size: int = 256, device: str = "cpu",
+        workers: Optional[int] = None,
         lava_batch: Optional[int] = None, ablate: Sequence[str] = (), stats: bool = False, loihi_check: bool = True,
         progress: bool = True, description: Optional[str] = None) -> RunResult:
     """Run a network on samples for T = `steps` synchronous steps and compare every step with its integer QANN.
 
     net:         a net.h5 path (as qffs-export wrote it) or a Network (`read_net`)
-    x, labels:   dataset values (N, *input shape), floats in [0, 1]; optional class indices (N,); or x a
-                 torch Dataset of (image, class index), read a batch at a time (`open_split` gives one)
+    x, labels:   what qffs-run reads (inputs.load_inputs): a dataset's name ("digits", "mnist") or an image
+                 folder's ("folder:PATH"), whose `split` is read from `data_dir` (fetched where `download`);
+                 a .npy file; dataset values (N, *input shape), floats in [0, 1], with optional class indices
+                 (N,) (an array or a .npy file); or a torch Dataset of (image, class index), read a batch at a time
+    samples:     only the first N of them
     backend:     one of backends.BACKENDS: qann, torch, lava, lava-float, loihi2
     mode:        "sync" or "pipelined", or None for the backend's own (sync for torch; the Lava
                  backends run pipelined only); results are reported in synchronous steps either way
@@ -117,37 +71,18 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
         path, net = str(net), read_net(net)
     runner = get_backend(backend)
     mode = runner.mode_for(mode)
-    if workers is not None and not runner.worker_processes:
-        raise ParameterError(f"{{}} is for the {', '.join(names_with('worker_processes'))} backends, which run in "
-                             f"worker processes; the {backend} backend runs in this one", ("workers", workers))
-    if lava_batch is not None and not runner.lava_tag:
-        raise ParameterError(f"{{}} is for the {', '.join(names_with('lava_tag'))} backends, which build Lava "
-                             f"networks; the {backend} backend builds none", ("lava_batch", lava_batch))
-    if runner.time_steps and steps < net.bias_steps:
-        raise ParameterError(f"{{}}: T must cover the network's K = {net.bias_steps} steps, the steps over which "
-                             "its input is presented", ("steps", steps))
-    if batch_size < 1:
-        raise ParameterError("{} must be at least 1", ("batch_size", batch_size))
     unknown = [name for name in ablate if name not in ABLATIONS]
     if unknown:
         raise ParameterError(f"{{}}: unknown ablation {unknown[0]!r} (choose from {', '.join(ABLATIONS)})", "ablate")
-    if ablate and not runner.ablations:
-        raise ParameterError(f"{{}} runs on the {' and '.join(names_with('ablations'))} backend only, not {backend}",
-                             "ablate")
-    if stats and not runner.costs:
-        raise ParameterError(f"{{}} counts spikes over time steps, which the {backend} backend has not (choose "
-                             f"{' or '.join(names_with('costs'))})", "stats")
     options = RunOptions(batch_size=batch_size, device=device, workers=workers, lava_batch=lava_batch,
                          mechanisms=without(*ablate), count_costs=stats)
-    runner.check(options)
-    if runner.loihi_ranges:
-        problems = loihi_problems(net)
-        if problems and loihi_check:
-            raise QffsFormatError(f"the network leaves Loihi 2's ranges, which the {backend} backend computes in "
-                                  "({} runs it anyway): " + "; ".join(problems), ("loihi_check", False))
+    try:
+        runner.check(options, net, steps, loihi_check)
+    except QffsError as err:
+        raise err.renamed(RUN_ARGUMENTS) from None
+    x, labels, given = load_inputs(net, x, labels, split, samples, data_dir, download)
+    description = description or given
     if isinstance(x, Dataset):
-        if labels is not None:
-            raise ParameterError("{} come from the dataset: give them with tensors x, not with a Dataset", "labels")
         dataset, labelled = x, True
         if len(dataset) == 0:
             raise ParameterError("no input samples: the dataset is empty")
@@ -172,8 +107,8 @@ def run(net: Union[Network, str, Path], x, labels=None, steps: int = 16, backend
             given.append(check_labels(ys, len(xs), net.num_classes) if labelled else ys)
             simulations.append(runner.simulate(net, xs, steps, mode, dataclasses.replace(options,
                                                                                           progress=bar.update)))
-            closed = simulations[-1] if runner.name == reference.name else reference.simulate(
-                net, xs, steps, CLOSED_FORM, options)
+            closed = simulations[-1] if not runner.time_steps else reference.simulate(
+                net, xs, steps, CLOSED_FORM, RunOptions(batch_size=batch_size, device=device))
             qann.append(closed.output_counts[0])
     simulation, qann, labels = _all_ranks(Simulation.concatenate(simulations), torch.cat(qann), torch.cat(given))
     labels = labels if labelled else None

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 import qffs_lava as qffs
-from qffs_lava.backends import BACKENDS
+from qffs_lava.backends import BACKENDS, RunOptions, simulate
+from qffs_lava.backends.base import OPTION_NEEDS
+from qffs_lava.dynamics import without
+from qffs_lava.errors import ParameterError
 from qffs_lava.cli import run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +96,65 @@ def test_no_backend_name_is_tested_outside_the_registry():
     found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in library_files()
              for n, line in enumerate(p.read_text().splitlines(), 1) if compared.search(loop.sub("", line))]
     assert not found, "\n".join(found)
+
+
+#: A value other than the default for each option a backend may not honour (backends.base.OPTION_NEEDS).
+ASKED = {"batch_size": 7, "workers": 2, "chunk": 7, "lava_batch": 2, "mechanisms": without("precharge"),
+         "record_spikes": True, "count_costs": True}
+
+#: qffs.run's arguments for those of the options it takes.
+RUN_ASKS = {"workers": {"workers": 2}, "lava_batch": {"lava_batch": 2}, "mechanisms": {"ablate": ["precharge"]},
+            "count_costs": {"stats": True}, "batch_size": {"batch_size": 7}}
+
+
+def test_every_backend_honours_an_option_or_refuses_it(digits_net):
+    """For every backend in the registry and every option, an option it has no capability for is refused by
+    `backends.simulate` and by `qffs.run` (named as each names it) before anything runs; one it has passes the
+    check."""
+    network = qffs.read_net(digits_net)
+    x = qffs.load_dataset("digits", "test")[0][:3]
+    assert set(ASKED) == set(OPTION_NEEDS)
+    refused = 0
+    for name, backend in BACKENDS.items():
+        for option, (capability, what) in OPTION_NEEDS.items():
+            options = RunOptions(**{option: ASKED[option]})
+            if getattr(backend, capability):
+                if not backend.missing():
+                    backend.check(options, network, 8)
+                continue
+            refused += 1
+            with pytest.raises(ParameterError, match=rf"^{option}\b.* is for backends that {re.escape(what)} "
+                                                     rf"\(.*\); the {name} backend does not$"):
+                simulate(network, x, 8, name, **{option: ASKED[option]})
+            if option in RUN_ASKS:
+                argument = next(iter(RUN_ASKS[option]))
+                with pytest.raises(ParameterError, match=rf"^{argument}\b.* is for backends that"):
+                    qffs.run(network, x, None, 8, name, progress=False, **RUN_ASKS[option])
+    assert refused >= 10  # qann: 6 options; torch: 3; lava and lava-float: 2 each; loihi2: 2
+
+
+def test_run_reads_what_qffs_run_reads(digits_net, tmp_path):
+    """qffs.run takes a dataset's name, a .npy file (a Path, or a str ending .npy) with labels in another, and
+    arrays, each giving the same numbers; labels beside a dataset, and a missing file, are refused by name."""
+    x, y = qffs.load_dataset("digits", "test")
+    np.save(tmp_path / "x.npy", x[:20].numpy())
+    np.save(tmp_path / "y.npy", y[:20].numpy())
+    keys = ("samples", "accuracy_by_step", "predictions", "labels")
+    arrays = qffs.run(digits_net, x[:20], y[:20], steps=6, progress=False).to_dict()
+    named = qffs.run(digits_net, "digits", steps=6, samples=20, progress=False)
+    assert named.inputs == "digits test split"
+    files = (tmp_path / "x.npy", tmp_path / "y.npy")
+    for source, labels in (files, tuple(map(str, files))):
+        from_files = qffs.run(digits_net, source, labels, steps=6, progress=False)
+        assert from_files.inputs == str(tmp_path / "x.npy")
+        assert all(from_files.to_dict()[key] == arrays[key] for key in keys)
+    assert all(named.to_dict()[key] == arrays[key] for key in keys)
+    with pytest.raises(ParameterError, match="^labels go with inputs from a .npy file or an array"):
+        qffs.run(digits_net, "digits", y, steps=6, progress=False)
+    with pytest.raises(qffs.QffsError, match=f"^inputs {re.escape(str(tmp_path))}/z.npy does not exist$"):
+        qffs.run(digits_net, tmp_path / "z.npy", steps=6, progress=False)
+    with pytest.raises(ParameterError, match="^dataset: unknown dataset 'digts'"):
+        qffs.run(digits_net, "digts", steps=6, progress=False)
 
 
 def test_no_layer_kind_is_tested_outside_the_ir():

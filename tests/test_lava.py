@@ -111,3 +111,15 @@ def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch, capsys):
     monkeypatch.setattr(footprint, "available_memory", lambda: (2**40, one.shared_memory // 2))  # /dev/shm
     with pytest.raises(ParameterError, match="not even one Lava runtime fits here"):
         lava.plan(network, RunOptions(), 450, 8)
+
+
+def test_the_lava_adapter_was_written_for_the_versions_installed():
+    """What the backend takes from lava-nc beyond its API is in backends/lava/adapter.py, checked for these
+    versions: another lava-nc or Python fails here, pointing at the file to read again."""
+    import importlib.metadata
+    import sys
+
+    from qffs_lava.backends.lava.adapter import WRITTEN_FOR
+
+    installed = {"lava-nc": importlib.metadata.version("lava-nc"), "python": "%d.%d" % sys.version_info[:2]}
+    assert installed == WRITTEN_FOR, "read qffs_lava/backends/lava/adapter.py again for these versions"

@@ -36,7 +36,7 @@ def test_more_samples_than_the_split_holds_are_said(digits_net):
     result = cli("qffs-run", digits_net, "--dataset", "digits", "--samples", "10000", "--steps", "4", "--quiet",
                  "--backend", "qann")
     assert result.returncode == 0, result.stderr
-    assert "note: --samples 10000, but digits test split has 450; running all 450" in result.stderr
+    assert "note: 10000 samples asked for, but digits test split has 450; running all 450" in result.stderr
     assert "450 samples" in result.stdout
 
 
@@ -49,8 +49,8 @@ def test_a_mode_the_backend_does_not_run_is_refused(digits_net):
 
 def test_workers_without_a_backend_that_has_them_is_refused(digits_net):
     assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--workers", "3"),
-                   "--workers 3 is for the lava, lava-float, loihi2 backends, which run in worker processes; the "
-                   "torch backend runs in this one")
+                   "--workers 3 is for backends that run in worker processes (lava, lava-float, loihi2); the "
+                   "torch backend does not")
 
 
 def test_the_report_says_which_time_it_is_in_and_what_was_not_reached(digits_net):

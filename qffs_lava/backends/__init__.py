@@ -40,13 +40,15 @@ def names_with(capability: str) -> List[str]:
 def simulate(network, x, steps: int, backend: str = "torch", mode: Optional[str] = None, **options):
     """A backend's raw `results.Simulation` of dataset values x (N, *input shape) for `steps` synchronous steps,
     with `RunOptions(**options)` (e.g. record_spikes=True): every step's output counts, and spikes and costs
-    where asked, in `mode` (None: the backend's own; the Lava backends run pipelined only).
+    where asked, in `mode` (None: the backend's own; the Lava backends run pipelined only). An option the backend
+    does not honour, or a network outside Loihi 2's ranges on a backend that computes in them, is refused
+    (`Backend.check`).
 
     Example:
         >>> sim = simulate(network, images, 8, "lava", record_spikes=True)
         >>> sim.spikes[0].shape                   # (T + D, N, *shape of layer 1)
     """
     runner, run_options = get_backend(backend), RunOptions(**options)
-    runner.check(run_options)
+    runner.check(run_options, network, steps)
     run_options = runner.plan(network, run_options, len(x), steps)
     return runner.simulate(network, x, steps, runner.mode_for(mode), run_options)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib.metadata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from qffs_lava.dynamics import ALL_MECHANISMS, Mechanisms
-from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.errors import ParameterError, QffsError, QffsFormatError
+from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.network import MODES, Network
 from qffs_lava.results import CLOSED_FORM, Simulation
 
@@ -47,6 +48,32 @@ class RunOptions:
     progress: Optional[Callable[[int], None]] = None
 
 
+#: The RunOptions fields a backend may not honour: the capability (a `Backend` attribute) that honours each, and
+#: what the backends with it do, for the refusal of the others. `device` is checked against `Backend.devices`,
+#: `progress` is honoured by every backend.
+OPTION_NEEDS: Dict[str, Tuple[str, str]] = {
+    "batch_size": ("batches", "run samples in batches"),
+    "workers": ("worker_processes", "run in worker processes"),
+    "chunk": ("worker_processes", "hand samples to worker processes in chunks"),
+    "lava_batch": ("lava_tag", "build Lava networks"),
+    "mechanisms": ("ablations", "simulate without some of QFFS's mechanisms"),
+    "record_spikes": ("time_steps", "run time steps, whose spikes they record"),
+    "count_costs": ("costs", "count spikes and synaptic operations"),
+}
+
+def installed(distribution: str) -> bool:
+    """Whether a package of that distribution name (as pip installs it) is installed."""
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+#: The RunOptions fields that must be positive where given.
+POSITIVE = ("batch_size", "workers", "chunk", "lava_batch")
+
+
 class Backend(ABC):
     """One way to run a net.h5. What it needs and can do are class attributes:
 
@@ -56,11 +83,14 @@ class Backend(ABC):
     lava_tag:     the Lava ProcessModel tag it selects (None: not Lava)
     packages:     the optional packages it needs beyond the core install
     modes:        the time modes it runs (ir.network.MODES); () for a closed form without time steps
+    batches:      whether it runs samples in batches of `RunOptions.batch_size`
     ablations:    whether it simulates without some of QFFS's mechanisms (`RunOptions.mechanisms`)
     costs:        whether it counts spikes and synaptic operations (`RunOptions.count_costs`)
     loihi_ranges: whether it computes in Loihi 2's fixed-point ranges, so that a network outside them
                   is refused unless asked (values then saturate)
     worker_processes: whether it runs in worker processes (`RunOptions.workers`)
+
+    `OPTION_NEEDS` says which capability honours which option; `check` refuses the others.
     """
 
     name: ClassVar[str]
@@ -69,6 +99,7 @@ class Backend(ABC):
     lava_tag: ClassVar[Optional[str]] = None
     packages: ClassVar[Tuple[str, ...]] = ()
     modes: ClassVar[Tuple[str, ...]] = MODES
+    batches: ClassVar[bool] = False
     ablations: ClassVar[bool] = False
     costs: ClassVar[bool] = False
     loihi_ranges: ClassVar[bool] = False
@@ -91,17 +122,44 @@ class Backend(ABC):
             raise ParameterError(f"{{}}: the {self.name} backend {runs}", ("mode", mode))
         return mode
 
-    def check(self, options: RunOptions) -> None:
-        """Raise QffsError naming what it lacks here to run with these options: a device, a package."""
+    def check(self, options: RunOptions, network: Network, steps: int, loihi_check: bool = True) -> None:
+        """Raise QffsError, before anything runs, where it cannot run the network for T = `steps` with these
+        options here: an option it does not honour (`OPTION_NEEDS`) or out of range, T shorter than the K steps
+        the input lasts, a device or package it lacks, or (`loihi_check`) a network outside Loihi 2's ranges
+        where it computes in them."""
+        from qffs_lava.backends import names_with  # the registry, which imports this module
+
+        defaults = RunOptions()
+        for field in POSITIVE:
+            value = getattr(options, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ParameterError("{} must be a whole number of at least 1", (field, value))
+        for field, (capability, what) in OPTION_NEEDS.items():
+            value = getattr(options, field)
+            if value != getattr(defaults, field) and not getattr(self, capability):
+                shown = (field, value) if isinstance(value, (bool, int)) else field
+                raise ParameterError(f"{{}} is for backends that {what} ({', '.join(names_with(capability))}); "
+                                     f"the {self.name} backend does not", shown)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ParameterError("{} must be a whole number of at least 1", ("steps", steps))
+        if self.time_steps and steps < network.bias_steps:
+            raise ParameterError(f"{{}}: T must cover the network's K = {network.bias_steps} steps, the steps over "
+                                 "which its input is presented", ("steps", steps))
         if options.device not in self.devices:
             raise ParameterError(f"{{}}: the {self.name} backend runs on {' or '.join(self.devices)}",
                                  ("device", options.device))
-        for package in self.packages:
-            try:
-                importlib.metadata.version(package)
-            except importlib.metadata.PackageNotFoundError:
-                raise QffsError(f"the {self.name} backend needs the package {package}, which is not installed "
-                                "here") from None
+        missing = self.missing()
+        if missing:
+            raise QffsError(f"the {self.name} backend cannot run here: it needs " + "; and ".join(missing))
+        problems = loihi_problems(network) if self.loihi_ranges and loihi_check else []
+        if problems:
+            raise QffsFormatError(f"the network leaves Loihi 2's ranges, which the {self.name} backend computes in "
+                                  "({} runs it anyway): " + "; ".join(problems), ("loihi_check", False))
+
+    def missing(self) -> List[str]:
+        """What it needs that this machine lacks, one phrase each (none where it can run here)."""
+        return [f"the package {package}, which is not installed here" for package in self.packages
+                if not installed(package)]
 
     def plan(self, network: Network, options: RunOptions, samples: int, steps: int,
              verbose: bool = False) -> RunOptions:

@@ -329,9 +329,11 @@ class _TorchBackend(Backend):
 
     devices = ("cpu", "cuda")
 
-    def check(self, options: RunOptions) -> None:
+    batches = True
+
+    def check(self, options, network, steps, loihi_check=True):
         check_torch_device(options.device)
-        super().check(options)
+        super().check(options, network, steps, loihi_check)
 
 
 class QannBackend(_TorchBackend):

@@ -14,7 +14,7 @@ import sys
 import dataclasses
 
 from qffs_lava.backends.base import Backend, RunOptions
-from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.errors import ParameterError
 
 
 #: Bytes of a value in the ProcessModels of each tag (footprint.py).
@@ -113,23 +113,17 @@ class Loihi2Backend(LavaBackend):
     summary = "Loihi 2 hardware, Loihi2HwCfg (needs lava-loihi from INRC and chip models that do not exist yet)"
     packages = ("lava-loihi",)
 
-    def check(self, options: RunOptions) -> None:
-        """Refuse, saying all that is missing: lava-loihi where it is not installed, and (always, today) the chip
-        models: the QFFS neuron and the event max pool have CPU ProcessModels only."""
-        from qffs_lava.backends.lava.runner import import_lava
+    def missing(self):
+        """lava-loihi where it is not installed, and (always, today) the chip models: the QFFS neuron and the event
+        max pool have CPU ProcessModels only."""
+        from qffs_lava.backends.lava.adapter import loihi_installed
 
-        import_lava()
-        try:
-            from lava.utils.loihi import is_installed
-        except ImportError:
-            is_installed = None
-        missing = [] if is_installed is not None and is_installed() else [
+        missing = [] if loihi_installed() else [
             "lava-loihi (Intel's Loihi 2 extension of Lava, for INRC members) and a Loihi 2 system, which this "
             "machine does not have"]
-        missing.append("Loihi 2 ProcessModels (microcode) for the QFFS neuron and the event max pool, which do not "
-                       "exist yet: both have CPU models only (docs/lava.md), so installing lava-loihi is not enough")
-        raise QffsError("the loihi2 backend cannot run here: it needs " + "; and ".join(missing) + ". Run the lava "
-                        "backend for the bit-accurate CPU simulation of the same network.")
+        return missing + ["Loihi 2 ProcessModels (microcode) for the QFFS neuron and the event max pool, which do "
+                          "not exist yet: both have CPU models only (docs/lava.md), so installing lava-loihi is not "
+                          "enough. The lava backend runs the same network bit-accurately on the CPU"]
 
     def lava_batch(self, network, samples: int, options: RunOptions) -> int:
         """1: Loihi 2 runs the per-sample network."""

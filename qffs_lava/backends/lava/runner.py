@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from qffs_lava.backends.base import RunOptions
-from qffs_lava.backends.lava.footprint import CHANNEL_SLOTS
+from qffs_lava.backends.lava.adapter import create_runtime, import_lava
 from qffs_lava.backends.lava.layout import from_lava_layout, lava_shape
 from qffs_lava.backends.lava.workers import default_workers, run_in_workers
 from qffs_lava.costs import CostCounter, Costs, tally
-from qffs_lava.errors import ParameterError
 from qffs_lava.ir.network import Network
 from qffs_lava.results import Simulation
 
@@ -36,19 +35,6 @@ SLICE_SECONDS = 0.5
 #: tallies (period, *shape) over the chunk's samples.
 Recorded = Dict[int, np.ndarray]
 Tallies = Dict[int, Tuple[np.ndarray, np.ndarray]]
-
-
-def import_lava():
-    """Import Lava's runtime, which sets multiprocessing's start method to 'fork' on import.
-
-    If something (tqdm's lock, for one) already fixed the start method, Lava's import
-    fails; resetting it first lets Lava set 'fork' itself.
-    """
-    import multiprocessing
-
-    if multiprocessing.get_start_method(allow_none=True) is not None:
-        multiprocessing.set_start_method(None, force=True)
-    import lava.magma.core.process.process  # noqa: F401
 
 
 class LavaRun:
@@ -103,8 +89,7 @@ class LavaRun:
         with the samples done since its last call, as the steps pass (runs of about SLICE_SECONDS each)."""
         from lava.magma.core.run_conditions import RunSteps
 
-        self.source.create_runtime(run_cfg=self.backend.run_config(),
-                                   compile_config={"pypy_channel_size": CHANNEL_SLOTS})
+        create_runtime(self.source, self.backend.run_config())
         done, reported, steps = 0, 0, self.total_steps if progress is None else 1
         while done < self.total_steps:
             steps = min(steps, self.total_steps - done)
@@ -152,9 +137,6 @@ def run_lava(network: Network, x, steps: int, backend, options: RunOptions = Run
     simulator's pipelined mode returns (steps 1..T+D), with count_costs its spikes and SOPs
     counted here from the workers' tallies.
     """
-    for name in ("workers", "chunk", "lava_batch"):
-        if getattr(options, name) is not None and getattr(options, name) < 1:
-            raise ParameterError("{} must be at least 1, got " + str(getattr(options, name)), name)
     x = np.asarray(x, dtype=np.float64).reshape(-1, *network.input.shape)
     batch = backend.lava_batch(network, len(x), options)
     chunk = -(-options.chunk // batch) * batch  # whole groups of B samples
