@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,21 @@ def test_the_verbs_are_at_the_top_each_with_an_example():
         assert "Example" in doc and ">>> " in doc and "qffs." in doc, f"{name}'s docstring has no example"
     with pytest.raises(AttributeError):
         qffs.no_such_verb  # noqa: B018
+
+
+def pyproject_table(header: str) -> dict:
+    """The name = "value" lines of one table of pyproject.toml (e.g. project.scripts)."""
+    lines = (REPO / "pyproject.toml").read_text().splitlines()
+    start = lines.index(f"[{header}]") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    return dict(re.fullmatch(r'([\w-]+) = "([^"]*)"', line).groups() for line in lines[start:end]
+                if line and not line.startswith("#"))
+
+
+def test_every_console_script_is_its_command():
+    for script, target in pyproject_table("project.scripts").items():
+        main = EntryPoint(script, target, "console_scripts").load()
+        assert main.build_parser().prog == script
 
 
 def readme_python_snippets():
