@@ -1,1 +1,6 @@
-"""The exporter (installed as ``qffs_export``): model.pt -> integer SNN parameters -> net.h5."""
+"""The exporter (installed as ``qffs_export``): model.pt -> net.h5 with its fidelity report, and qffs-export.
+
+    exporter.py   export (qffs.export): the library's conversion (qffs_lava.convert) checked against Loihi 2,
+                  measured against the model on its test split, and written as net.h5
+    cli.py        the qffs-export command line
+"""

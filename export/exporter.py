@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import torch
-from qffs_export.convert import convert
-from qffs_export.integer import trained_qann
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
@@ -17,6 +15,8 @@ from qffs_lava.ann.loaders import Shard, Tensors, loader
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import predict
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.convert.integer import trained_qann
+from qffs_lava.convert.network import convert
 from qffs_lava.distributed import gather, world
 from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 from qffs_lava.fileio import check_outputs, check_writable
@@ -27,8 +27,8 @@ from qffs_lava.reports import layer_table, membrane_table
 
 
 def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """The integer QANN (the network) against the QANN as trained (`integer.trained_qann`), over (images, labels)
-    batches (under torchrun, this rank's share; the figures are all ranks').
+    """The integer QANN (the network) against the QANN as trained (`convert.integer.trained_qann`), over (images,
+    labels) batches (under torchrun, this rank's share; the figures are all ranks').
 
     Accuracies and top-1 agreement, and per neuron layer (by model name) the largest
     |pre-activation difference| in threshold units and the share of neurons whose counts

@@ -1,9 +1,10 @@
 """Command-line entry points: argument parsing over the library, nothing more.
 
 Each command's defaults are the library's: qffs-train's options are TrainConfig's fields,
-qffs-run's and qffs-export's take the defaults of `run` and `export`. A library error names
-parameters; a command prints it as one line naming its own flags (`--float-epochs` for
-float_epochs) on stderr and exits with code 2; Ctrl-C exits with 130 (SIGTERM 143, SIGHUP 129).
+qffs-run's take the defaults of `run`. A library error names parameters; a command prints it
+as one line naming its own flags (`--float-epochs` for float_epochs) on stderr and exits with
+code 2; Ctrl-C exits with 130 (SIGTERM 143, SIGHUP 129). The exporter's command, qffs-export
+(export/cli.py), is made of the same parts: `command`, `new_parser` and the option types.
 """
 
 from __future__ import annotations
@@ -347,45 +348,6 @@ def resume_command() -> str:
     argv = sys.argv[1:] + ([] if "--resume" in sys.argv[1:] else ["--resume"])
     ranks = int(os.environ.get("WORLD_SIZE", "1"))
     return (f"torchrun --nproc_per_node {ranks} " if ranks > 1 else "") + shlex.join(["qffs-train", *argv])
-
-
-# qffs-export ------------------------------------------------------------------------------------------
-
-
-def _export_parser() -> argparse.ArgumentParser:
-    from qffs_export.exporter import export
-
-    defaults = defaults_of(export)
-    parser = new_parser(
-        "qffs-export",
-        "Convert a quantized model file (from qffs-train) into an integer QFFS spiking network in lava-dl netx's "
-        "HDF5 layout (net.h5). Checks Loihi 2's ranges, prints a per-layer table, and measures the integer QANN "
-        "against the model on the dataset's test split.",
-        "Example: qffs-export digits.pt digits.h5")
-    parser.add_argument("model_path", metavar="model", help="model file written by qffs-train")
-    parser.add_argument("net_path", metavar="net", help="net.h5 to write (replaced atomically)")
-    parser.add_argument("--samples", type=integer_at_least(0), default=defaults["samples"],
-                        help="measure fidelity on the first N test samples (default: the whole test split; "
-                             "0: no dataset needed, fidelity not measured)")
-    parser.add_argument("--data-dir", default=defaults["data_dir"], help=f"{DATA_DIR_HELP} (default: %(default)s)")
-    parser.add_argument("--dataset", type=dataset_name, metavar="folder:PATH", default=defaults["dataset"],
-                        help="for a model trained on an image folder that has moved: its new place, whose val/ the "
-                             "fidelity is measured on (its classes must be the model's; default: the folder the "
-                             "model file records)")
-    parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
-                        help="export even if weights, threshold, bias or membrane exceed Loihi 2's ranges (warns)")
-    add_threads_option(parser)
-    return parser
-
-
-@command(_export_parser)
-def export_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """qffs-export: write a net.h5."""
-    from qffs_export.exporter import export
-
-    set_threads(args.threads)
-    export(args.model_path, args.net_path, samples=args.samples, data_dir=args.data_dir, loihi_check=args.loihi_check,
-           dataset=args.dataset)
 
 
 # qffs-inspect -----------------------------------------------------------------------------------------

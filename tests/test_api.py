@@ -1,10 +1,12 @@
 """The public API: `import qffs_lava as qffs` gives the verbs, lightly; the README's Python example runs as it
 stands; a Python run's JSON is qffs-run's; the backends' seams hold (no name tests outside the registry)."""
 
+import importlib.metadata
 import json
 import re
 import subprocess
 import sys
+from importlib.metadata import EntryPoint, distribution
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,62 @@ def test_the_verbs_are_at_the_top_each_with_an_example():
         assert "Example" in doc and ">>> " in doc and "qffs." in doc, f"{name}'s docstring has no example"
     with pytest.raises(AttributeError):
         qffs.no_such_verb  # noqa: B018
+
+
+def pyproject_table(header: str) -> dict:
+    """The name = "value" lines of one table of pyproject.toml (e.g. project.scripts)."""
+    lines = (REPO / "pyproject.toml").read_text().splitlines()
+    start = lines.index(f"[{header}]") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    return dict(re.fullmatch(r'([\w-]+) = "([^"]*)"', line).groups() for line in lines[start:end]
+                if line and not line.startswith("#"))
+
+
+def test_the_library_never_imports_the_exporter():
+    """The exporter (qffs_export) is built on the library, never the other way round: the trainer runs the
+    conversion (qffs_lava.convert) without it, and no file of the library names it."""
+    code = ("import sys, qffs_lava.ann.train, qffs_lava.convert.network, qffs_lava.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'qffs_export'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    naming = [str(p.relative_to(REPO)) for p in (REPO / "qffs_lava").rglob("*.py") if "qffs_export" in p.read_text()]
+    assert not naming
+
+
+def test_the_installed_metadata_is_pyproject_tomls():
+    """The console scripts and the verbs other packages add (qffs.export) reach the package through its installed
+    metadata: where this fails, pyproject.toml changed after the install (pip install -e . again; make does)."""
+    installed = distribution("qffs-lava").entry_points
+    for group, table in [("console_scripts", "project.scripts"),
+                         (qffs.VERBS_GROUP, f'project.entry-points."{qffs.VERBS_GROUP}"')]:
+        assert {point.name: point.value for point in installed.select(group=group)} == pyproject_table(table), \
+            f"{group}: the installed metadata is not pyproject.toml's: pip install -e . again"
+
+
+def test_every_console_script_is_its_command():
+    for script, target in pyproject_table("project.scripts").items():
+        main = EntryPoint(script, target, "console_scripts").load()
+        assert main.build_parser().prog == script
+
+
+def test_qffs_export_is_the_exporters_export_added_through_an_entry_point():
+    from qffs_export.exporter import export
+
+    declared = pyproject_table(f'project.entry-points."{qffs.VERBS_GROUP}"')
+    assert declared == {"export": "qffs_export.exporter:export"}
+    assert EntryPoint("export", declared["export"], qffs.VERBS_GROUP).load() is export
+    assert qffs.export is export and "export" in qffs.__all__ and "export" in dir(qffs)
+
+
+def test_a_verb_whose_package_is_not_installed_says_so(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])
+    monkeypatch.delitem(vars(qffs), "export", raising=False)
+    with pytest.raises(AttributeError, match="qffs_lava.export is the exporter's verb, which is not installed: "
+                                             "no installed package has the entry point 'export' in the group "
+                                             "'qffs_lava.verbs'; install qffs-lava again"):
+        qffs.export  # noqa: B018
+    assert not hasattr(qffs, "export") and "export" not in dir(qffs)
 
 
 def readme_python_snippets():

@@ -6,11 +6,12 @@ import dataclasses
 import inspect
 
 import pytest
+from qffs_export.cli import export_main
 from qffs_export.exporter import export
 
 import qffs_lava
 from qffs_lava.ann.train import TrainConfig
-from qffs_lava.cli import TRAIN_OPTIONS, export_main, inspect_main, run_main, train_main
+from qffs_lava.cli import TRAIN_OPTIONS, inspect_main, run_main, train_main
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.evaluate import run
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qffs_export.convert import convert
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.convert.network import convert
 from qffs_lava.ir.netfile import read_net, write_net
 
 V1 = Path(__file__).parent / "data" / "v1"

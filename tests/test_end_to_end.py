@@ -28,8 +28,10 @@ def test_a_users_own_resnet_goes_through_train_export_and_run_on_fashion_mnist(t
     the SNN reaches that network (about 17 minutes)."""
     import json
 
+    from qffs_export.cli import export_main
+
     from qffs_lava.ann.modelfile import read_model_file
-    from qffs_lava.cli import export_main, run_main, train_main
+    from qffs_lava.cli import run_main, train_main
     from qffs_lava.ir.netfile import read_net
 
     if not (data_dir / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():

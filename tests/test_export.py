@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from qffs_export.convert import convert
 from qffs_export.exporter import export
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
 from qffs_lava.ann.models import arch_from_v1, build_model, set_quantized
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.convert.network import convert
 from qffs_lava.errors import ModelFileError, QffsError
 from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer
 from qffs_lava.ir.loihi import loihi_problems
@@ -334,14 +334,14 @@ HEAD = [{"name": "flat", "op": "flatten", "inputs": ["a"]},
      "batchnorm 'bn2' (into act 'a') cannot be converted: a path into an act is"),
 ])
 def test_the_export_rule_refuses_other_graphs_naming_the_node(nodes, message):
-    from qffs_export.plan import plan_layers
+    from qffs_lava.convert.plan import plan_layers
 
     with pytest.raises(QffsError, match=re.escape(message)):
         plan_layers(graph_arch(nodes + HEAD))
 
 
 def test_a_graph_maps_to_layers_with_shortcuts_and_shared_flattens():
-    from qffs_export.plan import plan_layers
+    from qffs_lava.convert.plan import plan_layers
 
     nodes = [conv("c1", "input"), {"name": "a1", "op": "act", "inputs": ["c1"], "bits": 2},
              conv("c2", "a1", cin=2), {"name": "s", "op": "add", "inputs": ["c2", "a1", "input_proj"]},

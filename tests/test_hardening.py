@@ -189,7 +189,7 @@ def test_code_execution_payloads_never_run(tmp_path):
     torch.save({"format": MODEL_FORMAT, "version": 1, "state_dict": {"w": ShellPayload()}}, path)
     with pytest.raises(ModelFileError, match="arbitrary unpickling"):
         load_model_file(path)
-    result = subprocess.run([sys.executable, "-c", "import sys; from qffs_lava.cli import export_main; "
+    result = subprocess.run([sys.executable, "-c", "import sys; from qffs_export.cli import export_main; "
                              "sys.exit(export_main())", str(path), str(tmp_path / "n.h5")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "arbitrary unpickling" in result.stderr

@@ -1,4 +1,4 @@
-"""Hardware-exact fine-tuning: the trainer's forward pass is the exporter's integer network (export/integer.py)."""
+"""Hardware-exact fine-tuning: the trainer's forward pass is the exporter's integer network (convert/integer.py)."""
 
 import functools
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from qffs_export.exporter import export
-from qffs_export.integer import IntegerModel, integer_grid
 
 from qffs_lava.ann.checkpoint import read_metrics
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.train import train
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.convert.integer import IntegerModel, integer_grid
 from qffs_lava.errors import QffsError
 from qffs_lava.ir.loihi import bias_exponents, loihi_problems, nearest_bias
 from qffs_lava.ir.netfile import read_net
@@ -145,7 +145,7 @@ def test_nearest_bias_rounds_to_the_nearest_mantissa_times_a_power_of_two():
 def test_the_input_normalization_folds_into_grouped_convs_too(groups, mean, std):
     """A conv on (x - mean) / std equals the folded conv on x, per input channel of each group (a depthwise RGB
     stem reads channel c with output c only), and with one mean and std for all channels."""
-    from qffs_export.integer import fold_input_normalization
+    from qffs_lava.convert.integer import fold_input_normalization
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 6, 3, groups=groups).double()

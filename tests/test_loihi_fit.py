@@ -1,4 +1,4 @@
-"""Fitting Loihi 2's ranges is part of the integer grid: what trains exports (export/integer.py, docs/training.md)."""
+"""Fitting Loihi 2's ranges is part of the integer grid: what trains exports (convert/integer.py, docs/training.md)."""
 
 import contextlib
 import io
@@ -13,15 +13,15 @@ from PIL import Image
 from profiles import examples
 from random_nets import random_network
 
-from qffs_export.convert import convert
 from qffs_export.exporter import export
-from qffs_export.integer import IntegerModel, check_fit, input_scales, same_integers, weight_bits
 from qffs_lava.ann.archs import make_arch
 from qffs_lava.ann.modelfile import load_model_file
 from qffs_lava.ann.models import build_model, set_quantized
 from qffs_lava.ann.train import choose_grid, train
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.cli import inspect_main
+from qffs_lava.convert.integer import IntegerModel, check_fit, input_scales, same_integers, weight_bits
+from qffs_lava.convert.network import convert
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer, Neurons
 from qffs_lava.ir.loihi import STATE_LIMIT, count_bounds, loihi_problems, membrane_bounds

@@ -285,11 +285,12 @@ def full_disk(tmp_path):
 
 def run_on_full_disk(limit, command, *args):
     """The command as a user runs it (its console script's main, in a process of its own), under the limit."""
-    main = {"qffs-train": "train_main", "qffs-export": "export_main", "qffs-run": "run_main"}[command]
+    module, main = {"qffs-train": ("qffs_lava.cli", "train_main"), "qffs-export": ("qffs_export.cli", "export_main"),
+                    "qffs-run": ("qffs_lava.cli", "run_main")}[command]
     code = (f"import resource, signal, sys; limit = {limit!r}\n"
             "if limit: signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, "
             "(limit, limit))\n"
-            f"from qffs_lava.cli import {main}; sys.exit({main}())")
+            f"from {module} import {main}; sys.exit({main}())")
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
 
 

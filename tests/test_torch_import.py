@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from qffs_export.convert import convert
 from torch import nn
 
 from qffs_lava.ann.models import set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.ann.train import _optimizer, train
 from qffs_lava.backends.pytorch import TorchNetwork
+from qffs_lava.convert.network import convert
 from qffs_lava.errors import QffsError
 from qffs_lava.ir.loihi import loihi_problems
 
@@ -158,7 +158,7 @@ def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path):
 def test_an_average_pool_after_a_conv_folds_into_one_conv_with_the_same_outputs(conv, pool, batchnorm):
     """conv -> [batchnorm] -> avgpool -> [batchnorm] -> ReLU: the path the exporter plans, folded in float64, gives
     the pool's outputs on every pixel (odd sizes, which the pool's floor crops, included)."""
-    from qffs_export.integer import IntegerModel
+    from qffs_lava.convert.integer import IntegerModel
 
     torch.manual_seed(0)
     layers = {"before": [nn.Conv2d(4, 6, **conv), nn.BatchNorm2d(6), pool],

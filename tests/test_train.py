@@ -4,7 +4,6 @@ import pickle
 
 import pytest
 import torch
-from qffs_export.integer import trained_qann
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file
@@ -13,6 +12,7 @@ from qffs_lava.ann.checkpoint import read_metrics
 from qffs_lava.ann.loaders import Shard, Tensors, loader
 from qffs_lava.ann.train import tally, train
 from qffs_lava.cli import train_main
+from qffs_lava.convert.integer import trained_qann
 from qffs_lava.errors import ModelFileError
 
 

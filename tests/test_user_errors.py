@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from qffs_export.cli import export_main
 
 import qffs_lava as qffs
 import qffs_lava.cli as cli_module
@@ -27,8 +28,7 @@ def cli(command, *args, cwd=None):
 
     Returns (returncode, stdout, stderr) like subprocess.run; argparse's exit becomes the code.
     """
-    main = {"qffs-train": cli_module.train_main, "qffs-export": cli_module.export_main,
-            "qffs-run": cli_module.run_main}[command]
+    main = {"qffs-train": cli_module.train_main, "qffs-export": export_main, "qffs-run": cli_module.run_main}[command]
     out, err = io.StringIO(), io.StringIO()
     here, threads = os.getcwd(), torch.get_num_threads()
     try:

@@ -7,7 +7,7 @@ A dict saved with torch.save that loads with `torch.load(path, weights_only=True
     dataset, input_shape, num_classes, input_levels, accuracy {float, qann, ...}, train {...}
 
 and, from qffs-train's hardware-exact phase on, `hardware_exact`: true when the QANN the
-model was trained as (accuracy.qann) is its integer network (export.integer), not the LSQ
+model was trained as (accuracy.qann) is its integer network (convert.integer), not the LSQ
 forward pass. Files without the key are LSQ models.
 
 Version 1 files (whose arch is a `layers` chain) are read too: their arch becomes the

@@ -13,7 +13,7 @@ built-in one. Each traced operation becomes one node:
 
 The output gets an `act` of `out_bits` (the network's last ReLU becomes it, or one is
 appended after the logits). An average pool between a conv and its ReLU is imported as
-written; the exporter folds it into the conv (export/plan.py), and qffs-train says so.
+written; the exporter folds it into the conv (convert/plan.py), and qffs-train says so.
 Anything else is refused with one QffsError naming the node, the op, and what is
 supported.
 """

@@ -1,7 +1,7 @@
 """Training: a float model, LSQ quantization-aware fine-tuning, then hardware-exact fine-tuning
 (docs/training.md).
 
-The last phase trains the integer network the exporter will write (`export.integer`): its
+The last phase trains the integer network the exporter will write (`convert.integer`): its
 forward pass is the exporter's arithmetic (Loihi 2's weight grid, thresholds, biases,
 input rounding), its gradients pass straight through the roundings. After it, the
 model file's QANN is that integer network (`hardware_exact`), so qffs-export reproduces
@@ -35,10 +35,6 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from qffs_export.integer import (MIN_WEIGHT_BITS, IntegerModel, check_fit, check_input_norm, input_scales,
-                                  pool_notes, same_integers, scaled_layers)
-from qffs_export.plan import plan_layers
-
 from qffs_lava import distributed
 from qffs_lava.ann.archs import ARCHS, INPUT_SIDES, check_input_shape, make_arch, set_layer_bits
 from qffs_lava.ann.checkpoint import (checkpoint_path, load_checkpoint, metrics_path, phase_seconds, save_checkpoint,
@@ -53,6 +49,9 @@ from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_fi
 from qffs_lava.ann.models import build_model, input_normalization, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.backends.pytorch import TorchNetwork, check_torch_device
+from qffs_lava.convert.integer import (MIN_WEIGHT_BITS, IntegerModel, check_fit, check_input_norm, input_scales,
+                                     pool_notes, same_integers, scaled_layers)
+from qffs_lava.convert.plan import plan_layers
 from qffs_lava.distributed import World, all_mean, all_sum, gather
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.signals import signal_of

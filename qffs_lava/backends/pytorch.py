@@ -7,7 +7,7 @@ A `TorchNetwork` is built once per network: every integer parameter is a buffer,
 - `qann(x)`: the closed form every QFFS network settles to (`closed_form`, docs/format.md),
       z = clip(floor((sum_j W_j . z_j + K b + vInit) / th), 0, zMax),
   with K * x_int for the graded input, the max of the counts for max pooling; the
-  exporter's and the trainer's integer network (qffs_export.integer) run through it too;
+  exporter's and the trainer's integer network (qffs_lava.convert.integer) run through it too;
 - `simulate(x, T, mode)`: Algorithm 1 and 2 (`dynamics.neuron_step`, `dynamics.pool_step`)
   step by step, synchronous (every layer sees its sources' spikes of the same step) or
   pipelined (as Lava and Loihi run it: every synapse delays by one step and a layer's
@@ -132,7 +132,7 @@ def closed_form(network: Network, tensors: Mapping[int, LayerTensors], x_int: to
 
     with K x_int for the graded input and the max of the counts for max pooling. `tensors` gives each
     neuron layer's integers (`network` its graph and geometry), so the trainer's integer network
-    (qffs_export.integer) runs here as the exported one does; `straight_through` passes gradients
+    (qffs_lava.convert.integer) runs here as the exported one does; `straight_through` passes gradients
     through every floor (dynamics.settled_count). Given a dict, also fills it, per neuron layer index,
     with (sum_j W_j . z_j + K b + vInit) / th: the value whose floor, clipped, is z.
     """

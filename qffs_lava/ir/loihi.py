@@ -7,7 +7,7 @@ signed mantissa m in [-128, 127] in mixed-sign mode, stored as the even integers
 13-bit signed mantissa times 2^e, 0 <= e <= 7.
 
 The worst case (`membrane_bounds`) assumes every source at its count bound (`count_bounds`)
-at once; `export.integer` chooses each channel's grid so that it holds after rounding.
+at once; `convert.integer` chooses each channel's grid so that it holds after rounding.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, Dict
 
 import torch
-from qffs_export.integer import IntegerModel
 from torch import nn
 
 from qffs_lava.ann.datasets import is_folder
 from qffs_lava.ann.folders import trained_augmentation
+from qffs_lava.convert.integer import IntegerModel
 from qffs_lava.ir.network import Network
 
 

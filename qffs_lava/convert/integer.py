@@ -60,12 +60,12 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from qffs_export.plan import Path, Planned, plan_layers
 from torch import nn
 
 from qffs_lava.ann.lsq import grad_scaled, step_grad_scale, straight_through
 from qffs_lava.ann.models import INPUT, GraphModel, check_arch, pair
 from qffs_lava.backends.pytorch import LayerTensors, channel_shape, closed_form
+from qffs_lava.convert.plan import Path, Planned, plan_layers
 from qffs_lava.dynamics import NeuronParams, round_half_up
 from qffs_lava.errors import ModelFileError, ParameterError, QffsError
 from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, Layer, NeuronLayer, Neurons, Synapse
