@@ -6,13 +6,14 @@ import pytest
 import torch
 from qffs_export.integer import trained_qann
 
-from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.datasets import dataset_info, load_dataset
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file
 from qffs_lava.ann.models import QuantAct, predict
 from qffs_lava.ann.checkpoint import read_metrics
 from qffs_lava.ann.loaders import Shard, Tensors, loader
-from qffs_lava.ann.train import tally, train
+from qffs_lava.ann.train import Session, TrainConfig, open_splits, tally, train
 from qffs_lava.cli import train_main
+from qffs_lava.distributed import World
 from qffs_lava.errors import ModelFileError
 
 
@@ -131,6 +132,17 @@ def test_cli_trains_and_writes_the_model_file(tmp_path):
     assert [(line["phase"], line["epoch"]) for line in lines] == [("float", 1), ("float", 2), ("qat", 1),
                                                                   ("hardware", 1), ("hardware", 2), ("hardware", 3)]
     assert all(line["images_per_second"] > 0 and 0 <= line["test_accuracy"] <= 1 for line in lines)
+
+
+def test_evaluation_draws_nothing_from_torchs_global_generator():
+    """Per-sample training transforms in this process (an image folder read without workers) draw from torch's
+    global generator: were evaluation to draw from it too, the weights would depend on when the run evaluates."""
+    cfg = TrainConfig("digits", "mlp")
+    session = Session(cfg, open_splits(cfg, dataset_info("digits")), World(), None, False, lambda _: None, None)
+    state = torch.get_rng_state()
+    for split in (session.splits.validation, session.splits.test):
+        assert sum(len(y) for _, y in session.batches(split)) == len(split)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 class Payload:

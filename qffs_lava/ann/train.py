@@ -257,8 +257,11 @@ class Session:
         return self.resumed is not None and order.index(phase) < order.index(self.resumed["phase"])
 
     def batches(self, dataset: Dataset, batch_size: int = 1000):
-        """This rank's share of a dataset in order, in batches (evaluation)."""
-        return loader(dataset, batch_size, Shard(len(dataset), self.world), self.workers, self.device.type)
+        """This rank's share of a dataset in order, in batches (evaluation). Its DataLoader draws its workers' seed
+        from a generator of its own, not from torch's global one, which per-sample training transforms in this
+        process draw from: when and how often a run evaluates changes none of its weights."""
+        return loader(dataset, batch_size, Shard(len(dataset), self.world), self.workers, self.device.type,
+                      torch.Generator().manual_seed(0))
 
     def accuracy(self, model: nn.Module, dataset: Dataset, other: Optional[nn.Module] = None):
         """`tally` on a dataset: accuracy, or (accuracy, agreement) with `other`."""
