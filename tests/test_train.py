@@ -134,6 +134,54 @@ def test_cli_trains_and_writes_the_model_file(tmp_path):
     assert all(line["images_per_second"] > 0 and 0 <= line["test_accuracy"] <= 1 for line in lines)
 
 
+class HostReads(torch.Tensor):
+    """The training loss, and what is computed from it, counting how often the host reads its value (on a GPU, each
+    read waits until the device has run every step queued)."""
+
+    reads = 0
+
+    def __float__(self):
+        HostReads.reads += 1
+        return super().__float__()
+
+    def item(self):
+        HostReads.reads += 1
+        return super().item()
+
+    def tolist(self):
+        HostReads.reads += 1
+        return super().tolist()
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_loss_is_summed_on_the_device_and_read_once_an_epoch_or_every_few_steps_for_the_bar(progress, tmp_path,
+                                                                                              monkeypatch):
+    from qffs_lava.ann import train as train_module
+
+    real, losses = torch.nn.functional.cross_entropy, []
+
+    def watched(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        losses.append(float(loss))
+        return loss.as_subclass(HostReads)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", watched)
+    monkeypatch.setattr(HostReads, "reads", 0)
+    if progress:
+        monkeypatch.setattr(train_module, "LOSS_READ_STEPS", 4)
+    train("digits", "mlp", out=tmp_path / "m.pt", float_epochs=2, qat_epochs=1, hardware_epochs=1,
+          progress=progress, log=lambda _: None)
+    lines = read_metrics(tmp_path / "m.metrics.jsonl")
+    steps = len(losses) // len(lines)
+    assert len(lines) == 4 and len(losses) == 4 * steps and steps > 4
+    assert HostReads.reads == 4 * (1 + (steps // 4 if progress else 0))
+    for epoch, line in enumerate(lines):  # the mean the host used to sum step by step, to the last bit
+        total = 0.0
+        for loss in losses[epoch * steps:(epoch + 1) * steps]:
+            total += loss
+        assert line["loss"] == total / steps, epoch
+
+
 def test_evaluation_draws_nothing_from_torchs_global_generator():
     """Per-sample training transforms in this process (an image folder read without workers) draw from torch's
     global generator: were evaluation to draw from it too, the weights would depend on when the run evaluates."""
