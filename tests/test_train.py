@@ -131,7 +131,36 @@ def test_cli_trains_and_writes_the_model_file(tmp_path):
     lines = read_metrics(tmp_path / "m.metrics.jsonl")
     assert [(line["phase"], line["epoch"]) for line in lines] == [("float", 1), ("float", 2), ("qat", 1),
                                                                   ("hardware", 1), ("hardware", 2), ("hardware", 3)]
-    assert all(line["images_per_second"] > 0 and 0 <= line["test_accuracy"] <= 1 for line in lines)
+    assert all(line["images_per_second"] > 0 for line in lines)
+    # the test split is measured once a phase: its figure is on the phase's last line, with the epoch it ended as
+    content = read_model_file(out)
+    assert [(line["phase"], line["kept_epoch"], line["test_accuracy"]) for line in lines if "test_accuracy" in line] \
+        == [("float", 2, content["accuracy"]["float"]), ("qat", 1, content["accuracy"]["lsq"]),
+            ("hardware", content["train"]["hardware_epoch_kept"], content["accuracy"]["qann"])]
+
+
+def test_validation_chooses_each_epoch_and_the_test_split_is_measured_once_a_phase(monkeypatch):
+    """Every epoch is measured on the validation split; the test split once a phase, on the model the phase ends
+    with (the hardware-exact phase's best epoch restored), and once before that phase, on the integer network it
+    starts from."""
+    from torch.utils.data import Subset
+
+    from qffs_lava.ann import train as train_module
+
+    real, evaluated = train_module.tally, []
+
+    def recorded(model, batches, device, other=None):
+        figures = real(model, batches, device, other)
+        evaluated.append(("validation" if isinstance(batches.dataset, Subset) else "test", figures[0]))
+        return figures
+
+    monkeypatch.setattr(train_module, "tally", recorded)
+    content = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=2, progress=False,
+                    log=lambda _: None)
+    phase = ["validation", "validation", "test"]
+    assert [split for split, _ in evaluated] == phase + phase + ["test", "validation"] + phase
+    assert [figure for split, figure in evaluated if split == "test"] == [
+        content["accuracy"][name] for name in ("float", "lsq", "integer_before", "qann")]
 
 
 class HostReads(torch.Tensor):

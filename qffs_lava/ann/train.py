@@ -171,7 +171,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class Fit:
-    """What `Session.fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came)."""
+    """What `Session.fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came).
+    An epoch's Fit has test NaN: the test split is measured once, at the phase's end (`Session._tested`)."""
 
     test: float
     validation: float
@@ -327,8 +328,8 @@ class Session:
     def fit(self, model: nn.Module, phase: str, epochs: int, lr: float, generator: torch.Generator,
             teacher: Optional[nn.Module] = None, keep_best: Optional[Fit] = None) -> Fit:
         """Train `epochs` epochs of `phase` with a cosine learning rate (`train_one_epoch`), each followed by its
-        test and validation accuracy, a metrics line and a checkpoint. Returns the Fit of the model the phase ends
-        with.
+        validation accuracy, a metrics line and a checkpoint; then measure the test accuracy of the model the phase
+        ends with, once. Returns that model's Fit.
 
         Batches come in an order drawn from `generator`, which the batch augmentation then draws from
         (`loaders.Shuffle`). keep_best (the model's Fit as it came): the model ends as the epoch e in 0..epochs
@@ -353,7 +354,7 @@ class Session:
             best_state = self.resumed["best"]
             self.resumed = None
         else:
-            kept = keep_best or Fit(self.evaluate(model, splits.test) if epochs == 0 else float("nan"),
+            kept = keep_best or Fit(float("nan"),
                                     self.evaluate(model, splits.validation) if epochs == 0 else float("nan"), 0)
             best_state = copy.deepcopy(model.state_dict()) if keep_best else None
         net = self._parallel(model, phase)
@@ -367,24 +368,36 @@ class Session:
                 loss = self.train_one_epoch(net, phase, epoch_batches, optimizer, schedule, scaler, augmentation,
                                             teacher, bar)
                 training_seconds = time.perf_counter() - started
-                fit = Fit(self.evaluate(model, splits.test), self.evaluate(model, splits.validation), epoch)
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", val=f"{100 * fit.validation:.2f}%",
-                                test=f"{100 * fit.test:.2f}%")
+                fit = Fit(float("nan"), self.evaluate(model, splits.validation), epoch)
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", val=f"{100 * fit.validation:.2f}%")
                 self.log(f"{name} epoch {epoch}/{epochs}: loss {loss:.4f}, validation accuracy "
-                         f"{100 * fit.validation:.2f}%, test accuracy {100 * fit.test:.2f}%")
+                         f"{100 * fit.validation:.2f}%")
                 if not keep_best or len(splits.validation) == 0 or fit.validation > kept.validation:
                     kept = fit
                     if keep_best:
                         best_state = copy.deepcopy(model.state_dict())
                 self.metrics.append({"phase": phase, "epoch": epoch, "epochs": epochs, "loss": loss,
-                                     "validation_accuracy": fit.validation, "test_accuracy": fit.test,
-                                     "lr": lr,
+                                     "validation_accuracy": fit.validation, "lr": lr,
                                      "images_per_second": len(sampler) * world.size / training_seconds,
                                      "seconds": time.perf_counter() - started, "ranks": world.size})
                 self._save(phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state)
         if keep_best:
             model.load_state_dict(best_state)
-            self.log(f"{name}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
+        return self._tested(model, phase, kept, keep_best is not None)
+
+    def _tested(self, model: nn.Module, phase: str, kept: Fit, chosen: bool) -> Fit:
+        """The phase's end: `kept` with the test accuracy of the model the phase ends with (the one evaluation of
+        the test split in the phase), logged, and recorded in the phase's last metrics line (`test_accuracy`,
+        `kept_epoch`; its `seconds` take the evaluation's). `chosen`: the epoch was chosen on validation."""
+        started = time.perf_counter()
+        kept = replace(kept, test=self.evaluate(model, self.splits.test))
+        self.log(f"{PHASES[phase]}: " + ("kept" if chosen else "ended with") + f" epoch {kept.epoch} (validation "
+                 f"accuracy {100 * kept.validation:.2f}%), test accuracy {100 * kept.test:.2f}%")
+        if self.metrics and self.metrics[-1]["phase"] == phase:
+            last = self.metrics[-1]
+            last.update(test_accuracy=kept.test, kept_epoch=kept.epoch,
+                        seconds=last["seconds"] + time.perf_counter() - started)
+            self._write_metrics()
         return kept
 
     def _save(self, phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state) -> None:
@@ -406,9 +419,22 @@ class Session:
             self.saved = (phase, epoch, epochs)
             write_metrics(self.metrics_file, self.metrics)
         except QffsError as err:  # a full disk: training goes on, the model is written (or kept) at the end
-            if not self.unsaved:
-                self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
-            self.unsaved = True
+            self._unsaved(err)
+
+    def _write_metrics(self) -> None:
+        """The metrics file, by rank 0 (after a phase's test accuracy is added to its last line)."""
+        if self.metrics_file is None or not self.world.main:
+            return
+        try:
+            write_metrics(self.metrics_file, self.metrics)
+        except QffsError as err:
+            self._unsaved(err)
+
+    def _unsaved(self, err: QffsError) -> None:
+        """A checkpoint or the metrics file could not be written (a full disk): a warning, the first time."""
+        if not self.unsaved:
+            self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
+        self.unsaved = True
 
     def _restore(self, optimizer, schedule, scaler, order, augmentation) -> int:
         """Optimizer, schedule, gradient scaler and this rank's random states from the checkpoint resumed; returns
