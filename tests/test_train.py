@@ -5,14 +5,15 @@ import pickle
 import pytest
 import torch
 
-from qffs_lava.ann.datasets import load_dataset
+from qffs_lava.ann.datasets import dataset_info, load_dataset
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file, read_model_file
 from qffs_lava.ann.models import QuantAct, predict
 from qffs_lava.ann.checkpoint import read_metrics
 from qffs_lava.ann.loaders import Shard, Tensors, loader
-from qffs_lava.ann.train import tally, train
+from qffs_lava.ann.train import Session, TrainConfig, open_splits, tally, train
 from qffs_lava.cli import train_main
 from qffs_lava.convert.integer import trained_qann
+from qffs_lava.distributed import World
 from qffs_lava.errors import ModelFileError
 
 
@@ -130,7 +131,95 @@ def test_cli_trains_and_writes_the_model_file(tmp_path):
     lines = read_metrics(tmp_path / "m.metrics.jsonl")
     assert [(line["phase"], line["epoch"]) for line in lines] == [("float", 1), ("float", 2), ("qat", 1),
                                                                   ("hardware", 1), ("hardware", 2), ("hardware", 3)]
-    assert all(line["images_per_second"] > 0 and 0 <= line["test_accuracy"] <= 1 for line in lines)
+    assert all(line["images_per_second"] > 0 for line in lines)
+    # the test split is measured once a phase: its figure is on the phase's last line, with the epoch it ended as
+    content = read_model_file(out)
+    assert [(line["phase"], line["kept_epoch"], line["test_accuracy"]) for line in lines if "test_accuracy" in line] \
+        == [("float", 2, content["accuracy"]["float"]), ("qat", 1, content["accuracy"]["lsq"]),
+            ("hardware", content["train"]["hardware_epoch_kept"], content["accuracy"]["qann"])]
+
+
+def test_validation_chooses_each_epoch_and_the_test_split_is_measured_once_a_phase(monkeypatch):
+    """Every epoch is measured on the validation split; the test split once a phase, on the model the phase ends
+    with (the hardware-exact phase's best epoch restored), and once before that phase, on the integer network it
+    starts from."""
+    from torch.utils.data import Subset
+
+    from qffs_lava.ann import train as train_module
+
+    real, evaluated = train_module.tally, []
+
+    def recorded(model, batches, device, other=None):
+        figures = real(model, batches, device, other)
+        evaluated.append(("validation" if isinstance(batches.dataset, Subset) else "test", figures[0]))
+        return figures
+
+    monkeypatch.setattr(train_module, "tally", recorded)
+    content = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=2, progress=False,
+                    log=lambda _: None)
+    phase = ["validation", "validation", "test"]
+    assert [split for split, _ in evaluated] == phase + phase + ["test", "validation"] + phase
+    assert [figure for split, figure in evaluated if split == "test"] == [
+        content["accuracy"][name] for name in ("float", "lsq", "integer_before", "qann")]
+
+
+class HostReads(torch.Tensor):
+    """The training loss, and what is computed from it, counting how often the host reads its value (on a GPU, each
+    read waits until the device has run every step queued)."""
+
+    reads = 0
+
+    def __float__(self):
+        HostReads.reads += 1
+        return super().__float__()
+
+    def item(self):
+        HostReads.reads += 1
+        return super().item()
+
+    def tolist(self):
+        HostReads.reads += 1
+        return super().tolist()
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_loss_is_summed_on_the_device_and_read_once_an_epoch_or_every_few_steps_for_the_bar(progress, tmp_path,
+                                                                                              monkeypatch):
+    from qffs_lava.ann import train as train_module
+
+    real, losses = torch.nn.functional.cross_entropy, []
+
+    def watched(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        losses.append(float(loss))
+        return loss.as_subclass(HostReads)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", watched)
+    monkeypatch.setattr(HostReads, "reads", 0)
+    if progress:
+        monkeypatch.setattr(train_module, "LOSS_READ_STEPS", 4)
+    train("digits", "mlp", out=tmp_path / "m.pt", float_epochs=2, qat_epochs=1, hardware_epochs=1,
+          progress=progress, log=lambda _: None)
+    lines = read_metrics(tmp_path / "m.metrics.jsonl")
+    steps = len(losses) // len(lines)
+    assert len(lines) == 4 and len(losses) == 4 * steps and steps > 4
+    assert HostReads.reads == 4 * (1 + (steps // 4 if progress else 0))
+    for epoch, line in enumerate(lines):  # the mean the host used to sum step by step, to the last bit
+        total = 0.0
+        for loss in losses[epoch * steps:(epoch + 1) * steps]:
+            total += loss
+        assert line["loss"] == total / steps, epoch
+
+
+def test_evaluation_draws_nothing_from_torchs_global_generator():
+    """Per-sample training transforms in this process (an image folder read without workers) draw from torch's
+    global generator: were evaluation to draw from it too, the weights would depend on when the run evaluates."""
+    cfg = TrainConfig("digits", "mlp")
+    session = Session(cfg, open_splits(cfg, dataset_info("digits")), World(), None, False, lambda _: None, None)
+    state = torch.get_rng_state()
+    for split in (session.splits.validation, session.splits.test):
+        assert sum(len(y) for _, y in session.batches(split)) == len(split)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 class Payload:

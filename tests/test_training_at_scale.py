@@ -177,6 +177,33 @@ def test_a_folder_run_resumed_gives_the_same_bytes(tmp_path, monkeypatch):
     assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
 
 
+def test_a_run_stopped_before_a_phases_test_evaluation_resumes_to_the_same_bytes_and_metrics(tmp_path, monkeypatch):
+    """The test split is measured after a phase's last checkpoint: a run stopped in between measures it on
+    resuming, and ends as the run that was not stopped."""
+    from qffs_lava.ann import train as train_module
+
+    options = dict(float_epochs=2, qat_epochs=1, hardware_epochs=1, **QUIET)
+    train("digits", "mlp", out=tmp_path / "whole.pt", **options)
+    real = train_module.Session._save
+
+    def stop_after_the_float_phase(self, phase, epoch, epochs, *args):
+        real(self, phase, epoch, epochs, *args)
+        if (phase, epoch) == ("float", epochs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Session, "_save", stop_after_the_float_phase)
+    with pytest.raises(train_module.TrainingInterrupted, match="float epoch 2 of 2"):
+        train("digits", "mlp", out=tmp_path / "cut.pt", **options)
+    assert "test_accuracy" not in read_metrics(tmp_path / "cut.metrics.jsonl")[-1]
+    monkeypatch.setattr(train_module.Session, "_save", real)
+    train("digits", "mlp", out=tmp_path / "cut.pt", resume=True, **options)
+    assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
+    timeless = [[{k: v for k, v in line.items() if k not in ("seconds", "images_per_second")}
+                 for line in read_metrics(tmp_path / f"{name}.metrics.jsonl")] for name in ("cut", "whole")]
+    assert timeless[0] == timeless[1] and [line["phase"] for line in timeless[0] if "test_accuracy" in line] == [
+        "float", "qat", "hardware"]
+
+
 def test_export_of_a_model_whose_folder_moved_says_so_first_and_takes_its_new_place(tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=2, train=10, val=4, min_size=16, max_size=16)
     train(f"folder:{folder}", "lenet", float_epochs=1, qat_epochs=1, hardware_epochs=1, out=tmp_path / "m.pt",

@@ -4,8 +4,9 @@
                           gradient scaler, every rank's random states, the phase and epoch, and
                           the results so far;
                           `--resume` continues from it. Removed once the model file is written.
-    MODEL.metrics.jsonl   one JSON object per epoch: phase, epoch, loss, accuracies, learning
-                          rate, images per second, seconds.
+    MODEL.metrics.jsonl   one JSON object per epoch: phase, epoch, loss, validation accuracy,
+                          learning rate, images per second, seconds; a phase's last line also
+                          its test accuracy and the epoch its model is from.
 
 Both are written whole and atomically (made in memory, renamed into place) by rank 0 alone,
 so an interruption at any moment leaves the last complete checkpoint. A checkpoint is plain

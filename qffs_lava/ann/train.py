@@ -154,6 +154,9 @@ def check_bits(name: str, bits, minimum: int = 1, why: str = "") -> None:
 
 
 PHASES = {"float": "float", "qat": "QAT", "hardware": "hardware"}  # the phases in order, and their names in logs
+#: Training steps between two reads of the running loss from the device, for the progress bar; without the bar the
+#: loss is read once an epoch. (Each read waits for the device to finish the steps queued.)
+LOSS_READ_STEPS = 50
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -167,7 +170,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class Fit:
-    """What `Session.fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came)."""
+    """What `Session.fit` left: the model's test and validation accuracy, and the epoch it is from (0: as it came).
+    An epoch's Fit has test NaN: the test split is measured once, at the phase's end (`Session._tested`)."""
 
     test: float
     validation: float
@@ -256,11 +260,15 @@ class Session:
         return self.resumed is not None and order.index(phase) < order.index(self.resumed["phase"])
 
     def batches(self, dataset: Dataset, batch_size: int = 1000):
-        """This rank's share of a dataset in order, in batches (evaluation)."""
-        return loader(dataset, batch_size, Shard(len(dataset), self.world), self.workers, self.device.type)
+        """This rank's share of a dataset in order, in batches (evaluation). Its DataLoader draws its workers' seed
+        from a generator of its own, not from torch's global one, which per-sample training transforms in this
+        process draw from: when and how often a run evaluates changes none of its weights."""
+        return loader(dataset, batch_size, Shard(len(dataset), self.world), self.workers, self.device.type,
+                      torch.Generator().manual_seed(0))
 
-    def accuracy(self, model: nn.Module, dataset: Dataset, other: Optional[nn.Module] = None):
-        """`tally` on a dataset: accuracy, or (accuracy, agreement) with `other`."""
+    def evaluate(self, model: nn.Module, dataset: Dataset, other: Optional[nn.Module] = None):
+        """The top-1 accuracy of `model` on a dataset (all ranks' shares, `tally`), or (accuracy, top-1 agreement
+        with `other`) when `other` is given."""
         figures = tally(model, self.batches(dataset), self.device, other)
         return figures if other is not None else figures[0]
 
@@ -280,15 +288,52 @@ class Session:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None and phase != "hardware")
 
+    def train_one_epoch(self, net: nn.Module, phase: str, batches, optimizer: torch.optim.Optimizer, schedule,
+                        scaler: torch.amp.GradScaler, augmentation: torch.Generator, teacher: Optional[nn.Module],
+                        bar: tqdm) -> float:
+        """One epoch of optimisation of `net` (this rank's `batches`, one optimizer and schedule step each): returns
+        the epoch's mean training loss, the mean over its steps and over all ranks.
+
+        With a teacher (the float model), a step's loss is (CE(y, out) + KL(softmax(teacher) || softmax(out))) / 2,
+        as LSQ fine-tunes; the float phase of in-memory data augments each batch from `augmentation`. The losses
+        are summed on the device, in float64 (the sum the host would make of them one by one); the host reads the
+        sum every LOSS_READ_STEPS steps for the progress bar, and once at the end.
+        """
+        net.train()
+        total, steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        for x, y in batches:
+            if self.splits.augment_pad and phase == "float":
+                x = random_crop_flip(x, augmentation, self.splits.augment_pad)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._autocast(phase):
+                out = net(x)
+                loss = F.cross_entropy(out, y)
+                if teacher is not None:
+                    with torch.no_grad():
+                        target = F.softmax(teacher(x), dim=1)
+                    loss = (loss + F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")) / 2
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            total += loss.detach()
+            steps += 1
+            bar.update(1)
+            if self.progress and steps % LOSS_READ_STEPS == 0:
+                bar.set_postfix(loss=f"{float(total) / steps:.4f}")
+        return float(all_mean(total / steps))
+
     def fit(self, model: nn.Module, phase: str, epochs: int, lr: float, generator: torch.Generator,
             teacher: Optional[nn.Module] = None, keep_best: Optional[Fit] = None) -> Fit:
-        """Train `epochs` epochs of `phase` with a cosine learning rate, checkpointing after each.
+        """Train `epochs` epochs of `phase` with a cosine learning rate (`train_one_epoch`), each followed by its
+        validation accuracy, a metrics line and a checkpoint; then measure the test accuracy of the model the phase
+        ends with, once. Returns that model's Fit.
 
         Batches come in an order drawn from `generator`, which the batch augmentation then draws from
-        (`loaders.Shuffle`). With a teacher (the float model), the loss is (CE(y, out) +
-        KL(softmax(teacher) || softmax(out))) / 2, as LSQ fine-tunes. keep_best (the model's Fit as it
-        came): the model ends as the epoch e in 0..epochs (0: as it came) of highest validation accuracy,
-        the earliest on ties; without validation images, as the last.
+        (`loaders.Shuffle`). keep_best (the model's Fit as it came): the model ends as the epoch e in 0..epochs
+        (0: as it came) of highest validation accuracy, the earliest on ties; without validation images, as the
+        last. Without keep_best it ends as the last epoch.
         """
         cfg, splits, world = self.cfg, self.splits, self.world
         order = generator if world.size == 1 else torch.Generator().manual_seed(generator.initial_seed())
@@ -308,57 +353,50 @@ class Session:
             best_state = self.resumed["best"]
             self.resumed = None
         else:
-            kept = keep_best or Fit(self.accuracy(model, splits.test) if epochs == 0 else float("nan"),
-                                    self.accuracy(model, splits.validation) if epochs == 0 else float("nan"), 0)
+            kept = keep_best or Fit(float("nan"),
+                                    self.evaluate(model, splits.validation) if epochs == 0 else float("nan"), 0)
             best_state = copy.deepcopy(model.state_dict()) if keep_best else None
         net = self._parallel(model, phase)
         name = PHASES[phase]
         with tqdm(total=epochs * batches, initial=(first - 1) * batches, desc=name, disable=not self.progress,
                   unit="batch", mininterval=1.0) as bar:
             for epoch in range(first, epochs + 1):
-                model.train()
-                started, total_loss, seen, lr = time.perf_counter(), 0.0, 0, optimizer.param_groups[0]["lr"]
-                for x, y in loader(splits.train, local_batch, sampler, self.workers, self.device.type,
-                                   torch.Generator().manual_seed(generator.initial_seed() + 1000 * epoch)):
-                    if splits.augment_pad and phase == "float":
-                        x = random_crop_flip(x, augmentation, splits.augment_pad)
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    with self._autocast(phase):
-                        out = net(x)
-                        loss = F.cross_entropy(out, y)
-                        if teacher is not None:
-                            with torch.no_grad():
-                                target = F.softmax(teacher(x), dim=1)
-                            loss = (loss + F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")) / 2
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    schedule.step()
-                    total_loss += float(loss)
-                    seen += len(x)
-                    bar.update(1)
+                started, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+                epoch_batches = loader(splits.train, local_batch, sampler, self.workers, self.device.type,
+                                       torch.Generator().manual_seed(generator.initial_seed() + 1000 * epoch))
+                loss = self.train_one_epoch(net, phase, epoch_batches, optimizer, schedule, scaler, augmentation,
+                                            teacher, bar)
                 training_seconds = time.perf_counter() - started
-                loss_mean = float(all_mean(torch.tensor(total_loss / batches, dtype=torch.float64)))
-                images = int(all_sum(torch.tensor(seen, dtype=torch.int64)))
-                fit = Fit(self.accuracy(model, splits.test), self.accuracy(model, splits.validation), epoch)
-                bar.set_postfix(epoch=epoch, loss=f"{loss_mean:.4f}", val=f"{100 * fit.validation:.2f}%",
-                                test=f"{100 * fit.test:.2f}%")
-                self.log(f"{name} epoch {epoch}/{epochs}: loss {loss_mean:.4f}, validation accuracy "
-                         f"{100 * fit.validation:.2f}%, test accuracy {100 * fit.test:.2f}%")
+                fit = Fit(float("nan"), self.evaluate(model, splits.validation), epoch)
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", val=f"{100 * fit.validation:.2f}%")
+                self.log(f"{name} epoch {epoch}/{epochs}: loss {loss:.4f}, validation accuracy "
+                         f"{100 * fit.validation:.2f}%")
                 if not keep_best or len(splits.validation) == 0 or fit.validation > kept.validation:
                     kept = fit
                     if keep_best:
                         best_state = copy.deepcopy(model.state_dict())
-                self.metrics.append({"phase": phase, "epoch": epoch, "epochs": epochs, "loss": loss_mean,
-                                     "validation_accuracy": fit.validation, "test_accuracy": fit.test,
-                                     "lr": lr,
-                                     "images_per_second": images / training_seconds,
+                self.metrics.append({"phase": phase, "epoch": epoch, "epochs": epochs, "loss": loss,
+                                     "validation_accuracy": fit.validation, "lr": lr,
+                                     "images_per_second": len(sampler) * world.size / training_seconds,
                                      "seconds": time.perf_counter() - started, "ranks": world.size})
                 self._save(phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state)
         if keep_best:
             model.load_state_dict(best_state)
-            self.log(f"{name}: kept epoch {kept.epoch} (validation accuracy {100 * kept.validation:.2f}%)")
+        return self._tested(model, phase, kept, keep_best is not None)
+
+    def _tested(self, model: nn.Module, phase: str, kept: Fit, chosen: bool) -> Fit:
+        """The phase's end: `kept` with the test accuracy of the model the phase ends with (the one evaluation of
+        the test split in the phase), logged, and recorded in the phase's last metrics line (`test_accuracy`,
+        `kept_epoch`; its `seconds` take the evaluation's). `chosen`: the epoch was chosen on validation."""
+        started = time.perf_counter()
+        kept = replace(kept, test=self.evaluate(model, self.splits.test))
+        self.log(f"{PHASES[phase]}: " + ("kept" if chosen else "ended with") + f" epoch {kept.epoch} (validation "
+                 f"accuracy {100 * kept.validation:.2f}%), test accuracy {100 * kept.test:.2f}%")
+        if self.metrics and self.metrics[-1]["phase"] == phase:
+            last = self.metrics[-1]
+            last.update(test_accuracy=kept.test, kept_epoch=kept.epoch,
+                        seconds=last["seconds"] + time.perf_counter() - started)
+            self._write_metrics()
         return kept
 
     def _save(self, phase, epoch, epochs, optimizer, schedule, scaler, order, augmentation, kept, best_state) -> None:
@@ -380,9 +418,22 @@ class Session:
             self.saved = (phase, epoch, epochs)
             write_metrics(self.metrics_file, self.metrics)
         except QffsError as err:  # a full disk: training goes on, the model is written (or kept) at the end
-            if not self.unsaved:
-                self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
-            self.unsaved = True
+            self._unsaved(err)
+
+    def _write_metrics(self) -> None:
+        """The metrics file, by rank 0 (after a phase's test accuracy is added to its last line)."""
+        if self.metrics_file is None or not self.world.main:
+            return
+        try:
+            write_metrics(self.metrics_file, self.metrics)
+        except QffsError as err:
+            self._unsaved(err)
+
+    def _unsaved(self, err: QffsError) -> None:
+        """A checkpoint or the metrics file could not be written (a full disk): a warning, the first time."""
+        if not self.unsaved:
+            self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
+        self.unsaved = True
 
     def _restore(self, optimizer, schedule, scaler, order, augmentation) -> int:
         """Optimizer, schedule, gradient scaler and this rank's random states from the checkpoint resumed; returns
@@ -594,7 +645,7 @@ def train(
         model.set_input_norm(input_norm)
         float_acc = None
         if cfg.float_epochs == 0 and not session.skipped("float"):
-            float_acc = session.accuracy(model.to(device), session.splits.test)
+            float_acc = session.evaluate(model.to(device), session.splits.test)
             if float_acc < 1.5 / info.num_classes:
                 log(f"warning: the float model from {cfg.init} has {100 * float_acc:.2f}% test accuracy, near "
                     f"chance ({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them "
@@ -658,9 +709,9 @@ def _phases(session: Session, model: nn.Module, architecture: dict, info: Datase
     if cfg.hardware_epochs:
         integer = IntegerModel(model, architecture, info.levels, input_norm, grid and grid["input_scale"])
         if not (session.resumed and session.resumed["phase"] == "hardware"):
-            test_acc, agreement = session.accuracy(integer, session.splits.test, other=model)
+            test_acc, agreement = session.evaluate(integer, session.splits.test, other=model)
             results["before"] = {"integer_before": test_acc, "agreement_before": agreement,
-                                 "validation": session.accuracy(integer, session.splits.validation)}
+                                 "validation": session.evaluate(integer, session.splits.validation)}
         before = results["before"]
         accuracies.update(integer_before=before["integer_before"], agreement_before=before["agreement_before"])
         validation["integer_before"] = before["validation"]
