@@ -1,6 +1,7 @@
 """The signals that stop a command: Ctrl-C (SIGINT), SIGTERM (kill, timeout, batch schedulers) and SIGHUP (a
 closed terminal). Each is raised as a KeyboardInterrupt, so every cleanup Ctrl-C runs runs for all three, and the
-command exits with 128 + the signal's number: 130, 143, 129. Where a cleanup must not be cut short (a Lava run's
+command exits with 128 + the signal's number: 130, 143, 129. One raised where Python swallows exceptions (an
+at-fork hook, say, as a DataLoader starts its workers) is sent again (`_redeliver`), so none is lost. Where a cleanup must not be cut short (a Lava run's
 worker processes), `stops_deferred` records the signal instead and raises it once the block is done.
 """
 
@@ -39,7 +40,29 @@ def exit_code(err: BaseException) -> int:
     return 128 + signal_of(err)
 
 
-_state = {"finished": False}
+_state = {"finished": False, "owner": None, "hook": sys.unraisablehook, "pending": None, "profile": None}
+
+
+def _redeliver(unraisable) -> None:
+    """sys.unraisablehook inside `stop_signals_raise`: a stop signal's interrupt that Python had to swallow (raised
+    in an at-fork hook, a __del__, a weakref or GC callback, whose exceptions are printed as "Exception ignored")
+    is raised again at this thread's next function call or return outside this hook (`_raise_pending`, a profile
+    function), so that no stop is lost. In a process forked meanwhile, whose parent stops it, it is dropped."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _state["hook"](unraisable)
+    elif os.getpid() == _state["owner"] and _state["pending"] is None:
+        _state.update(pending=signal_of(unraisable.exc_value), profile=sys.getprofile())
+        sys.setprofile(_raise_pending)
+
+
+def _raise_pending(frame, event, arg) -> None:
+    """The profile function `_redeliver` sets: raise the pending stop (and put the previous profile function back)."""
+    if frame.f_code is _redeliver.__code__:
+        return  # the hook's own return: an interrupt there would be swallowed again
+    signum = _state["pending"]
+    sys.setprofile(_state["profile"])
+    _state["pending"] = None
+    raise interrupt(signum)
 
 
 def _handle(signum, frame) -> None:
@@ -74,12 +97,14 @@ def stop_signals_raise(whole_process: bool):
         yield
         return
     previous = {signum: signal.signal(signum, _handle) for signum in STOP_SIGNALS}
-    _state["finished"] = False
+    _state.update(finished=False, owner=os.getpid(), hook=sys.unraisablehook)
+    sys.unraisablehook = _redeliver
     try:
         yield
     finally:
         if not whole_process:
             _state["finished"] = False
+            sys.unraisablehook = _state["hook"]
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 

@@ -94,3 +94,41 @@ def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(digits_net, tmp_pa
     done = subprocess.run(["bash", "-c", f'"{inspect_command}" "{digits_net}" 2>"{tmp_path / "err"}" | true; '
                            'echo "${PIPESTATUS[0]}"'], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "141" and (tmp_path / "err").read_text() == ""
+
+
+AT_FORK = """
+import os, signal, sys
+from qffs_lava.signals import Stopped, stop_signals_raise
+
+os.register_at_fork(after_in_parent=lambda: signal.raise_signal(signal.SIGTERM))
+try:
+    with stop_signals_raise(whole_process=False):
+        if os.fork() == 0:
+            os._exit(0)
+        os.wait()
+        sum(range(10**6))
+except Stopped:
+    sys.exit(143)
+"""
+
+
+def test_a_stop_that_python_swallows_is_raised_again():
+    """A stop signal whose handler runs where Python swallows exceptions (a __del__; an at-fork hook, as when a
+    DataLoader forks its workers, where a SIGTERM was seen lost) is not lost: it is raised again just after."""
+    import signal
+    import subprocess
+    import sys
+
+    from qffs_lava.signals import Stopped, stop_signals_raise
+
+    class Dropped:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)
+            sum(range(1000))  # the handler raises in here, and Python prints "Exception ignored"
+
+    with pytest.raises(Stopped):
+        with stop_signals_raise(whole_process=False):
+            Dropped()
+            sum(range(10**6))
+    forked = subprocess.run([sys.executable, "-c", AT_FORK], capture_output=True, text=True, timeout=60)
+    assert forked.returncode == 143, forked.stderr
