@@ -1,8 +1,9 @@
 """The signals that stop a command: Ctrl-C (SIGINT), SIGTERM (kill, timeout, batch schedulers) and SIGHUP (a
 closed terminal). Each is raised as a KeyboardInterrupt, so every cleanup Ctrl-C runs runs for all three, and the
 command exits with 128 + the signal's number: 130, 143, 129. One raised where Python swallows exceptions (an
-at-fork hook, say, as a DataLoader starts its workers) is sent again (`_redeliver`), so none is lost. Where a cleanup must not be cut short (a Lava run's
-worker processes), `stops_deferred` records the signal instead and raises it once the block is done.
+at-fork hook, say, as a DataLoader starts its workers) is raised again (`_redeliver`), so none is lost. Where a
+cleanup must not be cut short (a Lava run's worker processes), `stops_deferred` records the signal instead and
+raises it once the block is done.
 """
 
 from __future__ import annotations

@@ -134,7 +134,8 @@ def test_qffs_run_stats_prints_and_writes_the_costs(digits_net, tmp_path, capsys
     costs = json.loads(out.read_text())["costs"]
     assert [layer["index"] for layer in costs["layers"]] == list(range(len(read_net(digits_net).layers)))
     assert costs["samples"] == 30 and len(costs["total"]["sops"]) == 6
-    with pytest.raises(QffsError, match=r"^stats=True is for backends that count spikes .*; the qann backend does not$"):
+    with pytest.raises(QffsError, match=r"^stats=True is for backends that count spikes .*; the qann backend does "
+                                        r"not$"):
         qffs.run(read_net(digits_net), load_dataset("digits", "test")[0][:5], None, 6, "qann", stats=True)
 
 
