@@ -27,7 +27,12 @@ class Stopped(KeyboardInterrupt):
 
 
 def interrupt(signum: int) -> KeyboardInterrupt:
-    """The exception a stop signal raises: KeyboardInterrupt for SIGINT, Stopped for the others."""
+    """The exception a stop signal raises: KeyboardInterrupt for SIGINT, Stopped for the others. In a command that
+    ends with the stop (`stop_signals_raise(whole_process=True)`), a child's death from now on is part of the stop:
+    SIGCHLD goes back to its default, so that PyTorch's DataLoader, whose workers the same signal may have killed
+    before they could ignore it, does not report them as crashed."""
+    if _state["whole"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
 
 
@@ -41,7 +46,8 @@ def exit_code(err: BaseException) -> int:
     return 128 + signal_of(err)
 
 
-_state = {"finished": False, "owner": None, "hook": sys.unraisablehook, "pending": None, "profile": None}
+_state = {"finished": False, "whole": False, "owner": None, "hook": sys.unraisablehook, "pending": None,
+          "profile": None}
 
 
 def _redeliver(unraisable) -> None:
@@ -74,8 +80,9 @@ def _handle(signum, frame) -> None:
 
 def end_process(code: int) -> None:
     """Flush stdout and stderr and end this process with `code` at once, without the interpreter's exit, during
-    which Python puts the default handlers back and a signal would kill the process instead (exit -2, not 130).
-    A stop signal that came in meanwhile, too late for its handler to run, still sets the code."""
+    which Python puts the default handlers back and a signal would kill the process instead (exit -2, not 130),
+    but with its children ended as that exit ends them. A stop signal that came in meanwhile, too late for its
+    handler to run, still sets the code."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -85,7 +92,19 @@ def end_process(code: int) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pending = sorted(signal.sigpending() & set(STOP_SIGNALS))
         code = 128 + pending[0] if pending else code
+    end_children()
     os._exit(code)
+
+
+def end_children() -> None:
+    """Kill and reap this process's multiprocessing children (a DataLoader's workers, stopped mid-start or
+    mid-shutdown), as the interpreter's exit would have ended them: os._exit skips that."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    children = multiprocessing.active_children() if multiprocessing is not None else []
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(5)
 
 
 @contextlib.contextmanager
@@ -98,13 +117,13 @@ def stop_signals_raise(whole_process: bool):
         yield
         return
     previous = {signum: signal.signal(signum, _handle) for signum in STOP_SIGNALS}
-    _state.update(finished=False, owner=os.getpid(), hook=sys.unraisablehook)
+    _state.update(finished=False, whole=whole_process, owner=os.getpid(), hook=sys.unraisablehook)
     sys.unraisablehook = _redeliver
     try:
         yield
     finally:
         if not whole_process:
-            _state["finished"] = False
+            _state.update(finished=False, whole=False)
             sys.unraisablehook = _state["hook"]
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -17,7 +17,10 @@ Order and randomness, so that training is deterministic and resumable on a CPU:
 
 from __future__ import annotations
 
+import multiprocessing.queues
 import signal
+import sys
+import traceback as traceback_module
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qffs_lava.distributed import World
-from qffs_lava.signals import STOP_SIGNALS
+from qffs_lava.signals import STOP_SIGNALS, stops_deferred
 
 
 class Tensors(Dataset):
@@ -98,19 +101,45 @@ def loader(dataset: Dataset, batch_size: int, sampler: Sampler, workers: int = 0
     """A DataLoader over `dataset` in the sampler's order: `workers` processes reading samples (0: this one),
     pinned memory when batches go to a GPU, the workers seeded from `generator`, stop signals left to this
     process (`leave_stops_to_the_parent`)."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=device.startswith("cuda"), generator=generator,
-                      worker_init_fn=leave_stops_to_the_parent if workers else None,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+    return WholeStartLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            collate_fn=collate, pin_memory=device.startswith("cuda"), generator=generator,
+                            worker_init_fn=leave_stops_to_the_parent if workers else None,
+                            persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+class WholeStartLoader(DataLoader):
+    """A DataLoader whose workers start whole: a stop signal while it forks them is raised once its iterator, which
+    ends them, is complete (raised in between, it left a half-made iterator whose cleanup failed)."""
+
+    def __iter__(self):
+        with stops_deferred():
+            return super().__iter__()
 
 
 def leave_stops_to_the_parent(worker_id: int) -> None:
     """In a DataLoader worker: ignore Ctrl-C, SIGTERM and SIGHUP. A terminal and `timeout` send them to the whole
     process group; a worker they killed first would make the command report a crashed DataLoader instead of the
-    stop. The command handles the stop and ends its workers through the DataLoader (a worker whose parent
-    dies ends by itself)."""
+    stop. The command handles the stop and ends its workers (a worker whose parent dies ends by itself); a worker
+    that was still handing a batch over then says nothing of the pipe its parent closed (its feeder and
+    fd-sharing threads would print a BrokenPipeError traceback after the command's own line)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    excepthook = sys.excepthook
+
+    def quiet_if_the_parent_left(kind, value, traceback):
+        if not issubclass(kind, PARENT_GONE):
+            excepthook(kind, value, traceback)
+
+    def feeder_error(error, obj):
+        if not isinstance(error, PARENT_GONE):
+            traceback_module.print_exc()
+
+    sys.excepthook = quiet_if_the_parent_left
+    multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(feeder_error)
+
+
+#: What a DataLoader worker meets when its parent has closed its end: the command stopped.
+PARENT_GONE = (BrokenPipeError, ConnectionResetError, EOFError)
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
