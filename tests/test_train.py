@@ -214,7 +214,7 @@ def test_evaluation_draws_nothing_from_torchs_global_generator():
     """Per-sample training transforms in this process (an image folder read without workers) draw from torch's
     global generator: were evaluation to draw from it too, the weights would depend on when the run evaluates."""
     cfg = TrainConfig("digits", "mlp")
-    session = Session(cfg, open_splits(cfg, dataset_info("digits")), World(), None, False, lambda _: None, None)
+    session = Session(cfg, open_splits(cfg, dataset_info("digits")), World(), None, False, None)
     state = torch.get_rng_state()
     for split in (session.splits.validation, session.splits.test):
         assert sum(len(y) for _, y in session.batches(split)) == len(split)
