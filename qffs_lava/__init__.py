@@ -19,10 +19,10 @@ Each is imported on first use, so `import qffs_lava` loads neither PyTorch nor L
 exporter's (export/, installed with the library), which adds it as the entry point `export` of the group
 `qffs_lava.verbs` (pyproject.toml): the exporter is built on the library, and the library never imports it.
 
-The library speaks through `logging` (messages.py): the loggers "qffs_lava" and "qffs_export" (the exporter's)
-at INFO, written on stderr where the program has set up no logging of its own. To silence or redirect them:
+The library speaks through `logging` (messages.py): the logger "qffs_lava" (and the exporter's, named after its
+package) at INFO, written on stderr where the program has set up no logging of its own. To silence or redirect:
 
-    logging.getLogger("qffs_lava").setLevel(logging.WARNING)    # and "qffs_export": the export's table
+    logging.getLogger("qffs_lava").setLevel(logging.WARNING)    # warnings only; the exporter's logger likewise
     logging.getLogger("qffs_lava").addHandler(logging.FileHandler("qffs.log"))
 
 What to act on (fewer Lava workers than asked, a model near chance) is a `qffs.QffsWarning` (`warnings`).

@@ -1,13 +1,13 @@
 """How the library speaks: `logging` for what it says, `warnings.warn` for what a Python user should act on.
 
-Each module logs through its own logger, `logging.getLogger(__name__)`, under "qffs_lava" (the exporter's under
-"qffs_export"). These package loggers are at INFO and carry the library's handler, which writes each message on
-stderr (a warning's after "warning: "), through tqdm.write so that a progress bar stays whole, and only where the
-record reaches no handler of the application's (on the root logger or on the way up to it): a program that sets
-up logging gets the records in its own handlers, once. Under torchrun the library's handler writes rank 0's
-records alone. To silence or redirect the library:
+Each module logs through its own logger, `logging.getLogger(__name__)`, under "qffs_lava" (the exporter's under its
+own package's name, which it `serve`s). These package loggers are at INFO and carry the library's handler, which
+writes each message on stderr (a warning's after "warning: "), through tqdm.write so that a progress bar stays
+whole, and only where the record reaches no handler of the application's (on the root logger or on the way up to
+it): a program that sets up logging gets the records in its own handlers, once. Under torchrun the library's
+handler writes rank 0's records alone. To silence or redirect the library:
 
-    logging.getLogger("qffs_lava").setLevel(logging.WARNING)    # warnings only; "qffs_export": the exporter's
+    logging.getLogger("qffs_lava").setLevel(logging.WARNING)    # warnings only (the exporter's logger likewise)
     logging.getLogger("qffs_lava").addHandler(logging.FileHandler("qffs.log"))  # into a file instead
 
 What a Python user should know and act on (a Lava run with fewer workers than asked, a model near chance) is a
