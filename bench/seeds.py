@@ -8,6 +8,7 @@ seed on a 2-core CPU).
 
 import argparse
 import json
+import logging
 import time
 
 from qffs_lava.ann.train import train
@@ -22,11 +23,12 @@ def main():
     parser.add_argument("--qat-epochs", type=int, default=None, help="default: qffs-train's for mnist")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
+    logging.getLogger("qffs_lava").setLevel(logging.WARNING)  # a line per seed, not the epoch lines
     rows = []
     for seed in args.seeds:
         start = time.perf_counter()
-        content = train("mnist", "lenet", progress=False, log=lambda _: None, seed=seed, device=args.device,
-                        data_dir=args.data_dir, float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
+        content = train("mnist", "lenet", progress=False, seed=seed, device=args.device, data_dir=args.data_dir,
+                        float_epochs=args.float_epochs, qat_epochs=args.qat_epochs)
         rows.append({"seed": seed, "float": content["accuracy"]["float"], "qann": content["accuracy"]["qann"],
                      "seconds": time.perf_counter() - start})
         print(f"seed {seed}: float {100 * rows[-1]['float']:.2f}%, QANN {100 * rows[-1]['qann']:.2f}%, "

@@ -1,5 +1,6 @@
 """qffs-export: argument parsing over `export`, nothing more, made as the library's commands are (qffs_lava.cli):
-its defaults are `export`'s, and a library error reaches the user naming its own flags."""
+its defaults are `export`'s, a library error reaches the user naming its own flags, and what `export` logs (the
+layer table, the fidelity, the line naming the file written) is its output on stdout."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _export_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@command(_export_parser)
+@command(_export_parser, says_on="stdout")
 def export_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """qffs-export: write a net.h5."""
     from qffs_export.exporter import export

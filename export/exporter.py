@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,6 +25,8 @@ from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import write_net
 from qffs_lava.ir.network import Network
 from qffs_lava.reports import layer_table, membrane_table
+
+log = logging.getLogger(__name__)
 
 
 def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -113,28 +116,28 @@ def test_split(content: dict, model_path: str | Path, data_dir: str | Path, data
 
 
 def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] = None, data_dir: str = "data",
-           loihi_check: bool = True, log: Callable[[str], None] = print, dataset: Optional[str] = None) -> Network:
+           loihi_check: bool = True, dataset: Optional[str] = None) -> Network:
     """Convert, check Loihi 2's ranges, measure fidelity, and write net.h5 (atomically).
 
     `samples` limits the fidelity measurement to the first test samples; 0 skips it, so
     no dataset is needed. The test split is the model's dataset's, found in `data_dir`;
     for a model trained on an image folder that has moved, `dataset` ("folder:NEWPATH")
     gives its new place (its classes must be the model's). The data is found before
-    anything is converted or printed.
+    anything is converted or logged.
 
-    Under torchrun, the ranks share the fidelity samples; rank 0 logs and writes.
+    The layer table, the fidelity and the membrane table are logged at INFO (logger "qffs_export.exporter";
+    qffs-export prints them on stdout). Under torchrun, the ranks share the fidelity samples; rank 0 writes.
 
     Refuses (QffsError, nothing written) when the network leaves Loihi 2's ranges,
     unless loihi_check is False, which writes it with a warning. Returns the network written.
 
     Example:
-        >>> network = qffs.export("digits.pt", "digits.h5")   # prints the layer table and the fidelity
+        >>> network = qffs.export("digits.pt", "digits.h5")   # logs the layer table and the fidelity
         >>> network.meta["qann_agreement"]                    # top-1 agreement with the QANN as trained
     """
     check_writable(net_path)
     check_outputs({"net_path": net_path}, {"model_path": model_path})
     ranks = world()
-    log = log if ranks.main else (lambda _: None)
     content, model = load_model_file(model_path)
     test = test_split(content, model_path, data_dir, dataset) if samples != 0 else None
     network = convert(content, model)
@@ -143,19 +146,21 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
         raise QffsError("the network does not fit Loihi 2 ({} exports it anyway):\n  " + "\n  ".join(problems),
                         ("loihi_check", False))
     for problem in problems:
-        log(f"warning: {problem}")
+        log.warning(problem)
     qann = "hardware-exact" if content.get("hardware_exact") else "LSQ, float weights"
     network.meta.update({"float_accuracy": content["accuracy"]["float"], "loihi_ranges": not problems,
                          "qann_forward": qann})
-    log(layer_table(network))
+    log.info(layer_table(network))
     if test is None:
         network.meta["fidelity_samples"] = 0
-        log("fidelity not measured (0 test samples)")
+        log.info("fidelity not measured (0 test samples)")
     else:
         if samples is not None:
             test = Subset(test, range(min(samples, len(test))))
         in_memory = isinstance(test, Tensors) or isinstance(getattr(test, "dataset", None), Tensors)
-        batches = loader(test, 1000 if in_memory else 128, Shard(len(test), ranks), 0 if in_memory else 2)
+        batch = 1000 if in_memory else 128
+        log.debug(f"fidelity: {len(test)} test samples in batches of {batch}, over {ranks.size} rank(s)")
+        batches = loader(test, batch, Shard(len(test), ranks), 0 if in_memory else 2)
         figures = fidelity(network, trained_qann(content, model), batches)
         network.meta.update({
             "qann_accuracy": figures["qann_accuracy"],
@@ -166,14 +171,14 @@ def export(model_path: str | Path, net_path: str | Path, samples: Optional[int] 
             "membrane_peak": figures["membrane_peak"],
             "fidelity_samples": figures["samples"],
         })
-        log(f"fidelity on {figures['samples']} {dataset or content['dataset']} test samples: "
-            f"QANN as trained ({qann}) {100 * figures['qann_accuracy']:.2f}%, integer QANN "
-            f"{100 * figures['int_qann_accuracy']:.2f}%, top-1 agreement {100 * figures['agreement']:.2f}%")
-        log("largest pre-activation difference in threshold units (share of counts that differ), per layer: "
-            + ", ".join(f"{name} {diff:.3g} ({100 * figures['count_mismatch'][name]:.2f}%)"
-                        for name, diff in figures["preactivation_max_difference"].items()))
-        log(membrane_table(network))
+        log.info(f"fidelity on {figures['samples']} {dataset or content['dataset']} test samples: "
+                 f"QANN as trained ({qann}) {100 * figures['qann_accuracy']:.2f}%, integer QANN "
+                 f"{100 * figures['int_qann_accuracy']:.2f}%, top-1 agreement {100 * figures['agreement']:.2f}%")
+        log.info("largest pre-activation difference in threshold units (share of counts that differ), per layer: "
+                 + ", ".join(f"{name} {diff:.3g} ({100 * figures['count_mismatch'][name]:.2f}%)"
+                             for name, diff in figures["preactivation_max_difference"].items()))
+        log.info(membrane_table(network))
     if ranks.main:
         write_net(net_path, network)
-        log(f"wrote {net_path}")
+        log.info(f"wrote {net_path}")
     return network

@@ -20,9 +20,8 @@ STEPS = 10
 @pytest.fixture(scope="module", params=["mlp", "lenet"])
 def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
-    train("digits", request.param, out=folder / "model.pt", progress=False, log=lambda _: None,
-          float_epochs=5, qat_epochs=3)
-    export(folder / "model.pt", folder / "net.h5", log=lambda _: None)
+    train("digits", request.param, out=folder / "model.pt", progress=False, float_epochs=5, qat_epochs=3)
+    export(folder / "model.pt", folder / "net.h5")
     return read_net(folder / "net.h5")
 
 

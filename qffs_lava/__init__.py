@@ -18,9 +18,19 @@ The verbs of the pipeline, at the top of the package:
 Each is imported on first use, so `import qffs_lava` loads neither PyTorch nor Lava. `export` is the
 exporter's (export/, installed with the library), which adds it as the entry point `export` of the group
 `qffs_lava.verbs` (pyproject.toml): the exporter is built on the library, and the library never imports it.
+
+The library speaks through `logging` (messages.py): the logger "qffs_lava" (and the exporter's, named after its
+package) at INFO, written on stderr where the program has set up no logging of its own. To silence or redirect:
+
+    logging.getLogger("qffs_lava").setLevel(logging.WARNING)    # warnings only; the exporter's logger likewise
+    logging.getLogger("qffs_lava").addHandler(logging.FileHandler("qffs.log"))
+
+What to act on (fewer Lava workers than asked, a model near chance) is a `qffs.QffsWarning` (`warnings`).
 """
 
 import importlib
+
+from qffs_lava import messages as messages  # the library's logging, set up before any module logs
 
 __version__ = "0.1.0"
 
@@ -36,6 +46,7 @@ _API = {
     "RunResult": ("qffs_lava.results", "RunResult"),
     "BACKENDS": ("qffs_lava.backends", "BACKENDS"),
     "QffsError": ("qffs_lava.errors", "QffsError"),
+    "QffsWarning": ("qffs_lava.messages", "QffsWarning"),
 }
 
 #: The entry-point group through which a package installed with the library adds a verb (a name not in _API).

@@ -3,8 +3,10 @@
 Each command's defaults are the library's: qffs-train's options are TrainConfig's fields,
 qffs-run's take the defaults of `run`. A library error names parameters; a command prints it
 as one line naming its own flags (`--float-epochs` for float_epochs) on stderr and exits with
-code 2; Ctrl-C exits with 130 (SIGTERM 143, SIGHUP 129). The exporter's command, qffs-export
-(export/cli.py), is made of the same parts: `command`, `new_parser` and the option types.
+code 2; Ctrl-C exits with 130 (SIGTERM 143, SIGHUP 129). The library's log messages and QffsWarnings are lines
+on the stream each command names (qffs_lava.messages), at INFO; -v/--verbose adds DEBUG; qffs-run's --quiet
+leaves WARNING (qffs-train's hides the progress bars alone: its INFO lines are its results). The exporter's
+command, qffs-export (export/cli.py), is made of the same parts: `command`, `new_parser` and the option types.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import logging
 import os
 import shlex
 import signal
@@ -22,6 +25,7 @@ from typing import Any, Callable, List, Optional
 from qffs_lava import __version__
 from qffs_lava.distributed import leave, lost_peer, rank_prefix
 from qffs_lava.errors import QffsError
+from qffs_lava.messages import command_messages
 from qffs_lava.signals import end_process, exit_code, finished, signal_of, stop_signals_raise
 
 
@@ -101,6 +105,7 @@ class CommandParser(argparse.ArgumentParser):
 def new_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
     parser = CommandParser(prog=prog, description=description, epilog=epilog)
     parser.add_argument("--version", action="version", version=f"%(prog)s (qffs-lava) {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also the debug messages")
     return parser
 
 
@@ -135,11 +140,14 @@ def flag_for(parser: argparse.ArgumentParser) -> Callable[[str, Optional[Any]], 
     return show
 
 
-def command(build: Callable[[], argparse.ArgumentParser]):
+def command(build: Callable[[], argparse.ArgumentParser], says_on: str = "stderr", quiet: int = logging.WARNING):
     """A CLI main(argv) -> exit code from a parser builder and the function that acts on the parsed arguments:
     QffsError -> 'error: ...' (its parameters shown as this command's flags) on stderr and 2; Ctrl-C, SIGTERM,
     SIGHUP -> their cleanup, then 130, 143, 129 (qffs_lava.signals); output to a closed pipe -> 141, quietly; under
-    torchrun, a rank whose peer failed -> one line and 1 (the failed rank's line says why)."""
+    torchrun, a rank whose peer failed -> one line and 1 (the failed rank's line says why).
+
+    While it acts, the library's messages are lines on sys.<says_on> (`messages.command_messages`) at INFO;
+    -v/--verbose: DEBUG; --quiet, where the command has it: `quiet`."""
 
     def decorate(act: Callable[[argparse.Namespace, argparse.ArgumentParser], None]):
         def main(argv: Optional[List[str]] = None) -> int:
@@ -156,7 +164,10 @@ def command(build: Callable[[], argparse.ArgumentParser]):
             parser = None
             try:  # a Ctrl-C while the parser's imports load is a Ctrl-C too
                 parser = build()
-                act(parser.parse_args(argv), parser)
+                args = parser.parse_args(argv)
+                level = logging.DEBUG if args.verbose else quiet if getattr(args, "quiet", False) else logging.INFO
+                with command_messages(says_on, level):
+                    act(args, parser)
                 leave()  # under torchrun, the ranks leave their process group together
                 finished()
                 return 0
@@ -323,12 +334,12 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run whose checkpoint is beside --out (OUT.checkpoint.pt, written after "
                              "every epoch), with the options it was started with")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (the epoch lines stay)")
     add_threads_option(parser)
     return parser
 
 
-@command(_train_parser)
+@command(_train_parser, says_on="stdout", quiet=logging.INFO)
 def train_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """qffs-train: train and write a model file."""
     from qffs_lava.ann.train import TrainingInterrupted, train
@@ -459,7 +470,8 @@ def _run_parser() -> argparse.ArgumentParser:
                                        "(.png, .pdf, .svg, .jpg, ...)")
     parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="run a network outside Loihi 2's ranges on the Lava backends anyway (values saturate)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, and of the messages on stderr only "
+                                                             "the notes and warnings")
     add_threads_option(parser)
     return parser
 

@@ -7,7 +7,9 @@ accuracy-against-steps plot.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import time
 from pathlib import Path
 from typing import Dict
@@ -25,31 +27,45 @@ def _timed(fn):
     return result, time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def _unsaid(verb):
+    """A verb's INFO messages left unsaid while it runs (the demo says what it did in its own lines)."""
+    logger = logging.getLogger(verb.__module__)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | None = None,
-             progress: bool = True, log=print) -> Dict:
-    """Run the pipeline; return the summary (also written to OUT_DIR/summary.json)."""
+             progress: bool = True) -> Dict:
+    """Run the pipeline, printing what it does on stdout; return the summary (also written to
+    OUT_DIR/summary.json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path, net_path = out / "digits.pt", out / "digits.h5"
-    quiet = lambda _: None  # noqa: E731
 
-    log(f"$ qffs-train --dataset digits --arch mlp --out {model_path}")
-    content, train_s = _timed(lambda: qffs.train("digits", "mlp", out=model_path, progress=False, log=quiet))
-    log(f"  float {100 * content['accuracy']['float']:.2f}%, QANN {100 * content['accuracy']['qann']:.2f}% "
-        f"({train_s:.1f} s)")
-    log(f"$ qffs-export {model_path} {net_path}")
-    _, export_s = _timed(lambda: qffs.export(model_path, net_path, log=quiet))
-    log(f"$ qffs-inspect {net_path}")
+    print(f"$ qffs-train --dataset digits --arch mlp --out {model_path}")
+    with _unsaid(qffs.train):
+        content, train_s = _timed(lambda: qffs.train("digits", "mlp", out=model_path, progress=False))
+    print(f"  float {100 * content['accuracy']['float']:.2f}%, QANN {100 * content['accuracy']['qann']:.2f}% "
+          f"({train_s:.1f} s)")
+    print(f"$ qffs-export {model_path} {net_path}")
+    with _unsaid(qffs.export):
+        _, export_s = _timed(lambda: qffs.export(model_path, net_path))
+    print(f"$ qffs-inspect {net_path}")
     network = qffs.read_net(net_path)
-    log(layer_table(network))
-    log("Loihi 2 ranges: " + ("ok" if not loihi_problems(network) else "EXCEEDED"))
+    print(layer_table(network))
+    print("Loihi 2 ranges: " + ("ok" if not loihi_problems(network) else "EXCEEDED"))
 
     x, y = load_dataset("digits", "test")
     if samples is not None:
         x, y = x[:samples], y[:samples]
     reports, seconds = {}, {}
     for backend in ("qann", "torch", "lava"):
-        log(f"$ qffs-run {net_path} --dataset digits --backend {backend} --steps {steps}")
+        print(f"$ qffs-run {net_path} --dataset digits --backend {backend} --steps {steps}")
         reports[backend], seconds[backend] = _timed(
             lambda: qffs.run(network, x, y, steps, backend, progress=progress))
 
@@ -72,9 +88,9 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 8, samples: int | N
     plot_accuracy(plot_path, {b: reports[b] for b in ("torch", "lava")},
                 title=f"digits MLP, {len(x)} test samples (2-bit hidden, 3-bit output)")
     write_json(out / "summary.json", summary)
-    log("")
-    log(summary_table(summary))
-    log(f"\nplot: {plot_path}\nsummary: {out / 'summary.json'}")
+    print()
+    print(summary_table(summary))
+    print(f"\nplot: {plot_path}\nsummary: {out / 'summary.json'}")
     return summary
 
 

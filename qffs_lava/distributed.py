@@ -46,6 +46,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def main_rank() -> bool:
+    """Whether this process is rank 0, or the only one, as torchrun's environment says (no group joined)."""
+    return not launched() or os.environ.get("RANK", "0") == "0"
+
+
 def world(device: str = "cpu") -> World:
     """This process's World; under torchrun, joins the process group first (NCCL for cuda, else gloo)."""
     if not launched():

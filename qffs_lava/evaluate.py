@@ -8,6 +8,7 @@ converges to), and compares their output counts after every synchronous step.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -27,6 +28,8 @@ from qffs_lava.inputs import Source, check_inputs, check_labels, load_inputs
 from qffs_lava.ir.netfile import read_net
 from qffs_lava.ir.network import Network
 from qffs_lava.results import CLOSED_FORM, RunResult, Simulation
+
+log = logging.getLogger(__name__)
 
 #: run's argument for each RunOptions field it names differently.
 RUN_ARGUMENTS = {"mechanisms": "ablate", "count_costs": "stats"}
@@ -60,7 +63,8 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: int = 16,
                  (False: run it; values saturate)
     description: what the inputs are, for the report (e.g. "digits test split")
 
-    Under torchrun the ranks share the samples, and each returns the result for all of them.
+    Under torchrun the ranks share the samples, and each returns the result for all of them. The Lava backends
+    log what their workers will hold at INFO; a run otherwise than asked (fewer samples or workers) is a QffsNote.
 
     Example:
         >>> result = qffs.run("digits.h5", images, labels, steps=8, backend="lava")
@@ -95,9 +99,10 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: int = 16,
     started = time.perf_counter()
     qann, simulations, given = [], [], []
     reference = QannBackend()
-    options = runner.plan(net, options, len(dataset), steps, verbose=progress and ranks.main)
+    options = runner.plan(net, options, len(dataset), steps)
     piece = (len(dataset) if isinstance(dataset, Tensors) else
              options.chunk * (options.workers or 1) * 4 if runner.worker_processes else batch_size)
+    log.debug(f"{backend} ({mode}): {len(dataset)} samples, T = {steps}, {piece} at a time, {options}")
     pieces = loader(dataset, piece, Shard(len(dataset), ranks),
                     0 if isinstance(dataset, Tensors) or runner.worker_processes else 2)
     with tqdm(total=len(pieces.sampler), desc=f"{backend} ({mode})", unit="sample", leave=False,

@@ -8,7 +8,7 @@ qffs-run shows as its flag.
 
 from __future__ import annotations
 
-import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
@@ -21,6 +21,7 @@ from qffs_lava.ann.folders import EARLIER_AUGMENTATION, check_classes
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.fileio import file_kind
 from qffs_lava.ir.network import Network
+from qffs_lava.messages import QffsNote
 
 #: A source of inputs: a dataset name, "folder:PATH", a .npy file (a Path, or a str ending .npy), an array (N, ...)
 #: of dataset values, or a Dataset of (image, class index).
@@ -62,7 +63,8 @@ def read_npy(path: Union[str, Path], parameter: str) -> np.ndarray:
 
 def load_inputs(network: Network, source: Source, labels=None, split: str = "test", samples: Optional[int] = None,
                 data_dir: Union[str, Path] = "data", download: bool = False) -> Inputs:
-    """The first `samples` (None: all) inputs of a source, for this network.
+    """The first `samples` (None: all; more than there are: all, with a QffsNote) inputs of a source, for this
+    network.
 
     source: a dataset name (its `split`, from `data_dir`, fetched where `download`), "folder:PATH" (the folder's
             split read a batch at a time at the network's input size, evaluation-transformed as the network was
@@ -90,9 +92,8 @@ def load_inputs(network: Network, source: Source, labels=None, split: str = "tes
         if samples < 1:
             raise ParameterError("{} must be at least 1", ("samples", samples))
         if samples > len(x):
-            print(f"note: {samples} samples asked for, but {description or 'the input'} has {len(x)}; running all "
-                  f"{len(x)}",
-                  file=sys.stderr)
+            warnings.warn(f"{samples} samples asked for, but {description or 'the input'} has {len(x)}; running all "
+                          f"{len(x)}", QffsNote)
         if isinstance(x, Dataset):
             x = Subset(x, range(min(samples, len(x))))
         else:

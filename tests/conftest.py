@@ -124,7 +124,7 @@ def digits_model_file(tmp_path_factory) -> Path:
     from qffs_lava.ann.train import train
 
     path = tmp_path_factory.mktemp("models") / "digits.pt"
-    train("digits", "mlp", out=path, progress=False, log=lambda _: None, float_epochs=10, qat_epochs=10)
+    train("digits", "mlp", out=path, progress=False, float_epochs=10, qat_epochs=10)
     return path
 
 
@@ -134,7 +134,7 @@ def digits_net(tmp_path_factory, digits_model_file) -> Path:
     from qffs_export.exporter import export
 
     path = tmp_path_factory.mktemp("nets") / "digits.h5"
-    export(digits_model_file, path, log=lambda _: None)
+    export(digits_model_file, path)
     return path
 
 
@@ -146,9 +146,9 @@ def digits_lenet_files(tmp_path_factory):
     from qffs_lava.ann.train import train
 
     folder = tmp_path_factory.mktemp("lenet")
-    train("digits", "lenet", out=folder / "lenet.pt", progress=False, log=lambda _: None,
+    train("digits", "lenet", out=folder / "lenet.pt", progress=False,
           float_epochs=3, qat_epochs=2, hardware_epochs=2)
-    export(folder / "lenet.pt", folder / "lenet.h5", log=lambda _: None)
+    export(folder / "lenet.pt", folder / "lenet.h5")
     return folder / "lenet.pt", folder / "lenet.h5"
 
 

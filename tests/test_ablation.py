@@ -73,11 +73,11 @@ def test_qffs_run_ablate_reports_it_and_refuses_other_backends(digits_net, tmp_p
 
 def test_average_pooling_lenet_trains_exports_and_settles_at_its_qann(tmp_path):
     content = train("digits", "lenet", out=tmp_path / "avg.pt", pool="avg", float_epochs=2, qat_epochs=2,
-                    hardware_epochs=1, progress=False, log=lambda _: None)
+                    hardware_epochs=1, progress=False)
     assert [n["op"] for n in content["arch"]["nodes"]].count("avgpool") == 2
-    network = export(tmp_path / "avg.pt", tmp_path / "avg.h5", log=lambda _: None)
+    network = export(tmp_path / "avg.pt", tmp_path / "avg.h5")
     assert not any(isinstance(layer, MaxPoolLayer) for layer in network.layers)  # folded into the next synapse
     report = qffs.run(network, load_dataset("digits", "test")[0], None, 16, progress=False)
     assert report.equal_from_step is not None and report.equal_from_step <= 16
     with pytest.raises(QffsError, match="resnet8 has no max pooling to replace"):
-        train("digits", "resnet8", pool="avg", float_epochs=1, qat_epochs=1, progress=False, log=lambda _: None)
+        train("digits", "resnet8", pool="avg", float_epochs=1, qat_epochs=1, progress=False)

@@ -240,9 +240,9 @@ def test_stats_on_lava_with_two_workers_in_a_process_that_trained_first(tmp_path
     script = f"""
 import qffs_lava as qffs
 from qffs_lava.backends import simulate
-qffs.train("digits", "lenet", out="{tmp_path}/m.pt", progress=False, log=lambda _: None, float_epochs=1,
+qffs.train("digits", "lenet", out="{tmp_path}/m.pt", progress=False, float_epochs=1,
            qat_epochs=1, hardware_epochs=1)
-network = qffs.export("{tmp_path}/m.pt", "{tmp_path}/m.h5", log=lambda _: None)
+network = qffs.export("{tmp_path}/m.pt", "{tmp_path}/m.h5")
 images, labels = qffs.load_dataset("digits", "test")
 lava = qffs.run(network, images[:24], labels[:24], steps=6, backend="lava", workers=2, stats=True, progress=False)
 torch_run = qffs.run(network, images[:24], labels[:24], steps=6, mode="pipelined", stats=True, progress=False)

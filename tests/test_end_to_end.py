@@ -8,7 +8,7 @@ from qffs_lava.demo import run_demo
 @pytest.mark.slow
 @pytest.mark.lava  # run_demo runs the lava backend
 def test_demo_pipeline_reaches_the_qann_and_lava_agrees_with_torch(tmp_path):
-    summary = run_demo(tmp_path, steps=16, progress=False, log=lambda _: None)
+    summary = run_demo(tmp_path, steps=16, progress=False)
     for backend in ("torch", "lava"):
         step = summary["equal_from_step"][backend]
         assert step is not None and step <= 16, backend

@@ -84,7 +84,7 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
     from lava.lib.dl.netx.utils import NetDict
 
     net_path = tmp_path / "digits.h5"
-    network = export(digits_model_file, net_path, log=lambda _: None)
+    network = export(digits_model_file, net_path)
     again = read_net(net_path)
     assert [type(layer) for layer in again.layers] == [type(layer) for layer in network.layers]
     for (_, a), (_, b) in zip(network.neuron_layers, again.neuron_layers):
@@ -103,7 +103,7 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
 
 
 def test_digits_fidelity_on_the_full_test_split(tmp_path, digits_model_file):
-    network = export(digits_model_file, tmp_path / "d.h5", log=lambda _: None)
+    network = export(digits_model_file, tmp_path / "d.h5")
     meta = network.meta
     assert meta["fidelity_samples"] == 450
     assert meta["qann_forward"] == "hardware-exact"  # qffs-train's default ends with the hardware-exact phase
@@ -286,9 +286,9 @@ def test_a_trained_resnet_spikes_alike_in_lava_and_torch(tmp_path):
     from qffs_lava.ann.train import train
     from qffs_lava.backends import simulate
 
-    train("digits", "resnet8", out=tmp_path / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
+    train("digits", "resnet8", out=tmp_path / "r.pt", progress=False, float_epochs=1,
           qat_epochs=1)
-    network = export(tmp_path / "r.pt", tmp_path / "r.h5", log=lambda _: None)
+    network = export(tmp_path / "r.pt", tmp_path / "r.h5")
     network = read_net(tmp_path / "r.h5")
     assert network.meta["version"] == 2 and network.meta["qann_agreement"] >= 0.9
     x = load_dataset("digits", "test")[0][:20]

@@ -1,6 +1,7 @@
 """Hardware-exact fine-tuning: the trainer's forward pass is the exporter's integer network (convert/integer.py)."""
 
 import functools
+import logging
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from qffs_lava.errors import QffsError
 from qffs_lava.ir.loihi import bias_exponents, loihi_problems, nearest_bias
 from qffs_lava.ir.netfile import read_net
 
-QUIET = dict(progress=False, log=lambda _: None)
+QUIET = dict(progress=False)
 
 
 def assert_trained_forward_is_the_exported_network(model_path, net_path, images):
@@ -51,7 +52,7 @@ def test_digits_resnet_with_8_bit_weight_lsq_trains_hardware_exact(tmp_path):
     network is the trained one on the whole test split."""
     train("digits", "resnet8", out=tmp_path / "r.pt", float_epochs=1, qat_epochs=1, hardware_epochs=1,
           weight_bits=8, **QUIET)
-    network = export(tmp_path / "r.pt", tmp_path / "r.h5", log=lambda _: None)
+    network = export(tmp_path / "r.pt", tmp_path / "r.h5")
     assert network.meta["qann_forward"] == "hardware-exact" and network.meta["qann_agreement"] == 1.0
     assert not any(network.meta["count_mismatch"].values())
     assert not loihi_problems(network)
@@ -63,7 +64,7 @@ def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
     content = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=2, qat_epochs=2, hardware_epochs=0,
                     **QUIET)
     assert not content["hardware_exact"] and "integer_before" not in content["accuracy"]
-    network = export(tmp_path / "lsq.pt", tmp_path / "lsq.h5", log=lambda _: None)
+    network = export(tmp_path / "lsq.pt", tmp_path / "lsq.h5")
     assert network.meta["qann_forward"] == "LSQ, float weights"
     assert network.meta["qann_accuracy"] == content["accuracy"]["qann"]
 
@@ -78,20 +79,20 @@ def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
         assert torch.equal(added["state_dict"][name], value), name
     assert added["accuracy"]["integer_before"] == network.meta["int_qann_accuracy"]  # what the export gave
     assert [line["phase"] for line in read_metrics(tmp_path / "hw.metrics.jsonl")] == ["hardware"] * 2
-    after = export(tmp_path / "hw.pt", tmp_path / "hw.h5", log=lambda _: None)
+    after = export(tmp_path / "hw.pt", tmp_path / "hw.h5")
     assert after.meta["qann_agreement"] == 1.0 and after.meta["int_qann_accuracy"] == added["accuracy"]["qann"]
 
 
-def test_the_phase_keeps_its_best_epoch_on_validation_and_never_trains_on_it(tmp_path):
+def test_the_phase_keeps_its_best_epoch_on_validation_and_never_trains_on_it(tmp_path, caplog):
     """A phase that wrecks the network (a learning rate of 0.3) keeps epoch 0: the LSQ model's integer network."""
     lsq = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=2, qat_epochs=2, hardware_epochs=0, **QUIET)
-    logged = []
+    caplog.set_level(logging.INFO, logger="qffs_lava")
     wrecked = train("digits", "mlp", init=str(tmp_path / "lsq.pt"), float_epochs=0, qat_epochs=0,
-                    hardware_epochs=2, hardware_lr=0.3, progress=False, log=logged.append)
+                    hardware_epochs=2, hardware_lr=0.3, progress=False)
     assert wrecked["train"]["hardware_epoch_kept"] == 0 and wrecked["train"]["validation_images"] == 135
     assert wrecked["accuracy"]["qann"] == wrecked["accuracy"]["integer_before"]
     assert wrecked["accuracy"]["validation"]["qann"] == wrecked["accuracy"]["validation"]["integer_before"]
-    trained = [float(line.split("validation accuracy ")[1].split("%")[0]) for line in logged
+    trained = [float(line.split("validation accuracy ")[1].split("%")[0]) for line in caplog.messages
                if line.startswith("hardware epoch")]
     assert len(trained) == 2 and max(trained) < 100 * wrecked["accuracy"]["validation"]["integer_before"] - 5
     for name, value in lsq["state_dict"].items():

@@ -86,23 +86,23 @@ def test_an_error_after_the_runtime_ran_leaves_nothing(digits_net, monkeypatch, 
     assert not before.left()
 
 
-def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch, capsys):
+def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch):
     """The Lava backend estimates a worker's processes and memory before starting (footprint.py): fewer workers
     than the default where they would not fit, saying so; asked-for workers that do not fit, or not even one,
     refused in one line."""
     from qffs_lava.backends import BACKENDS, RunOptions
     from qffs_lava.backends.lava import footprint
     from qffs_lava.errors import ParameterError
+    from qffs_lava.messages import QffsNote
 
     network, lava = read_net(digits_net), BACKENDS["lava"]
     one = footprint.worker_footprint(network, 32, 128, 8, False)
     assert one.processes == 11  # the worker, source, runtime service, memory manager, 3 x (synapse, neurons), recorder
     monkeypatch.setattr(footprint, "available_memory", lambda: (int(2.5 * one.bytes), 2**40))
     monkeypatch.setattr("qffs_lava.backends.lava.workers.default_workers", lambda: 4)
-    plan = lava.plan(network, RunOptions(), 450, 8)
+    with pytest.warns(QffsNote, match="^2 Lava workers instead of 4: each Lava worker holds a runtime of 11 processes"):
+        plan = lava.plan(network, RunOptions(), 450, 8)
     assert plan.workers == 2 and plan.lava_batch == 32
-    said = capsys.readouterr().err
-    assert "note: 2 Lava workers instead of 4: each Lava worker holds a runtime of 11 processes" in said
     with pytest.raises(ParameterError, match="do not fit: each Lava worker holds .* enough for 2"):
         lava.plan(network, RunOptions(workers=3), 450, 8)
     monkeypatch.setattr(footprint, "available_memory", lambda: (one.bytes // 2, 2**40))

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from qffs_lava.ir.loihi import STATE_LIMIT, count_bounds, loihi_problems, membra
 from qffs_lava.ir.netfile import read_net
 from qffs_lava.ir.network import Network
 
-QUIET = {"progress": False, "log": lambda _: None}
+QUIET = {"progress": False}
 NORM = {"mean": [0.0], "std": [1.0]}
 
 
@@ -114,44 +115,41 @@ def test_input_scales_halve_down_to_4_bit_inputs():
     assert input_scales(16) == [16.0] and input_scales(1) == [1.0]
 
 
-def test_an_8_bit_digits_mlp_records_its_grid_and_exports_without_a_flag(tmp_path):
+def test_an_8_bit_digits_mlp_records_its_grid_and_exports_without_a_flag(tmp_path, caplog):
     """K = 255 input steps overflow the first layer's finest grid: after LSQ training the trainer takes the best grid
     that fits, says so and records it; qffs-export writes that network, no flag, with or without the
     hardware-exact phase, and with it the network exported is the network trained."""
-    logged = []
+    caplog.set_level(logging.INFO, logger="qffs_lava")
     lsq = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=1, qat_epochs=1, hardware_epochs=0,
-                act_bits=8, out_bits=8, progress=False, log=logged.append)
+                act_bits=8, out_bits=8, progress=False)
     grid = lsq["grid"]
     assert grid["input_scale"] == 16.0 and grid["scaled"]["act1"]["weight_bits"] < 8
     assert grid["validation_images"] == 135 and 0 <= grid["agreement"] <= 1
-    line = [m for m in logged if m.startswith("grid: ")]
+    line = [m for m in caplog.messages if m.startswith("grid: ")]
     assert len(line) == 1 and "act1 (" in line[0] and "agreement with the unconstrained integer network" in line[0]
-    network = export(tmp_path / "lsq.pt", tmp_path / "lsq.h5", samples=100, log=lambda _: None)
+    network = export(tmp_path / "lsq.pt", tmp_path / "lsq.h5", samples=100)
     assert network.input.input_scale == grid["input_scale"] and loihi_problems(network) == []
     assert network.meta["qann_forward"] == "LSQ, float weights" and network.meta["loihi_ranges"] is True
 
     tuned = train("digits", "mlp", out=tmp_path / "hw.pt", init=str(tmp_path / "lsq.pt"), float_epochs=0,
                   qat_epochs=0, hardware_epochs=1, **QUIET)
     assert tuned["grid"] == grid  # the same choice for the same LSQ model
-    network = export(tmp_path / "hw.pt", tmp_path / "hw.h5", log=lambda _: None)
+    network = export(tmp_path / "hw.pt", tmp_path / "hw.h5")
     assert loihi_problems(network) == [] and network.meta["qann_forward"] == "hardware-exact"
     assert network.meta["qann_agreement"] == 1.0 and network.meta["int_qann_accuracy"] == tuned["accuracy"]["qann"]
 
 
 class _Validation:
-    """What choose_grid needs of a training Session: the validation split in batches, a device and a log."""
+    """What choose_grid needs of a training Session: the validation split in batches and a device."""
 
     def __init__(self, x, y):
-        self.splits, self.device, self.logged = type("Splits", (), {"validation": (x, y)}), torch.device("cpu"), []
+        self.splits, self.device = type("Splits", (), {"validation": (x, y)}), torch.device("cpu")
 
     def batches(self, dataset):
         return [dataset]
 
-    def log(self, message):
-        self.logged.append(message)
 
-
-def test_the_grid_chosen_is_the_one_that_agrees_best_with_the_unconstrained_network():
+def test_the_grid_chosen_is_the_one_that_agrees_best_with_the_unconstrained_network(caplog):
     """Of the input scales, each with its channels capped, the choice is the candidate whose integer network agrees
     best with the unconstrained one (measured here again), and its record says so: here a coarser input scale."""
     arch, model = random_model(2, 3, 8, 5, 4, 6, 3, True, (1.0, 3.0, 0.3, False))
@@ -161,12 +159,13 @@ def test_the_grid_chosen_is_the_one_that_agrees_best_with_the_unconstrained_netw
         agreements = [float((TorchNetwork(IntegerModel(model, arch, 255, NORM, s).network()[0]).qann(x).argmax(1)
                              == reference).double().mean()) for s in input_scales(255)]
     session = _Validation(x, torch.zeros(200, dtype=torch.int64))
+    caplog.set_level(logging.INFO, logger="qffs_lava")
     record = choose_grid(session, model, arch, 255, NORM)
     assert record is not None and record["validation_images"] == 200
     best = input_scales(255).index(record["input_scale"])
     assert record["agreement"] == agreements[best] == max(agreements)
     assert agreements.index(max(agreements)) == best > 0  # the finer on ties
-    assert len(session.logged) == 1 and f"input scale {record['input_scale']:g}" in session.logged[0]
+    assert len(caplog.messages) == 1 and f"input scale {record['input_scale']:g}" in caplog.messages[0]
 
 
 def test_the_recorded_input_scale_is_the_exported_one(digits_model_file, tmp_path):
@@ -204,7 +203,7 @@ def test_a_network_no_grid_fits_is_refused_before_the_first_epoch(tmp_path):
         check_fit(make_arch("mlp", (3, 8, 8), 3, 8, 8), 255)
 
 
-def test_the_exporter_still_refuses_a_network_outside_loihi_2(tmp_path, digits_model_file, monkeypatch):
+def test_the_exporter_still_refuses_a_network_outside_loihi_2(tmp_path, digits_model_file, monkeypatch, caplog):
     """The exporter's check stays: a network that left the ranges (here one made to) is refused, or written with a
     warning under loihi_check=False."""
     from qffs_export import exporter
@@ -215,11 +214,11 @@ def test_the_exporter_still_refuses_a_network_outside_loihi_2(tmp_path, digits_m
                           {"layer_names": ["input", "out"]})
     monkeypatch.setattr(exporter, "convert", lambda content, model: overflowing)
     with pytest.raises(QffsError, match=r"layer 1: worst-case \|v\| \d+ is not below 2\^23"):
-        export(digits_model_file, tmp_path / "n.h5", samples=0, log=lambda _: None)
+        export(digits_model_file, tmp_path / "n.h5", samples=0)
     assert not (tmp_path / "n.h5").exists()
-    messages = []
-    export(digits_model_file, tmp_path / "n.h5", samples=0, loihi_check=False, log=messages.append)
-    assert any(m.startswith("warning: layer 1: worst-case |v|") for m in messages)
+    export(digits_model_file, tmp_path / "n.h5", samples=0, loihi_check=False)
+    assert any(r.levelno == logging.WARNING and r.getMessage().startswith("layer 1: worst-case |v|")
+               for r in caplog.records)
     assert read_net(tmp_path / "n.h5").meta["loihi_ranges"] is False
 
 

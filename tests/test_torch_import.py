@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 from custom_resnet import SmallResNet  # noqa: E402
 
-QUIET = dict(progress=False, log=lambda _: None)
+QUIET = dict(progress=False)
 
 
 def randomized(module: nn.Module) -> nn.Module:

@@ -53,7 +53,7 @@ def test_model_file_round_trip_gives_the_same_outputs(digits_model_file, tmp_pat
 
 
 def test_training_is_deterministic():
-    kwargs = dict(progress=False, log=lambda _: None, float_epochs=2, qat_epochs=1)
+    kwargs = dict(progress=False, float_epochs=2, qat_epochs=1)
     a = train("digits", "mlp", **kwargs)
     b = train("digits", "mlp", **kwargs)
     assert a["accuracy"] == b["accuracy"]
@@ -62,7 +62,7 @@ def test_training_is_deterministic():
 
 
 def test_weight_quantization_gives_integer_weight_levels(tmp_path):
-    content = train("digits", "mlp", out=tmp_path / "w8.pt", progress=False, log=lambda _: None,
+    content = train("digits", "mlp", out=tmp_path / "w8.pt", progress=False,
                     float_epochs=3, qat_epochs=3, weight_bits=8)
     assert content["bits"]["weight"] == 8
     _, model = load_model_file(tmp_path / "w8.pt")
@@ -73,7 +73,7 @@ def test_weight_quantization_gives_integer_weight_levels(tmp_path):
 
 
 def test_init_continues_from_a_model_file(digits_model_file, tmp_path):
-    content = train("digits", "mlp", out=tmp_path / "more.pt", progress=False, log=lambda _: None,
+    content = train("digits", "mlp", out=tmp_path / "more.pt", progress=False,
                     float_epochs=0, qat_epochs=1, init=str(digits_model_file))
     assert content["accuracy"]["float"] == read_model_file(digits_model_file)["accuracy"]["float"]
 
@@ -155,8 +155,7 @@ def test_validation_chooses_each_epoch_and_the_test_split_is_measured_once_a_pha
         return figures
 
     monkeypatch.setattr(train_module, "tally", recorded)
-    content = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=2, progress=False,
-                    log=lambda _: None)
+    content = train("digits", "mlp", float_epochs=2, qat_epochs=2, hardware_epochs=2, progress=False)
     phase = ["validation", "validation", "test"]
     assert [split for split, _ in evaluated] == phase + phase + ["test", "validation"] + phase
     assert [figure for split, figure in evaluated if split == "test"] == [
@@ -199,7 +198,7 @@ def test_the_loss_is_summed_on_the_device_and_read_once_an_epoch_or_every_few_st
     if progress:
         monkeypatch.setattr(train_module, "LOSS_READ_STEPS", 4)
     train("digits", "mlp", out=tmp_path / "m.pt", float_epochs=2, qat_epochs=1, hardware_epochs=1,
-          progress=progress, log=lambda _: None)
+          progress=progress)
     lines = read_metrics(tmp_path / "m.metrics.jsonl")
     steps = len(losses) // len(lines)
     assert len(lines) == 4 and len(losses) == 4 * steps and steps > 4
@@ -215,7 +214,7 @@ def test_evaluation_draws_nothing_from_torchs_global_generator():
     """Per-sample training transforms in this process (an image folder read without workers) draw from torch's
     global generator: were evaluation to draw from it too, the weights would depend on when the run evaluates."""
     cfg = TrainConfig("digits", "mlp")
-    session = Session(cfg, open_splits(cfg, dataset_info("digits")), World(), None, False, lambda _: None, None)
+    session = Session(cfg, open_splits(cfg, dataset_info("digits")), World(), None, False, None)
     state = torch.get_rng_state()
     for split in (session.splits.validation, session.splits.test):
         assert sum(len(y) for _, y in session.batches(split)) == len(split)
@@ -292,7 +291,7 @@ def test_random_crop_flip_crops_within_the_padding_and_may_flip():
 
 
 def test_distillation_changes_only_the_lsq_phase():
-    kwargs = dict(progress=False, log=lambda _: None, float_epochs=2, qat_epochs=1)
+    kwargs = dict(progress=False, float_epochs=2, qat_epochs=1)
     plain = train("digits", "mlp", **kwargs)
     distilled = train("digits", "mlp", distill=True, **kwargs)
     assert distilled["accuracy"]["float"] == plain["accuracy"]["float"]

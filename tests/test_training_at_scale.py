@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from image_folder import make_image_folder  # noqa: E402
 
 BIN = Path(sys.executable).parent
-QUIET = dict(progress=False, log=lambda _: None)
+QUIET = dict(progress=False)
 FOLDER_RUN = ["--arch", "lenet", "--input-size", "16", "--batch-size", "16", "--float-epochs", "4", "--qat-epochs", "2",
               "--hardware-epochs", "1", "--threads", "1", "--quiet"]
 
@@ -150,7 +150,7 @@ def test_images_of_several_sizes_are_seen_at_their_median_short_side_and_the_api
     assert (content["train"]["input_size"], content["train"]["augment"]) == (16, "none")
     from qffs_export.exporter import export
 
-    export(tmp_path / "m.pt", tmp_path / "m.h5", samples=0, loihi_check=False, log=lambda _: None)
+    export(tmp_path / "m.pt", tmp_path / "m.h5", samples=0, loihi_check=False)
     with pytest.raises(ParameterError, match=r"this network takes \(N, 3, 16, 16\): images of another size; an image "
                                              r"folder loads as the network was trained with qffs.load_dataset\("
                                              r"'folder:PATH', split, input_size=16, augment='none'\)"):

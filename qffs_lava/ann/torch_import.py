@@ -23,11 +23,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import operator
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from qffs_lava.ann.archs import set_layer_bits
 from qffs_lava.ann.models import INPUT, RESERVED_NAMES, Arch, GraphModel, check_arch, check_node
 from qffs_lava.errors import ParameterError, QffsError
+
+log = logging.getLogger(__name__)
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (running statistics), ReLU (module, F.relu, torch.relu), "
              "MaxPool2d and F.max_pool2d, AvgPool2d and F.avg_pool2d, AdaptiveAvgPool2d to 1x1, "
@@ -264,10 +267,11 @@ def _is_shape_query(node: fx.Node) -> bool:
                or _is_shape_query(user) for user in node.users) and bool(node.users)
 
 
-def pool_after_act(nodes: List[dict], log: Callable[[str], None]) -> List[dict]:
+def pool_after_act(nodes: List[dict]) -> List[dict]:
     """The nodes with every `synapse -> maxpool -> act` (the act the pool's only reader) made `synapse -> act ->
     maxpool`: the same function, since max pooling commutes with ReLU and with the LSQ quantizer (both monotone),
-    and the form QFFS converts (it max-pools spike counts). Nodes that read the act then read the pool."""
+    and the form QFFS converts (it max-pools spike counts), each move logged. Nodes that read the act then read
+    the pool."""
     nodes = [dict(node) for node in nodes]
     ops = {node["name"]: node["op"] for node in nodes}
     for pool in [node for node in nodes if node["op"] == "maxpool"]:
@@ -283,9 +287,9 @@ def pool_after_act(nodes: List[dict], log: Callable[[str], None]) -> List[dict]:
         act["inputs"], pool["inputs"] = [source], [act["name"]]
         nodes.remove(act)
         nodes.insert(nodes.index(pool), act)
-        log(f"note: max pool {pool['name']!r} reads {ops[source]} {source!r} and feeds ReLU {act['name']!r}: "
-            f"converted as {ops[source]} -> ReLU -> max pool, the same function (max pooling commutes with ReLU "
-            "and the quantizer), which QFFS converts")
+        log.info(f"note: max pool {pool['name']!r} reads {ops[source]} {source!r} and feeds ReLU {act['name']!r}: "
+                 f"converted as {ops[source]} -> ReLU -> max pool, the same function (max pooling commutes with ReLU "
+                 "and the quantizer), which QFFS converts")
     return nodes
 
 
@@ -301,13 +305,13 @@ def trace(module: nn.Module) -> fx.GraphModule:
 
 def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2, out_bits: int = 3,
                layer_bits: Optional[Sequence[int]] = None, weight_bits: Optional[int] = None,
-               name: Optional[str] = None, log: Callable[[str], None] = print) -> Tuple[Arch, GraphModel]:
+               name: Optional[str] = None) -> Tuple[Arch, GraphModel]:
     """(architecture, GraphModel in float mode with the module's weights) for a module taking (N, *input_shape).
 
     Hidden activations get `act_bits`, the output (the module's output, over its
     num_classes values) `out_bits`, or `layer_bits` per act in order; `weight_bits` adds
     LSQ weight quantizers. A max pool between a synapse and its ReLU is moved after the ReLU
-    (`pool_after_act`, said through `log`). Raises QffsError naming the first node it cannot import.
+    (`pool_after_act`, logged at INFO). Raises QffsError naming the first node it cannot import.
 
     Example:
         >>> arch, model = qffs.from_torch(torchvision.models.resnet18(num_classes=10), (3, 224, 224))
@@ -328,7 +332,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2,
         module.train(was_training)
     importer = _Importer(traced, input_shape, act_bits)
     output = importer.walk()
-    nodes = pool_after_act(importer.nodes, log)
+    nodes = pool_after_act(importer.nodes)
     if output == INPUT:
         raise QffsError(f"cannot import {type(module).__name__}: it returns its input unchanged")
     if len(importer.shapes[output]) != 1:

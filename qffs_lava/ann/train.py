@@ -20,14 +20,16 @@ DistributedDataParallel (`distributed.py`).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +56,11 @@ from qffs_lava.convert.integer import (MIN_WEIGHT_BITS, IntegerModel, check_fit,
 from qffs_lava.convert.plan import plan_layers
 from qffs_lava.distributed import World, all_mean, all_sum, gather
 from qffs_lava.errors import ParameterError, QffsError
+from qffs_lava.messages import QffsWarning
 from qffs_lava.signals import signal_of
 from qffs_lava.fileio import check_outputs, check_writable
+
+log = logging.getLogger(__name__)
 
 #: (float, QAT, hardware-exact epochs, batch size) per dataset, or per (dataset, architecture), when not given.
 DEFAULT_SCHEDULE = {
@@ -238,8 +243,8 @@ class Session:
     a checkpoint saves and restores (`resumed`: the checkpoint this run continues, or None)."""
 
     def __init__(self, cfg: TrainConfig, splits: Splits, world: World, out: Optional[Path], progress: bool,
-                 log: Callable[[str], None], resumed: Optional[dict]):
-        self.cfg, self.splits, self.world, self.progress, self.log = cfg, splits, world, progress, log
+                 resumed: Optional[dict]):
+        self.cfg, self.splits, self.world, self.progress = cfg, splits, world, progress
         self.device = world.device(cfg.device)
         self.checkpoint = checkpoint_path(out) if out is not None else None
         self.metrics_file = metrics_path(out) if out is not None else None
@@ -369,7 +374,7 @@ class Session:
                 training_seconds = time.perf_counter() - started
                 fit = Fit(float("nan"), self.evaluate(model, splits.validation), epoch)
                 bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", val=f"{100 * fit.validation:.2f}%")
-                self.log(f"{name} epoch {epoch}/{epochs}: loss {loss:.4f}, validation accuracy "
+                log.info(f"{name} epoch {epoch}/{epochs}: loss {loss:.4f}, validation accuracy "
                          f"{100 * fit.validation:.2f}%")
                 if not keep_best or len(splits.validation) == 0 or fit.validation > kept.validation:
                     kept = fit
@@ -390,7 +395,7 @@ class Session:
         `kept_epoch`; its `seconds` take the evaluation's). `chosen`: the epoch was chosen on validation."""
         started = time.perf_counter()
         kept = replace(kept, test=self.evaluate(model, self.splits.test))
-        self.log(f"{PHASES[phase]}: " + ("kept" if chosen else "ended with") + f" epoch {kept.epoch} (validation "
+        log.info(f"{PHASES[phase]}: " + ("kept" if chosen else "ended with") + f" epoch {kept.epoch} (validation "
                  f"accuracy {100 * kept.validation:.2f}%), test accuracy {100 * kept.test:.2f}%")
         if self.metrics and self.metrics[-1]["phase"] == phase:
             last = self.metrics[-1]
@@ -432,7 +437,7 @@ class Session:
     def _unsaved(self, err: QffsError) -> None:
         """A checkpoint or the metrics file could not be written (a full disk): a warning, the first time."""
         if not self.unsaved:
-            self.log(f"warning: {err}; training goes on, but cannot resume from this epoch")
+            log.warning(f"{err}; training goes on, but cannot resume from this epoch")
         self.unsaved = True
 
     def _restore(self, optimizer, schedule, scaler, order, augmentation) -> int:
@@ -451,9 +456,9 @@ class Session:
             if mine["cuda"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
         else:
-            self.log(f"warning: {self.checkpoint} was written by {state['ranks']} ranks, this run has "
-                     f"{self.world.size}: batches and augmentation are drawn afresh from here")
-        self.log(f"resuming from {self.checkpoint}: {PHASES[state['phase']]} epoch {state['epoch']} done")
+            log.warning(f"{self.checkpoint} was written by {state['ranks']} ranks, this run has "
+                        f"{self.world.size}: batches and augmentation are drawn afresh from here")
+        log.info(f"resuming from {self.checkpoint}: {PHASES[state['phase']]} epoch {state['epoch']} done")
         return state["epoch"]
 
     def interruption(self, signum: int) -> TrainingInterrupted:
@@ -467,8 +472,8 @@ class Session:
         return TrainingInterrupted(f"training interrupted; {self.checkpoint} keeps it ({where})", True, signum)
 
 
-def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optional[Dict[str, torch.Tensor]],
-               log: Callable[[str], None]) -> Tuple[dict, nn.Module]:
+def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optional[Dict[str, torch.Tensor]]
+               ) -> Tuple[dict, nn.Module]:
     """(architecture, model) for cfg.arch: a built-in name, MODULE:FUNCTION or torchvision:NAME (torch_import),
     or the nn.Module given; with `state` (--init's PyTorch state dict), its weights. ParameterError for a model
     whose outputs are not the dataset's classes."""
@@ -480,7 +485,7 @@ def _new_model(cfg: TrainConfig, info, module: Optional[nn.Module], state: Optio
         if state is not None:
             _load_state(module, state, cfg.init)
         architecture, model = from_torch(module, info.input_shape, cfg.act_bits, cfg.out_bits, cfg.layer_bits,
-                                         cfg.weight_bits, name=cfg.arch, log=log)
+                                         cfg.weight_bits, name=cfg.arch)
         if architecture["num_classes"] != info.num_classes:
             raise ParameterError(f"{{}} {cfg.arch}: the model returns {architecture['num_classes']} values per sample, "
                                  f"but {info.name} has {info.num_classes} classes: build it with "
@@ -533,7 +538,6 @@ def train(
     arch: str | nn.Module,
     out: Optional[str | Path] = None,
     progress: bool = True,
-    log: Callable[[str], None] = tqdm.write,
     resume: bool = False,
     **options,
 ) -> dict:
@@ -552,6 +556,10 @@ def train(
     With `out`, every epoch writes a checkpoint and a metrics line beside it (`checkpoint.py`); `resume=True`
     continues from the checkpoint, and gives the model file an uninterrupted run gives. Ctrl-C raises
     TrainingInterrupted, which says what was kept.
+
+    Each epoch, each phase's end and the accuracies are logged at INFO (qffs_lava.messages: on stderr unless the
+    program sets up logging; `progress` is the progress bars); what to act on, such as an `init` whose float
+    model is near chance, is a QffsWarning.
 
     Returns the model file's content, including the measured test accuracies: float, lsq
     (after LSQ fine-tuning), qann (the QANN as trained: after the hardware-exact phase, that
@@ -600,7 +608,6 @@ def train(
     if cfg.batch_size % world.size:
         raise ParameterError(f"{{}} is the global batch, shared by the {world.size} ranks: give a multiple of "
                              f"{world.size}", ("batch_size", cfg.batch_size))
-    log = log if world.main else (lambda _: None)
     if init is not None and init["dataset"] != info.name:
         raise ParameterError(f"{{}} {cfg.init} was trained on {init['dataset']}, not {info.name}", "init")
     if init is not None and init["train"].get("arch", init["arch"]["name"]) != cfg.arch:
@@ -618,11 +625,14 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     session = Session(cfg, open_splits(cfg, info, user), world, Path(out) if out is not None else None,
-                      progress and world.main, log, resumed)
+                      progress and world.main, resumed)
     device = session.device
+    log.debug(f"{cfg.arch} on {info.name}: {len(session.splits.train)} training, {len(session.splits.validation)} "
+              f"validation and {len(session.splits.test)} test images; {device}, {world.size} rank(s), "
+              f"{session.workers} DataLoader workers, batch {cfg.batch_size}")
     if info.path:
-        log(describe_folder(info.path, list(info.classes), info.sizes, len(session.splits.validation),
-                            len(session.splits.test), cfg.input_size, cfg.augment, *chosen))
+        log.info(describe_folder(info.path, list(info.classes), info.sizes, len(session.splits.validation),
+                                 len(session.splits.test), cfg.input_size, cfg.augment, *chosen))
 
     if init is not None:
         init, model = model_from_content(cfg.init, init)
@@ -632,14 +642,15 @@ def train(
                                  f"input normalization {input_norm}, which it brings with it", "input_norm", "init")
         float_acc = init["accuracy"]["float"]
         if init["train"].get("validation", 0) != cfg.validation:
-            log(f"warning: {cfg.init} (init) was trained with a validation share of "
-                f"{init['train'].get('validation', 0)}, this run holds out {cfg.validation}: some validation "
-                "images were in its training data, so choosing by validation favours the model as it came")
+            warnings.warn(f"{cfg.init} (init) was trained with a validation share of "
+                          f"{init['train'].get('validation', 0)}, this run holds out {cfg.validation}: some "
+                          "validation images were in its training data, so choosing by validation favours the model "
+                          "as it came", QffsWarning, stacklevel=2)
     else:
         if cfg.qat_epochs == 0:
             raise ParameterError("{} needs {} with a quantized qffs model file (it fine-tunes that one)",
                                  ("qat_epochs", 0), "init")
-        architecture, model = _new_model(cfg, info, module, state, log)
+        architecture, model = _new_model(cfg, info, module, state)
         set_quantized(model, False)
         input_norm = input_normalization(cfg.input_norm or (0.0, 1.0), info.input_shape[0])
         model.set_input_norm(input_norm)
@@ -647,12 +658,12 @@ def train(
         if cfg.float_epochs == 0 and not session.skipped("float"):
             float_acc = session.evaluate(model.to(device), session.splits.test)
             if float_acc < 1.5 / info.num_classes:
-                log(f"warning: the float model from {cfg.init} has {100 * float_acc:.2f}% test accuracy, near "
-                    f"chance ({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare them "
-                    "with input_norm (--input-norm MEAN,STD)")
+                warnings.warn(f"the float model from {cfg.init} has {100 * float_acc:.2f}% test accuracy, near "
+                              f"chance ({100 / info.num_classes:.0f}%): was it trained on normalized inputs? Declare "
+                              "them with input_norm (--input-norm MEAN,STD)", QffsWarning, stacklevel=2)
     plan_layers(architecture)  # the export rule, checked before any epoch: what cannot be exported is not trained
     for note in pool_notes(architecture):
-        log(note)
+        log.info(note)
     check_input_norm(architecture, input_norm)
     check_fit(architecture, info.levels)  # and a network no integer grid fits into Loihi 2
     model.to(device)
@@ -673,14 +684,14 @@ def train(
     except QffsError as err:
         raise QffsError(f"{err}; {keep_elsewhere(out, model, record)}") from None
     session.checkpoint.unlink(missing_ok=True)
-    log(f"wrote {out} (per-epoch metrics: {session.metrics_file})")
+    log.info(f"wrote {out} (per-epoch metrics: {session.metrics_file})")
     return content
 
 
 def _phases(session: Session, model: nn.Module, architecture: dict, info: DatasetInfo, input_norm: dict,
             float_acc: Optional[float], generator: torch.Generator) -> dict:
     """The three phases (those a resumed checkpoint is not past), then the model file's record."""
-    cfg, results, log = session.cfg, session.results, session.log
+    cfg, results = session.cfg, session.results
     if session.skipped("float"):
         float_acc = results["float"]
     elif cfg.float_epochs > 0:
@@ -715,9 +726,9 @@ def _phases(session: Session, model: nn.Module, architecture: dict, info: Datase
         before = results["before"]
         accuracies.update(integer_before=before["integer_before"], agreement_before=before["agreement_before"])
         validation["integer_before"] = before["validation"]
-        log(f"before the hardware-exact phase: LSQ QANN {100 * lsq.test:.2f}%, the integer network it exports "
-            f"{100 * accuracies['integer_before']:.2f}% (validation {100 * validation['integer_before']:.2f}%), "
-            f"top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
+        log.info(f"before the hardware-exact phase: LSQ QANN {100 * lsq.test:.2f}%, the integer network it exports "
+                 f"{100 * accuracies['integer_before']:.2f}% (validation {100 * validation['integer_before']:.2f}%), "
+                 f"top-1 agreement {100 * accuracies['agreement_before']:.2f}%")
         phase_generator = torch.Generator().manual_seed(cfg.seed + 1)  # --init lsq.pt adds the same phase
         tuned = session.fit(integer, "hardware", cfg.hardware_epochs, cfg.hardware_lr, phase_generator,
                             teacher=teacher,
@@ -725,10 +736,10 @@ def _phases(session: Session, model: nn.Module, architecture: dict, info: Datase
         accuracies["qann"], validation["qann"], kept_epoch = tuned.test, tuned.validation, tuned.epoch
     seconds = phase_seconds(session.metrics)
     qann = "hardware-exact QANN (the exported network)" if cfg.hardware_epochs else "QANN"
-    log(f"float accuracy {100 * float_acc:.2f}%, {qann} accuracy {100 * accuracies['qann']:.2f}% "
-        f"({info.name} test split, {len(session.splits.test)} images), trained in {sum(seconds.values()):.0f} s "
-        f"(hardware-exact phase {seconds['hardware']:.0f} s"
-        + (f", kept its epoch {kept_epoch} of {cfg.hardware_epochs}" if cfg.hardware_epochs else "") + ")")
+    log.info(f"float accuracy {100 * float_acc:.2f}%, {qann} accuracy {100 * accuracies['qann']:.2f}% "
+             f"({info.name} test split, {len(session.splits.test)} images), trained in {sum(seconds.values()):.0f} s "
+             f"(hardware-exact phase {seconds['hardware']:.0f} s"
+             + (f", kept its epoch {kept_epoch} of {cfg.hardware_epochs}" if cfg.hardware_epochs else "") + ")")
     acts = [node["bits"] for node in architecture["nodes"] if node["op"] == "act"]
     return {
         **({"grid": grid} if grid else {}),
@@ -784,12 +795,12 @@ def choose_grid(session: Session, model: nn.Module, architecture: dict, levels: 
     price = (f"agreement with the unconstrained integer network {100 * record['agreement']:.2f}%, accuracy "
              f"{100 * record['accuracy']:.2f}% against {100 * record['unconstrained_accuracy']:.2f}% on {seen} "
              "validation images" if seen else "not measured (no validation images)")
-    session.log(f"grid: the finest integer grid does not fit Loihi 2's 24-bit membrane; took input scale {scale:g} "
-                + ("(the dataset's levels)" if best == 0 else f"(x_int up to {math.floor(scale + 0.5)}, of {levels:g} "
-                   "levels)") + (f" and scaled {layers}" if layers else ", no weights scaled") + f"; price: {price}")
+    log.info(f"grid: the finest integer grid does not fit Loihi 2's 24-bit membrane; took input scale {scale:g} "
+             + ("(the dataset's levels)" if best == 0 else f"(x_int up to {math.floor(scale + 0.5)}, of {levels:g} "
+                "levels)") + (f" and scaled {layers}" if layers else ", no weights scaled") + f"; price: {price}")
     if not keeps[best]:
-        session.log(f"warning: no grid leaves every channel's largest weight {MIN_WEIGHT_BITS} bits or more: the "
-                    "price above is what fitting Loihi 2 costs")
+        log.warning(f"no grid leaves every channel's largest weight {MIN_WEIGHT_BITS} bits or more: the price above "
+                    "is what fitting Loihi 2 costs")
     return record
 
 

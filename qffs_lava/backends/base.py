@@ -161,11 +161,10 @@ class Backend(ABC):
         return [f"the package {package}, which is not installed here" for package in self.packages
                 if not installed(package)]
 
-    def plan(self, network: Network, options: RunOptions, samples: int, steps: int,
-             verbose: bool = False) -> RunOptions:
+    def plan(self, network: Network, options: RunOptions, samples: int, steps: int) -> RunOptions:
         """The options it will run `samples` samples of the network for T = `steps` with here: its own choices
-        filled in, each said where it differs from what was asked (on stderr; with `verbose`, what it will hold
-        too), ParameterError where the run cannot fit. Called once per run, before the first sample."""
+        filled in, each a QffsNote where it differs from what was asked (what it will hold logged at INFO),
+        ParameterError where the run cannot fit. Called once per run, before the first sample."""
         return options
 
     @abstractmethod

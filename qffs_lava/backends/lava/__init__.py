@@ -9,13 +9,15 @@ Lava is imported when a network is first run, not when this module is.
 
 from __future__ import annotations
 
-import sys
-
 import dataclasses
+import logging
+import warnings
 
 from qffs_lava.backends.base import Backend, RunOptions
 from qffs_lava.errors import ParameterError
+from qffs_lava.messages import QffsNote
 
+log = logging.getLogger(__name__)
 
 #: Bytes of a value in the ProcessModels of each tag (footprint.py).
 VALUE_BYTES = {"fixed_pt": 4, "floating_pt": 8}
@@ -48,7 +50,7 @@ class LavaBackend(Backend):
         The batched network computes its conv currents exactly where lava-nc's Conv, in the per-sample
         network, wraps them at 24 bits: where a current could reach 2^23 (a network outside Loihi 2's
         ranges) only the per-sample network is what Loihi 2 computes. Then an asked-for batch is refused
-        and the default falls back to 1, saying so."""
+        and the default falls back to 1, with a QffsNote."""
         from qffs_lava.ir.loihi import STATE_LIMIT, step_current_bound
 
         batch = options.lava_batch or min(DEFAULT_BATCH, samples)
@@ -59,14 +61,14 @@ class LavaBackend(Backend):
             if options.lava_batch:
                 raise ParameterError(f"{{}}: {why}; only the per-sample network (1) computes as Loihi 2 would",
                                      ("lava_batch", options.lava_batch))
-            print(f"note: running one sample per Lava network: {why}", file=sys.stderr)
+            warnings.warn(f"running one sample per Lava network: {why}", QffsNote)
             return 1
         return batch
 
-    def plan(self, network, options, samples, steps, verbose=False):
+    def plan(self, network, options, samples, steps):
         """The batch (`lava_batch`) and the workers: as many as asked, or one per core and chunk, but no more than
-        the memory and /dev/shm free now hold (footprint.py); fewer where the workers were not asked for, saying
-        so, and a refusal where they were, or where not even one fits."""
+        the memory and /dev/shm free now hold (footprint.py), logged at INFO; fewer where the workers were not
+        asked for, with a QffsNote, and a refusal where they were, or where not even one fits."""
         from qffs_lava.backends.lava.footprint import available_memory, gib, worker_footprint
         from qffs_lava.backends.lava.workers import default_workers
 
@@ -86,10 +88,10 @@ class LavaBackend(Backend):
         if wanted > fit:
             if options.workers:
                 raise ParameterError(f"{{}} do not fit: {each}, enough for {fit}", ("workers", options.workers))
-            print(f"note: {fit} Lava worker{'s' if fit > 1 else ''} instead of {wanted}: {each}", file=sys.stderr)
+            warnings.warn(f"{fit} Lava worker{'s' if fit > 1 else ''} instead of {wanted}: {each}", QffsNote)
             wanted = fit
-        elif verbose:
-            print(f"Lava: {wanted} worker{'s' if wanted > 1 else ''}; {each}", file=sys.stderr)
+        else:
+            log.info(f"Lava: {wanted} worker{'s' if wanted > 1 else ''}; {each}")
         return dataclasses.replace(options, lava_batch=batch, workers=wanted)
 
     def simulate(self, network, x, steps, mode, options=RunOptions()):
