@@ -155,3 +155,17 @@ def digits_lenet_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_lenet_net(digits_lenet_files) -> Path:
     return digits_lenet_files[1]
+
+
+@pytest.fixture(scope="session")
+def digits_resnet_net(tmp_path_factory) -> Path:
+    """A ResNet-8 (identity and projection shortcuts: a graph, net.h5 version 2) trained briefly on digits, exported."""
+    from qffs_export.exporter import export
+
+    from qffs_lava.ann.train import train
+
+    folder = tmp_path_factory.mktemp("resnet")
+    train("digits", "resnet8", out=folder / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
+          qat_epochs=1)
+    export(folder / "r.pt", folder / "r.h5", log=lambda _: None)
+    return folder / "r.h5"

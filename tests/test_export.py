@@ -281,23 +281,6 @@ def test_resnet20_exports_within_loihi_ranges_and_its_snn_equals_its_qann():
         assert torch.equal(spikes.to(torch.int64).sum(0).reshape(want.shape), want), f"layer {i}"
 
 
-def test_a_trained_resnet_spikes_alike_in_lava_and_torch(tmp_path):
-    from qffs_lava.ann.datasets import load_dataset
-    from qffs_lava.ann.train import train
-    from qffs_lava.backends import simulate
-
-    train("digits", "resnet8", out=tmp_path / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
-          qat_epochs=1)
-    network = export(tmp_path / "r.pt", tmp_path / "r.h5", log=lambda _: None)
-    network = read_net(tmp_path / "r.h5")
-    assert network.meta["version"] == 2 and network.meta["qann_agreement"] >= 0.9
-    x = load_dataset("digits", "test")[0][:20]
-    expected = TorchNetwork(network).simulate(x, 10, "pipelined", record_spikes=True)
-    got = simulate(network, x, 10, "lava", chunk=20, record_spikes=True)  # lava-float: test_graph.py
-    for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
-        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
-
-
 def graph_arch(nodes, input_shape=(1, 4, 4)):
     return {"name": "g", "input_shape": list(input_shape), "num_classes": 2, "nodes": nodes}
 

@@ -113,21 +113,6 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     assert int(np.abs(probed).sum()) > 0
 
 
-def test_workers_give_the_same_results_as_one(residual_net, own_tmpdir):
-    path, x = residual_net
-    network = read_net(path)
-    one = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1, lava_batch=1)
-    before = Snapshot()
-    done = []
-    two = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, lava_batch=2,
-                   progress=done.append)  # 3 chunks of one group of 2 samples
-    assert sum(done) == len(x) == 6 and all(n > 0 for n in done)
-    assert torch.equal(one.output_counts, two.output_counts)
-    for a, b in zip(one.spikes, two.spikes):
-        assert torch.equal(a, b)
-    assert not before.left()
-
-
 def test_an_error_in_a_worker_is_raised_and_every_worker_stopped(residual_net, monkeypatch, own_tmpdir):
     path, x = residual_net
 
