@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import cli
 from processes import session_alive
 
 import qffs_lava as qffs
-from test_user_errors import cli
 
 from qffs_lava.ann.checkpoint import checkpoint_path, read_metrics
 from qffs_lava.ann.datasets import load_dataset
