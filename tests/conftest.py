@@ -4,12 +4,16 @@ Tiers: `slow` is marked by hand (end-to-end runs of minutes, `make test-slow`). 
 every test that starts a Lava runtime, found by what its code uses (below); `make test-fast` runs what is
 neither. A test that starts a Lava runtime without being marked fails, so the fast tier cannot grow one.
 
+Random draws: a test that draws inputs, weights or moments at random takes the `seed` fixture, which prints its
+seed (shown with a failure) and replays one given as QFFS_TEST_SEED.
+
 Hypothesis: the `ci` profile (.ci/run sets HYPOTHESIS_PROFILE=ci) runs every property test's full example
 count, the default `dev` profile a tenth of it (`profiles.examples`).
 """
 
 import inspect
 import os
+import random
 import types
 from pathlib import Path, PurePath
 
@@ -91,6 +95,17 @@ def lava_runtimes_only_where_marked(request, monkeypatch):
 
         monkeypatch.setattr(AbstractProcess, "create_runtime", refuse)
         monkeypatch.setattr(AbstractProcess, "run", refuse)
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """The seed of what a test draws at random (inputs, weights, moments): QFFS_TEST_SEED where set, to replay a
+    failure, else drawn anew. It is printed, which pytest shows with a failed test's report, and kept in the test's
+    user_properties (pytest --junitxml writes them)."""
+    seed = int(os.environ.get("QFFS_TEST_SEED", random.randrange(10**6)))
+    print(f"{request.node.nodeid}: drawn with QFFS_TEST_SEED={seed}")
+    request.node.user_properties.append(("QFFS_TEST_SEED", seed))
+    return seed
 
 
 @pytest.fixture

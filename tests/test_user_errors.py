@@ -124,9 +124,10 @@ def test_the_qann_backend_reports_no_time_step(digits_net):
     assert "t = " not in result.stdout and "QANN accuracy" in result.stdout
 
 
-def test_a_lava_dl_netx_file_of_other_neurons_is_named(tmp_path):
+def test_a_lava_dl_netx_file_of_other_neurons_is_named(tmp_path, seed):
     import lava.lib.dl.slayer as slayer
 
+    torch.manual_seed(seed)
     blocks = [slayer.block.cuba.Dense({"threshold": 1.25, "current_decay": 0.25, "voltage_decay": 0.03}, 4, 3)]
     blocks[0](torch.rand(1, 4, 5))  # netx export needs the neuron shape, known after one forward pass
     with h5py.File(tmp_path / "cuba.h5", "w") as f:
