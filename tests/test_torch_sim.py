@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from commands import cli
 from random_nets import random_inputs, random_network
 from spikes import final_counts, qann_forward, settle_steps
 
@@ -139,7 +140,7 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
          "which do not exist yet"),
     ]
     for args, message in cases:
-        result = qffs_run(*args, "--quiet")
+        result = cli("qffs-run", *args, "--quiet")  # in this process: test_cli_writes_json_and_plot starts one
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
