@@ -18,6 +18,7 @@ import types
 from pathlib import Path, PurePath
 
 import pytest
+import torch
 from hypothesis import settings
 
 from qffs_lava.backends import BACKENDS
@@ -32,6 +33,29 @@ from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("QFFS_DATA_DIR", REPO / "data"))
+
+
+def _torch_threads() -> int:
+    """PyTorch's threads for the test process and the commands it starts: QFFS_TEST_THREADS where set (0: PyTorch's
+    default, one per core), else the cores no other job holds (by the load average, at least one). On 2 cores
+    that other jobs share, training the suite's small models on 2 threads took 15 to 40 times as long as on one
+    (threads spinning while they wait for a core; measured 2026-12-02); on idle cores the default was as fast."""
+    if "QFFS_TEST_THREADS" in os.environ:
+        return int(os.environ["QFFS_TEST_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    free = max(1, min(cores, round(cores - os.getloadavg()[0])))
+    return free if free < cores else 0
+
+
+TEST_THREADS = _torch_threads()
+if TEST_THREADS:  # test_api.py's trained-first test keeps PyTorch's default in the process it starts
+    torch.set_num_threads(TEST_THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+
+
+def pytest_report_header(config):
+    return f"PyTorch threads: {TEST_THREADS or 'its default'} (QFFS_TEST_THREADS; tests/conftest.py)"
+
 
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
