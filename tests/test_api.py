@@ -107,11 +107,16 @@ def readme_python_snippets():
     return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 
 
+@pytest.mark.slow  # 30 s on 2 idle cores, minutes under load: the API example trains on the default schedule
 @pytest.mark.lava
 def test_every_python_snippet_in_the_readme_runs_as_printed(tmp_path):
     """In order, each in a Python of its own, in a folder that has the repository's examples/ and data/ (the
     README's commands run in the repository's folder): the own-model example, the Python API example (which
-    writes digits.h5 and the Lava run's JSON), the QffsNetwork recipe (which reads digits.h5)."""
+    writes digits.h5 and the Lava run's JSON), the QffsNetwork recipe (which reads digits.h5).
+
+    The same calls run in `make test` in shorter forms: from_torch and training a module (test_torch_import.py),
+    train, export, qffs.run on torch and Lava with stats and to_json (conftest.py's digits model, test_api.py,
+    test_lava_equivalence.py), the QffsNetwork recipe with its own source and sink (test_lava_network.py)."""
     for name in ("examples", "data"):
         (tmp_path / name).symlink_to(REPO / name)
     snippets = readme_python_snippets()
