@@ -4,16 +4,21 @@ Tiers: `slow` is marked by hand (end-to-end runs of minutes, `make test-slow`). 
 every test that starts a Lava runtime, found by what its code uses (below); `make test-fast` runs what is
 neither. A test that starts a Lava runtime without being marked fails, so the fast tier cannot grow one.
 
+Random draws: a test that draws inputs, weights or moments at random takes the `seed` fixture, which prints its
+seed (shown with a failure) and replays one given as QFFS_TEST_SEED.
+
 Hypothesis: the `ci` profile (.ci/run sets HYPOTHESIS_PROFILE=ci) runs every property test's full example
 count, the default `dev` profile a tenth of it (`profiles.examples`).
 """
 
 import inspect
 import os
+import random
 import types
 from pathlib import Path, PurePath
 
 import pytest
+import torch
 from hypothesis import settings
 
 from qffs_lava.backends import BACKENDS
@@ -28,6 +33,29 @@ from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("QFFS_DATA_DIR", REPO / "data"))
+
+
+def _torch_threads() -> int:
+    """PyTorch's threads for the test process and the commands it starts: QFFS_TEST_THREADS where set (0: PyTorch's
+    default, one per core), else the cores no other job holds (by the load average, at least one). On 2 cores
+    that other jobs share, training the suite's small models on 2 threads took 15 to 40 times as long as on one
+    (threads spinning while they wait for a core; measured 2026-12-02); on idle cores the default was as fast."""
+    if "QFFS_TEST_THREADS" in os.environ:
+        return int(os.environ["QFFS_TEST_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    free = max(1, min(cores, round(cores - os.getloadavg()[0])))
+    return free if free < cores else 0
+
+
+TEST_THREADS = _torch_threads()
+if TEST_THREADS:  # test_api.py's trained-first test keeps PyTorch's default in the process it starts
+    torch.set_num_threads(TEST_THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+
+
+def pytest_report_header(config):
+    return f"PyTorch threads: {TEST_THREADS or 'its default'} (QFFS_TEST_THREADS; tests/conftest.py)"
+
 
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
@@ -94,6 +122,17 @@ def lava_runtimes_only_where_marked(request, monkeypatch):
 
 
 @pytest.fixture
+def seed(request) -> int:
+    """The seed of what a test draws at random (inputs, weights, moments): QFFS_TEST_SEED where set, to replay a
+    failure, else drawn anew. It is printed, which pytest shows with a failed test's report, and kept in the test's
+    user_properties (pytest --junitxml writes them)."""
+    seed = int(os.environ.get("QFFS_TEST_SEED", random.randrange(10**6)))
+    print(f"{request.node.nodeid}: drawn with QFFS_TEST_SEED={seed}")
+    request.node.user_properties.append(("QFFS_TEST_SEED", seed))
+    return seed
+
+
+@pytest.fixture
 def own_tmpdir(tmp_path, monkeypatch) -> Path:
     """A temporary directory of the test's own, for this process (tempfile) and the commands it starts (TMPDIR), so
     that what it finds there is its own."""
@@ -155,3 +194,17 @@ def digits_lenet_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_lenet_net(digits_lenet_files) -> Path:
     return digits_lenet_files[1]
+
+
+@pytest.fixture(scope="session")
+def digits_resnet_net(tmp_path_factory) -> Path:
+    """A ResNet-8 (identity and projection shortcuts: a graph, net.h5 version 2) trained briefly on digits, exported."""
+    from qffs_export.exporter import export
+
+    from qffs_lava.ann.train import train
+
+    folder = tmp_path_factory.mktemp("resnet")
+    train("digits", "resnet8", out=folder / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
+          qat_epochs=1)
+    export(folder / "r.pt", folder / "r.h5", log=lambda _: None)
+    return folder / "r.h5"

@@ -50,9 +50,18 @@ def test_qffs_run_and_export_take_the_librarys_defaults(main, function):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_option_says_what_it_does(command):
-    for action in parser_of(COMMANDS[command])._actions:
-        assert action.help and len(action.help) > 10, f"{command} {action.option_strings or action.dest}"
+def test_every_option_says_what_it_does_and_its_default(command):
+    """Each option has a help of its own (no two of a command alike, none that only repeats its name), and names
+    its default wherever the default is a value (not off, none or empty)."""
+    parser = parser_of(COMMANDS[command])
+    helps = [action.help for action in parser._actions]
+    assert len(set(helps)) == len(helps), sorted(h for h in helps if helps.count(h) > 1)
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        name = f"{command} {action.option_strings or action.dest}"
+        assert action.help and action.help.strip(" .").lower() != action.dest.replace("_", " "), name
+        if action.default not in (None, argparse.SUPPRESS) and not isinstance(action.default, (bool, list, tuple)):
+            assert str(action.default) in formatter._expand_help(action), f"{name}: its default {action.default!r}"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,5 +1,5 @@
-"""Cost accounting (docs/costs.md): fan-out and MACs, spikes and SOPs counted independently, and the
-same figures from the torch simulator and from Lava's recordings."""
+"""Cost accounting (docs/costs.md): fan-out and MACs, spikes and SOPs counted independently, and the reports.
+The same figures from Lava's recordings: test_lava_equivalence.py."""
 
 import json
 
@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from random_nets import random_graph, random_inputs, random_network
 
 from qffs_lava.ann.datasets import load_dataset
-from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.cli import inspect_main, run_main
 from qffs_lava.costs import cost_report, fan_outs, macs
@@ -108,21 +107,6 @@ def test_report_is_per_sample_cumulative_and_pipelined_runs_count_to_t_plus_d(di
         assert total["macs"] == int(macs(network).sum())
         assert total["sops_per_mac"][-1] == pytest.approx(total["sops"][-1] / total["macs"])
         assert all(b >= a for a, b in zip(total["sops"], total["sops"][1:]))
-
-
-def test_lava_counts_equal_torch_on_twenty_samples(digits_lenet_net):
-    """The conv + max-pool LeNet on 20 digits and a random residual graph: Lava's recorded spikes give the
-    torch simulator's (pipelined) spikes and SOPs, layer by layer and step by step."""
-    rng = np.random.default_rng(5)
-    lenet = read_net(digits_lenet_net)
-    x, _ = load_dataset("digits", "test")
-    graph = random_graph(rng)
-    for network, inputs in ((lenet, x[:20]), (graph, random_inputs(rng, graph, 20))):
-        torch_costs = TorchNetwork(network).simulate(inputs, 8, "pipelined", count_costs=True).costs
-        lava = simulate(network, inputs, 8, "lava", chunk=10, workers=1, count_costs=True)
-        assert lava.spikes is None  # counted from every layer's recording, which is not kept
-        assert lava.costs == torch_costs
-        assert torch_costs.sops.sum() > 0
 
 
 def test_qffs_run_stats_prints_and_writes_the_costs(digits_net, tmp_path, capsys):

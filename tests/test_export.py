@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from qffs_export.exporter import export
+from spikes import qann_forward
+from tiny import TINY_ARCH, tiny_model
 
 from qffs_lava.ann.modelfile import MODEL_FORMAT, load_model_file
 from qffs_lava.ann.models import arch_from_v1, build_model, set_quantized
@@ -17,39 +19,6 @@ from qffs_lava.errors import ModelFileError, QffsError
 from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer
 from qffs_lava.ir.loihi import loihi_problems
 from qffs_lava.ir.netfile import read_net
-
-TINY_ARCH = arch_from_v1({
-    "name": "tiny", "input_shape": [1, 2, 2], "num_classes": 2,
-    "layers": [
-        {"type": "flatten"},
-        {"type": "linear", "in_features": 4, "out_features": 2},
-        {"type": "act", "bits": 2},
-        {"type": "linear", "in_features": 2, "out_features": 2},
-        {"type": "act", "bits": 3},
-    ],
-})
-
-
-def qann_forward(network, x):
-    return TorchNetwork(network).qann(x)
-
-
-def tiny_model():
-    model = build_model(TINY_ARCH)
-    module = lambda index: getattr(model, str(index))  # noqa: E731
-    with torch.no_grad():
-        module(1).weight.copy_(torch.tensor([[0.5, -0.25, 0.0, 1.0], [-1.0, 0.5, 0.25, 0.0]]))
-        module(1).bias.copy_(torch.tensor([0.1, -0.2]))
-        module(3).weight.copy_(torch.tensor([[1.0, -0.5], [0.25, 0.75]]))
-        module(3).bias.copy_(torch.tensor([0.0, 0.05]))
-        for index, step in ((2, 0.5), (4, 0.25)):
-            module(index).quantizer.step.fill_(step)
-            module(index).quantizer.initialized.fill_(True)
-    set_quantized(model, True)
-    content = {"arch": TINY_ARCH, "quantized": True, "bits": {"act": 2, "out": 3, "weight": None, "layers": [2, 3]},
-               "input_norm": {"mean": [0.0], "std": [1.0]}, "dataset": "digits", "input_shape": [1, 2, 2],
-               "num_classes": 2, "input_levels": 16, "accuracy": {"float": 0.0, "qann": 0.0}}
-    return content, model.eval()
 
 
 def test_tiny_model_integers_match_hand_computation():
@@ -84,7 +53,7 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
     from lava.lib.dl.netx.utils import NetDict
 
     net_path = tmp_path / "digits.h5"
-    network = export(digits_model_file, net_path)
+    network = export(digits_model_file, net_path, log=lambda _: None)
     again = read_net(net_path)
     assert [type(layer) for layer in again.layers] == [type(layer) for layer in network.layers]
     for (_, a), (_, b) in zip(network.neuron_layers, again.neuron_layers):
@@ -103,7 +72,7 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
 
 
 def test_digits_fidelity_on_the_full_test_split(tmp_path, digits_model_file):
-    network = export(digits_model_file, tmp_path / "d.h5")
+    network = export(digits_model_file, tmp_path / "d.h5", log=lambda _: None)
     meta = network.meta
     assert meta["fidelity_samples"] == 450
     assert meta["qann_forward"] == "hardware-exact"  # qffs-train's default ends with the hardware-exact phase
@@ -163,8 +132,8 @@ def test_unsupported_layers_are_refused_by_name(tmp_path):
 
 
 def run_export(*args):
-    """qffs-export as its console script runs it (its main, in this process: test_user_errors.cli)."""
-    from test_user_errors import cli
+    """qffs-export as its console script runs it (its main, in this process: commands.cli)."""
+    from commands import cli
 
     return cli("qffs-export", *args)
 
@@ -279,23 +248,6 @@ def test_resnet20_exports_within_loihi_ranges_and_its_snn_equals_its_qann():
     result = net.simulate(x[:4], 16, "sync", record_spikes=True)
     for i, (spikes, want) in enumerate(zip(result.spikes, net.qann(x[:4], all_layers=True)[1:]), start=1):
         assert torch.equal(spikes.to(torch.int64).sum(0).reshape(want.shape), want), f"layer {i}"
-
-
-def test_a_trained_resnet_spikes_alike_in_lava_and_torch(tmp_path):
-    from qffs_lava.ann.datasets import load_dataset
-    from qffs_lava.ann.train import train
-    from qffs_lava.backends import simulate
-
-    train("digits", "resnet8", out=tmp_path / "r.pt", progress=False, float_epochs=1,
-          qat_epochs=1)
-    network = export(tmp_path / "r.pt", tmp_path / "r.h5")
-    network = read_net(tmp_path / "r.h5")
-    assert network.meta["version"] == 2 and network.meta["qann_agreement"] >= 0.9
-    x = load_dataset("digits", "test")[0][:20]
-    expected = TorchNetwork(network).simulate(x, 10, "pipelined", record_spikes=True)
-    got = simulate(network, x, 10, "lava", chunk=20, record_spikes=True)  # lava-float: test_graph.py
-    for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):
-        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
 
 
 def graph_arch(nodes, input_shape=(1, 4, 4)):

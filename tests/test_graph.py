@@ -1,4 +1,5 @@
-"""Graph networks (net.h5 version 2): shortcuts, fan-out and several synapses per layer, on every backend."""
+"""Graph networks (net.h5 version 2): shortcuts, fan-out and several synapses per layer, in the torch simulator
+and the file (on the Lava backends: test_lava_equivalence.py)."""
 
 
 import h5py
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 from random_nets import random_graph, random_inputs
+from spikes import final_counts, settle_steps
 
-from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.errors import QffsFormatError
 import qffs_lava as qffs
@@ -15,17 +16,6 @@ from qffs_lava.ir.layers import ConvSynapse, MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net, write_net
 
 SEEDS = range(12)
-
-
-def settle_steps(network, mode):
-    """Steps after which every layer has settled: K, then each layer needs at most zMax + 1 (+ D pipelined)."""
-    steps = network.bias_steps + sum(layer.neurons.z_max + 1 for _, layer in network.neuron_layers) + 1
-    return steps + (network.pipeline_depth if mode == "pipelined" else 0)
-
-
-def final_counts(result):
-    """Each layer's net spike count at the last step (neurons: z; pools: the max of their inputs)."""
-    return [spikes.to(torch.int64).sum(dim=0) for spikes in result.spikes]
 
 
 @pytest.mark.parametrize("mode", ["sync", "pipelined"])
@@ -151,23 +141,3 @@ def test_a_pool_or_flatten_with_two_inputs_is_refused(tmp_path):
     edit(path, lambda f: replace(f, f"layer/{pool}/inputs", np.array([1, 2])))
     with pytest.raises(QffsFormatError, match=rf"layer {pool} \(maxpool\) key 'inputs': expected exactly one"):
         read_net(path)
-
-
-@pytest.fixture(scope="module")
-def residual_graph():
-    rng = np.random.default_rng(11)
-    network = random_graph(rng, layers_wanted=8)
-    return network, random_inputs(rng, network, 20)
-
-
-@pytest.mark.parametrize("backend, lava_batch", [("lava", 1), ("lava", 3), ("lava-float", 3)])
-def test_lava_spikes_equal_torch_pipelined_on_a_residual_graph(residual_graph, backend, lava_batch):
-    network, x = residual_graph
-    assert not network.is_chain()
-    steps = settle_steps(network, "sync")
-    expected = TorchNetwork(network).simulate(x, steps, "pipelined", record_spikes=True)
-    got = simulate(network, x, steps, backend, chunk=10, record_spikes=True, lava_batch=lava_batch)
-    for i, (a, b) in enumerate(zip(got.spikes, expected.spikes), start=1):  # 20 samples: groups of 3 end in 2
-        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} spikes differ"
-    assert torch.equal(got.output_counts, expected.output_counts)
-    assert torch.equal(got.output_counts[-1], TorchNetwork(network).qann(x))  # settled at the QANN

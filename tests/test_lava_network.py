@@ -16,6 +16,7 @@ from qffs_lava.backends.lava.layout import from_lava_layout
 from qffs_lava.backends import simulate
 from qffs_lava.backends.lava.adapter import import_lava
 from qffs_lava.backends.lava.runner import LavaRun
+from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.ir.layers import MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net, write_net
 
@@ -48,24 +49,26 @@ def output_spikes_by_sample(net, spikes, samples):
     return torch.from_numpy(chw.reshape(samples, net.reset_interval, -1).transpose(1, 0, 2).astype(np.int64))
 
 
-def assert_example_equals_runner(net_path, x):
+def assert_example_equals_pipelined(net_path, x):
+    """The example's output spikes are the torch simulator's, pipelined (which the runner's are:
+    test_lava_equivalence.py)."""
     net, spikes = example().run_network(net_path, x, STEPS)
     got = output_spikes_by_sample(net, spikes, len(x))
-    runner = simulate(read_net(net_path), x, STEPS, "lava", workers=1)
-    assert torch.equal(got.cumsum(dim=0), runner.output_counts)
+    expected = TorchNetwork(read_net(net_path)).simulate(x, STEPS, "pipelined")
+    assert torch.equal(got.cumsum(dim=0), expected.output_counts)
     assert int(got.abs().sum()) > 0
     counts = net.output_counts(spikes).reshape(len(x), -1)
-    assert torch.equal(torch.from_numpy(counts), runner.output_counts[-1])
+    assert torch.equal(torch.from_numpy(counts), expected.output_counts[-1])
 
 
-def test_the_example_gives_the_runners_output_spikes_on_a_chain(digits_net):
+def test_the_example_gives_the_pipelined_output_spikes_on_a_chain(digits_net):
     x, _ = load_dataset("digits", "test")
-    assert_example_equals_runner(digits_net, x[:6].numpy())
+    assert_example_equals_pipelined(digits_net, x[:6].numpy())
 
 
-def test_the_example_gives_the_runners_output_spikes_on_a_residual_network(residual_net):
+def test_the_example_gives_the_pipelined_output_spikes_on_a_residual_network(residual_net):
     path, x = residual_net
-    assert_example_equals_runner(path, np.asarray(x))
+    assert_example_equals_pipelined(path, np.asarray(x))
 
 
 def test_the_example_runs_from_the_command_line(digits_net):
@@ -76,7 +79,8 @@ def test_the_example_runs_from_the_command_line(digits_net):
 
 
 def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
-    """Own RingBuffer source, own sink on `out`, and a Monitor on a hidden layer's spikes: the runner's spikes."""
+    """Own RingBuffer source, own sink on `out`, and a Monitor on a hidden layer's spikes: the torch simulator's
+    pipelined spikes, which are the runner's (test_lava_equivalence.py)."""
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -89,7 +93,7 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     network = read_net(digits_lenet_net)
     x, _ = load_dataset("digits", "test")
     x = x[:3].numpy()
-    expected = simulate(network, x, STEPS, "lava", record_spikes=True, workers=1)
+    expected = TorchNetwork(network).simulate(x, STEPS, "pipelined", record_spikes=True)
     net = QffsNetwork(net_config=digits_lenet_net, reset_interval=STEPS + network.pipeline_depth)
     source = Source(data=net.source_data(x))
     steps = source.data.shape[-1]
@@ -111,21 +115,6 @@ def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
     probed = from_lava_layout(probed, network.shapes[hidden], net.flat_order[hidden])[:, :, 0].swapaxes(0, 1)
     assert torch.equal(torch.from_numpy(probed.astype(np.int8)), expected.spikes[hidden - 1])
     assert int(np.abs(probed).sum()) > 0
-
-
-def test_workers_give_the_same_results_as_one(residual_net, own_tmpdir):
-    path, x = residual_net
-    network = read_net(path)
-    one = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=1, lava_batch=1)
-    before = Snapshot()
-    done = []
-    two = simulate(network, x, STEPS, "lava", chunk=2, record_spikes=True, workers=2, lava_batch=2,
-                   progress=done.append)  # 3 chunks of one group of 2 samples
-    assert sum(done) == len(x) == 6 and all(n > 0 for n in done)
-    assert torch.equal(one.output_counts, two.output_counts)
-    for a, b in zip(one.spikes, two.spikes):
-        assert torch.equal(a, b)
-    assert not before.left()
 
 
 def test_an_error_in_a_worker_is_raised_and_every_worker_stopped(residual_net, monkeypatch, own_tmpdir):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_user_errors import assert_refused, cli
+from commands import assert_refused, cli
 
 from qffs_lava.ann.datasets import RAW_MD5, load_dataset
 from qffs_lava.ann.modelfile import read_model_file, save_model_file
@@ -157,7 +157,7 @@ def test_a_truncated_dataset_file_is_called_damaged_not_missing(tmp_path, mnist_
 
 
 def test_export_offers_the_fixes_it_has(tmp_path):
-    from test_export import tiny_model
+    from tiny import tiny_model
 
     content, model = tiny_model()
     save_model_file(tmp_path / "m.pt", model, {**content, "dataset": "mnist"})

@@ -35,7 +35,8 @@ def randomized(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def test_a_user_module_imports_node_for_node_with_its_float_outputs():
+def test_a_user_module_imports_node_for_node_with_its_float_outputs(seed):
+    torch.manual_seed(seed)
     net = randomized(SmallResNet(num_classes=10, in_channels=1, width=8))
     arch, model = from_torch(net, (1, 28, 28))
     ops = [node["op"] for node in arch["nodes"]]
@@ -120,10 +121,11 @@ def test_torchvision_resnet18_small_stem_trains_exports_and_its_snn_equals_its_q
     assert qann.sum() > 0 and equal_from <= 16, equal_from  # t = 9 when measured
 
 
-def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path):
+def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path, seed):
     """A state dict saved by plain PyTorch, LSQ fine-tuned from its weights (float-epochs 0) via --arch FILE:CLASS."""
     from qffs_lava.ann.datasets import load_dataset
 
+    torch.manual_seed(seed)
     net = SmallResNet(num_classes=10, in_channels=1)
     x, y = load_dataset("digits", "train")
     optimizer = torch.optim.Adam(net.parameters(), 3e-3)

@@ -7,7 +7,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from commands import cli
 from random_nets import random_inputs, random_network
+from spikes import final_counts, qann_forward, settle_steps
 
 from qffs_lava.backends.pytorch import TorchNetwork
 import qffs_lava as qffs
@@ -15,22 +17,8 @@ from qffs_lava.ir.layers import MaxPoolLayer, NeuronLayer
 from qffs_lava.ir.netfile import read_net
 
 
-def settle_steps(network):
-    """Steps after which every layer has settled: K, then each layer needs at most zMax + 1."""
-    return network.bias_steps + sum(layer.neurons.z_max + 1 for _, layer in network.neuron_layers) + 1
-
-
 def simulate(network, x, steps, mode, record_spikes=False):
     return TorchNetwork(network).simulate(x, steps, mode, record_spikes)
-
-
-def qann_forward(network, x, all_layers=False):
-    return TorchNetwork(network).qann(x, all_layers)
-
-
-def layer_counts(result):
-    """Each layer's net spike count at the last step (neurons: z; pools: the max of their inputs)."""
-    return [spikes.to(torch.int64).sum(dim=0) for spikes in result.spikes]
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv", "conv-only"])
@@ -41,7 +29,7 @@ def test_synchronous_simulation_settles_at_the_qann_per_neuron(kind, seed):
     x = random_inputs(rng, network, 16)
     result = simulate(network, x, settle_steps(network), "sync", record_spikes=True)
     expected = qann_forward(network, x, all_layers=True)[1:]
-    for i, (got, want) in enumerate(zip(layer_counts(result), expected), start=1):
+    for i, (got, want) in enumerate(zip(final_counts(result), expected), start=1):
         assert torch.equal(got.reshape(want.shape), want), f"layer {i}"
     assert torch.equal(result.output_counts[-1], expected[-1].reshape(16, -1))
     assert any(int(s.abs().sum()) for s in result.spikes[:-1])  # the network is not silent
@@ -94,7 +82,7 @@ def test_exported_digits_mlp_equals_qann_per_neuron(digits_net):
     x, y = load_dataset("digits", "test")
     result = simulate(network, x, 16, "sync", record_spikes=True)
     expected = qann_forward(network, x, all_layers=True)[1:]
-    for got, want in zip(layer_counts(result), expected):
+    for got, want in zip(final_counts(result), expected):
         assert torch.equal(got.reshape(want.shape), want)
     report = qffs.run(network, x, y, 16, progress=False)
     assert report.equal_from_step is not None and report.equal_from_step <= 16
@@ -152,7 +140,7 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
          "which do not exist yet"),
     ]
     for args, message in cases:
-        result = qffs_run(*args, "--quiet")
+        result = cli("qffs-run", *args, "--quiet")  # in this process: test_cli_writes_json_and_plot starts one
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr

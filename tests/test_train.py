@@ -79,8 +79,8 @@ def test_init_continues_from_a_model_file(digits_model_file, tmp_path):
 
 
 def run_cli(*args):
-    """qffs-train as its console script runs it (its main, in this process: test_user_errors.cli)."""
-    from test_user_errors import cli
+    """qffs-train as its console script runs it (its main, in this process: commands.cli)."""
+    from commands import cli
 
     return cli("qffs-train", *args)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import cli
 from processes import session_alive
 
 import qffs_lava as qffs
-from test_user_errors import cli
 
 from qffs_lava.ann.checkpoint import checkpoint_path, read_metrics
 from qffs_lava.ann.datasets import load_dataset
@@ -256,7 +256,7 @@ def train_command(out: Path, *extra: str):
             "--qat-epochs", "8", "--hardware-epochs", "2", "--threads", "1", "--quiet", "--out", str(out), *extra]
 
 
-def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_same_bytes(tmp_path):
+def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_same_bytes(tmp_path, seed):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(train_command(tmp_path / "whole.pt"), env=env, check=True, capture_output=True)
     metrics = tmp_path / "cut.metrics.jsonl"
@@ -266,7 +266,7 @@ def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_sam
     while not (metrics.exists() and any(line["phase"] == "qat" for line in read_metrics(metrics))):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
-    time.sleep(random.uniform(0, 0.3))  # somewhere inside the LSQ phase, a moment not chosen
+    time.sleep(random.Random(seed).uniform(0, 0.3))  # somewhere inside the LSQ phase, a moment not chosen
     pressed = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     _, err = process.communicate(timeout=60)
@@ -284,7 +284,7 @@ def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_sam
     assert epochs == [(line["phase"], line["epoch"]) for line in read_metrics(tmp_path / "whole.metrics.jsonl")]
 
 
-def test_sigterm_to_the_group_of_a_folder_run_with_dataloader_workers_is_the_stop_not_a_crash(images, tmp_path):
+def test_sigterm_to_the_group_of_a_folder_run_with_dataloader_workers_is_the_stop_not_a_crash(images, tmp_path, seed):
     """`timeout` sends SIGTERM to the command's whole group, its DataLoader workers too: they leave the stop to the
     command, which says it in its own words (before, a worker killed first made it a DataLoader traceback)."""
     out = tmp_path / "m.pt"
@@ -295,7 +295,7 @@ def test_sigterm_to_the_group_of_a_folder_run_with_dataloader_workers_is_the_sto
     while not checkpoint_path(out).exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
-    time.sleep(random.uniform(0, 0.5))  # its workers reading the next epoch's images
+    time.sleep(random.Random(seed).uniform(0, 0.5))  # its workers reading the next epoch's images
     os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     time.sleep(1)
