@@ -204,7 +204,7 @@ def digits_resnet_net(tmp_path_factory) -> Path:
     from qffs_lava.ann.train import train
 
     folder = tmp_path_factory.mktemp("resnet")
-    train("digits", "resnet8", out=folder / "r.pt", progress=False, log=lambda _: None, float_epochs=1,
+    train("digits", "resnet8", out=folder / "r.pt", progress=False, float_epochs=1,
           qat_epochs=1)
-    export(folder / "r.pt", folder / "r.h5", log=lambda _: None)
+    export(folder / "r.pt", folder / "r.h5")
     return folder / "r.h5"

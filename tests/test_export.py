@@ -53,7 +53,7 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
     from lava.lib.dl.netx.utils import NetDict
 
     net_path = tmp_path / "digits.h5"
-    network = export(digits_model_file, net_path, log=lambda _: None)
+    network = export(digits_model_file, net_path)
     again = read_net(net_path)
     assert [type(layer) for layer in again.layers] == [type(layer) for layer in network.layers]
     for (_, a), (_, b) in zip(network.neuron_layers, again.neuron_layers):
@@ -72,7 +72,7 @@ def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_
 
 
 def test_digits_fidelity_on_the_full_test_split(tmp_path, digits_model_file):
-    network = export(digits_model_file, tmp_path / "d.h5", log=lambda _: None)
+    network = export(digits_model_file, tmp_path / "d.h5")
     meta = network.meta
     assert meta["fidelity_samples"] == 450
     assert meta["qann_forward"] == "hardware-exact"  # qffs-train's default ends with the hardware-exact phase
