@@ -20,6 +20,7 @@ from qffs_lava.backends import simulate
 from qffs_lava.backends.lava.adapter import import_lava
 from qffs_lava.dynamics import V_MAX, V_MIN
 from qffs_lava.errors import ModelFileError, QffsError, QffsFormatError
+from qffs_lava.messages import QffsNote
 import qffs_lava as qffs
 from qffs_lava.reports import write_json
 from qffs_lava.ir.layers import DenseSynapse, InputLayer, NeuronLayer, Neurons
@@ -109,7 +110,8 @@ def test_overflowing_network_is_refused_for_lava_and_saturates_when_bypassed():
     with pytest.raises(QffsFormatError, match=r"worst-case \|v\|"):
         qffs.run(network, x, None, 4, "lava", progress=False)
     torch_report = qffs.run(network, x, None, 4, "torch", "pipelined", progress=False)
-    lava_report = qffs.run(network, x, None, 4, "lava", progress=False, loihi_check=False)
+    with pytest.warns(QffsNote, match="running one sample per Lava network"):
+        lava_report = qffs.run(network, x, None, 4, "lava", progress=False, loihi_check=False)
     assert lava_report.output_counts == torch_report.output_counts == [[1, 0], [1, 0]]
 
 
