@@ -26,7 +26,7 @@ from qffs_lava import __version__
 from qffs_lava.distributed import leave, lost_peer, rank_prefix
 from qffs_lava.errors import QffsError
 from qffs_lava.messages import command_messages
-from qffs_lava.signals import end_process, exit_code, finished, signal_of, stop_signals_raise
+from qffs_lava.signals import end_process, exit_code, finished, raise_if_stopped, signal_of, stop_signals_raise
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:
@@ -168,6 +168,7 @@ def command(build: Callable[[], argparse.ArgumentParser], says_on: str = "stderr
                 level = logging.DEBUG if args.verbose else quiet if getattr(args, "quiet", False) else logging.INFO
                 with command_messages(says_on, level):
                     act(args, parser)
+                raise_if_stopped()  # a stop whose interrupt was swallowed on the way is still the command's end
                 leave()  # under torchrun, the ranks leave their process group together
                 finished()
                 return 0

@@ -1,9 +1,12 @@
 """The signals that stop a command: Ctrl-C (SIGINT), SIGTERM (kill, timeout, batch schedulers) and SIGHUP (a
 closed terminal). Each is raised as a KeyboardInterrupt, so every cleanup Ctrl-C runs runs for all three, and the
 command exits with 128 + the signal's number: 130, 143, 129. One raised where Python swallows exceptions (an
-at-fork hook, say, as a DataLoader starts its workers) is raised again (`_redeliver`), so none is lost. Where a
-cleanup must not be cut short (a Lava run's worker processes), `stops_deferred` records the signal instead and
-raises it once the block is done.
+at-fork hook, say, as a DataLoader starts its workers) is raised again (`_redeliver`). Every stop a command
+receives is also recorded, and one whose interrupt never reached the command (swallowed where no hook sees it: C
+code that clears errors, a library's bare `except:`) is raised at the next checkpoint (`raise_if_stopped`: before a
+Lava run or a DataLoader starts, and before the command reports success), so none is lost. Where a cleanup must
+not be cut short (a Lava run's worker processes), `stops_deferred` records the signal instead and raises it once
+the block is done.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def exit_code(err: BaseException) -> int:
 
 
 _state = {"finished": False, "whole": False, "owner": None, "hook": sys.unraisablehook, "pending": None,
-          "profile": None}
+          "profile": None, "received": None}
 
 
 def _redeliver(unraisable) -> None:
@@ -74,6 +77,7 @@ def _raise_pending(frame, event, arg) -> None:
 
 def _handle(signum, frame) -> None:
     if not _state["finished"]:
+        _state["received"] = _state["received"] or signum
         raise interrupt(signum)
     end_process(128 + signum)  # the command's work is done: end it at once, as the signal asks
 
@@ -107,6 +111,14 @@ def end_children() -> None:
         child.join(5)
 
 
+def raise_if_stopped() -> None:
+    """A checkpoint: raise the first stop signal received inside `stop_signals_raise` if its interrupt never
+    reached the command, that is, unless one is being handled now (its cleanup calls this too)."""
+    signum = _state["received"]
+    if signum and os.getpid() == _state["owner"] and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        raise interrupt(signum)
+
+
 @contextlib.contextmanager
 def stop_signals_raise(whole_process: bool):
     """Inside the block SIGINT, SIGTERM and SIGHUP raise `interrupt(signum)` in this process (main thread
@@ -117,13 +129,13 @@ def stop_signals_raise(whole_process: bool):
         yield
         return
     previous = {signum: signal.signal(signum, _handle) for signum in STOP_SIGNALS}
-    _state.update(finished=False, whole=whole_process, owner=os.getpid(), hook=sys.unraisablehook)
+    _state.update(finished=False, whole=whole_process, owner=os.getpid(), hook=sys.unraisablehook, received=None)
     sys.unraisablehook = _redeliver
     try:
         yield
     finally:
         if not whole_process:
-            _state.update(finished=False, whole=False)
+            _state.update(finished=False, whole=False, received=None)
             sys.unraisablehook = _state["hook"]
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -159,7 +171,9 @@ def stops_deferred() -> Iterator[Deferred]:
     """Inside the block SIGINT, SIGTERM and SIGHUP raise nothing: the first is recorded (`Deferred`), so no
     cleanup is ever cut short at a moment no one chose. When the block ends, however it ends, the previous
     handlers come back and the recorded signal is raised as `interrupt(signum)`. Off the main thread, where
-    Python cannot handle signals, nothing is recorded."""
+    Python cannot handle signals, nothing is recorded. A stop received before the block and lost is raised at
+    its start (`raise_if_stopped`)."""
+    raise_if_stopped()
     deferred = Deferred()
     previous = {}
     try:

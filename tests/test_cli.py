@@ -141,3 +141,45 @@ def test_a_stop_that_python_swallows_is_raised_again():
             sum(range(10**6))
     forked = subprocess.run([sys.executable, "-c", AT_FORK], capture_output=True, text=True, timeout=60)
     assert forked.returncode == 143, forked.stderr
+
+
+def _swallow(signum):
+    """A library that swallows everything (a bare `except:`), as C code that clears errors does where no hook sees
+    it: a Ctrl-C pressed as qffs-run imported h5py was lost so, and the run went on to exit 0."""
+    import signal
+
+    try:
+        signal.raise_signal(signum)
+        sum(range(1000))
+    except BaseException:  # noqa: BLE001 - the point of the test
+        pass
+
+
+def test_a_stop_swallowed_where_no_hook_sees_it_ends_the_command_at_the_next_checkpoint(capsys):
+    """Before a block that defers stops (a Lava run, a DataLoader's start) and before a command reports success,
+    a stop it received and never saw raised ends it, with the stop's exit code and line."""
+    import signal
+
+    from qffs_lava.cli import command, new_parser
+    from qffs_lava.signals import stops_deferred
+
+    reached = []
+
+    @command(lambda: new_parser("swallowing-run", "a run whose imports swallow a SIGTERM"))
+    def swallowing_run(args, parser):
+        _swallow(signal.SIGTERM)
+        reached.append("swallowed")
+        with stops_deferred():
+            reached.append("a Lava run")
+
+    @command(lambda: new_parser("swallowing-report", "a report whose last step swallows a Ctrl-C"))
+    def swallowing_report(args, parser):
+        reached.append("report")
+        _swallow(signal.SIGINT)
+
+    assert swallowing_run([]) == 143 and reached == ["swallowed"]
+    assert capsys.readouterr().err.splitlines() == ["interrupted by SIGTERM"]
+    assert swallowing_report([]) == 130 and reached == ["swallowed", "report"]
+    assert capsys.readouterr().err.splitlines() == ["interrupted"]
+    with stops_deferred():
+        pass  # outside a command, nothing stale is raised
