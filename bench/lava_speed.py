@@ -23,7 +23,7 @@ from lava_neuron_speed import time_steps
 
 from qffs_lava.backends import simulate
 from qffs_lava.backends.lava.adapter import import_lava
-from qffs_lava.backends.lava.workers import default_workers
+from qffs_lava.distributed import usable_cores
 from qffs_lava.ir.layers import DenseSynapse
 from qffs_lava.ir.netfile import read_net
 
@@ -137,7 +137,7 @@ def main():
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--steps", type=int, default=16, help="T for the qffs-run part")
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=usable_cores())
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     network = read_net(args.net)

@@ -41,6 +41,12 @@ class World:
         return torch.device(device)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which taskset and batch schedulers narrow): the
+    default number of worker processes, for Lava runtimes and (at most 8) for a DataLoader."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def launched() -> bool:
     """Whether torchrun started this process as one of several ranks."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -22,6 +22,7 @@ import torch
 from hypothesis import settings
 
 from qffs_lava.backends import BACKENDS
+from qffs_lava.distributed import usable_cores
 from qffs_lava.backends.lava.adapter import import_lava
 
 # Lava sets multiprocessing's start method to 'fork' when first imported, which fails once anything (tqdm's
@@ -42,7 +43,7 @@ def _torch_threads() -> int:
     (threads spinning while they wait for a core; measured 2026-12-02); on idle cores the default was as fast."""
     if "QFFS_TEST_THREADS" in os.environ:
         return int(os.environ["QFFS_TEST_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     free = max(1, min(cores, round(cores - os.getloadavg()[0])))
     return free if free < cores else 0
 

@@ -11,6 +11,7 @@ from qffs_lava.backends import simulate
 from qffs_lava.ir.netfile import read_net
 
 
+@pytest.mark.slow  # every case of test_lava_equivalence.py checks one run leaves nothing
 def test_twenty_lava_runs_leak_no_processes_or_shared_memory(digits_net, own_tmpdir):
     network = read_net(digits_net)
     x, _ = load_dataset("digits", "test")
@@ -47,7 +48,7 @@ def test_workers_are_fitted_to_the_memory_free(digits_net, monkeypatch):
     one = footprint.worker_footprint(network, 32, 128, 8, False)
     assert one.processes == 11  # the worker, source, runtime service, memory manager, 3 x (synapse, neurons), recorder
     monkeypatch.setattr(footprint, "available_memory", lambda: (int(2.5 * one.bytes), 2**40))
-    monkeypatch.setattr("qffs_lava.backends.lava.workers.default_workers", lambda: 4)
+    monkeypatch.setattr("qffs_lava.distributed.usable_cores", lambda: 4)
     with pytest.warns(QffsNote, match="^2 Lava workers instead of 4: each Lava worker holds a runtime of 11 processes"):
         plan = lava.plan(network, RunOptions(), 450, 8)
     assert plan.workers == 2 and plan.lava_batch == 32

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -257,7 +256,7 @@ class Session:
         if cfg.workers is not None:
             self.workers = cfg.workers
         else:
-            self.workers = 0 if isinstance(splits.test, Tensors) else min(8, os.cpu_count() or 1)
+            self.workers = 0 if isinstance(splits.test, Tensors) else min(8, distributed.usable_cores())
 
     def skipped(self, phase: str) -> bool:
         """Whether the checkpoint this run resumes is past `phase` (its results are in self.results)."""

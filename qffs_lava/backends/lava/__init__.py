@@ -70,7 +70,7 @@ class LavaBackend(Backend):
         the memory and /dev/shm free now hold (footprint.py), logged at INFO; fewer where the workers were not
         asked for, with a QffsNote, and a refusal where they were, or where not even one fits."""
         from qffs_lava.backends.lava.footprint import available_memory, gib, worker_footprint
-        from qffs_lava.backends.lava.workers import default_workers
+        from qffs_lava.distributed import usable_cores
 
         batch = self.lava_batch(network, samples, options)
         chunk = min(-(-options.chunk // batch) * batch, samples)
@@ -78,7 +78,7 @@ class LavaBackend(Backend):
                                      VALUE_BYTES[self.lava_tag])
         memory, shm = available_memory()
         fit = min(memory // footprint.bytes, shm // max(footprint.shared_memory, 1))
-        wanted = options.workers or min(default_workers(), -(-samples // chunk))
+        wanted = options.workers or min(usable_cores(), -(-samples // chunk))
         each = (f"each Lava worker holds a runtime of {footprint.processes} processes ({batch} samples side by "
                 f"side), about {gib(footprint.bytes)} by estimate, and {gib(memory)} of memory ({gib(shm)} of "
                 "/dev/shm) are free")

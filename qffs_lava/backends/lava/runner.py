@@ -22,7 +22,8 @@ import torch
 from qffs_lava.backends.base import RunOptions
 from qffs_lava.backends.lava.adapter import create_runtime, import_lava
 from qffs_lava.backends.lava.layout import from_lava_layout, lava_shape
-from qffs_lava.backends.lava.workers import default_workers, run_in_workers
+from qffs_lava.backends.lava.workers import run_in_workers
+from qffs_lava.distributed import usable_cores
 from qffs_lava.costs import CostCounter, Costs, tally
 from qffs_lava.ir.network import Network
 from qffs_lava.results import Simulation
@@ -141,7 +142,7 @@ def run_lava(network: Network, x, steps: int, backend, options: RunOptions = Run
     batch = backend.lava_batch(network, len(x), options)
     chunk = -(-options.chunk // batch) * batch  # whole groups of B samples
     chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
-    workers = min(options.workers or default_workers(), len(chunks))
+    workers = min(options.workers or usable_cores(), len(chunks))
     run_args = (steps, backend, options.record_spikes, options.count_costs, batch)
 
     def work(index: int, scratch: Path, progress) -> Tuple[Recorded, Optional[Tallies]]:

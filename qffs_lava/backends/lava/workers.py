@@ -266,9 +266,3 @@ def _hand_out(pool: List[_Worker], work: Work, scratch: Path, tracker_fd: int, t
             if why is not None and not worker.conn.poll():
                 raise QffsError(f"a Lava worker process ended ({why}) before its chunk was done "
                                 f"({len(results)} of {tasks} chunks done)")
-
-
-def default_workers() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
