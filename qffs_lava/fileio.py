@@ -49,6 +49,21 @@ def file_kind(path: str | Path) -> str:
     return "binary data of an unknown kind"
 
 
+def kind_of_file(path: str | Path, what: str, error: type = QffsError, parameter: str | None = None,
+                 give: str = "") -> str:
+    """file_kind(path) once `path` is a file to read as `what` ("net file", "model file"); else `error`:
+    'PATH is a folder, not a WHAT: GIVE' or 'WHAT PATH does not exist' (with `parameter`, the messages name it,
+    as QffsError's {} does)."""
+    name = "{}" if parameter else what
+    args = (parameter,) if parameter else ()
+    if Path(path).is_dir():
+        raise error(("{} " if parameter else "") + f"{path} is a folder, not a {what}" + (f": {give}" if give else ""),
+                    *args)
+    if not Path(path).is_file():
+        raise error(f"{name} {path} does not exist", *args)
+    return file_kind(path)
+
+
 def check_writable(path: str | Path) -> Path:
     """Fail early, before any long work, when `path` cannot be written."""
     path = Path(path)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Subset
 from qffs_lava.ann.datasets import dataset_info, is_folder, load_dataset, open_split
 from qffs_lava.ann.folders import EARLIER_AUGMENTATION, check_classes
 from qffs_lava.errors import ParameterError, QffsError
-from qffs_lava.fileio import file_kind
+from qffs_lava.fileio import kind_of_file
 from qffs_lava.ir.network import Network
 from qffs_lava.messages import QffsNote
 
@@ -45,9 +45,7 @@ def is_file_source(source) -> bool:
 
 def read_npy(path: Union[str, Path], parameter: str) -> np.ndarray:
     """A numeric array from a .npy file, or a QffsError naming the parameter that says what the file is instead."""
-    if not Path(path).is_file():
-        raise QffsError(f"{{}} {path} does not exist", parameter)
-    kind = file_kind(path)
+    kind = kind_of_file(path, ".npy file", parameter=parameter, give="give the .npy file of an array")
     if kind != "a NumPy .npy array":
         raise QffsError(f"{{}} {path} is not a .npy file: it is {kind}; save the array with numpy.save", parameter)
     try:

@@ -27,7 +27,7 @@ from torch import nn
 
 from qffs_lava.ann.models import GraphModel, arch_from_v1, build_model, input_normalization, set_quantized
 from qffs_lava.errors import ModelFileError
-from qffs_lava.fileio import file_kind, write_atomically
+from qffs_lava.fileio import kind_of_file, write_atomically
 
 MODEL_FORMAT = "qffs-model"
 MODEL_VERSION = 2
@@ -56,11 +56,7 @@ def _unpickling_refusal(err: pickle.UnpicklingError) -> str:
 
 def _load_weights_only(path: Path) -> Any:
     """torch.load(path, weights_only=True), every failure a ModelFileError that says what the file is."""
-    if path.is_dir():
-        raise ModelFileError(f"{path} is a folder, not a model file: give the model file that qffs-train wrote")
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
-    kind = file_kind(path)
+    kind = kind_of_file(path, "model file", ModelFileError, give="give the model file that qffs-train wrote")
     if kind == "an HDF5 file":
         raise ModelFileError(f"{path} is an HDF5 file (a net.h5?), not a PyTorch model file: give the model file "
                              "that qffs-train wrote (did you swap the arguments? qffs-export MODEL.pt NET.h5)")

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from qffs_lava.errors import QffsFormatError
-from qffs_lava.fileio import file_kind, write_atomically
+from qffs_lava.fileio import kind_of_file, write_atomically
 from qffs_lava.ir.hdf5 import GroupReader, is_stored_group, put_ints
 from qffs_lava.ir.layers import LAYER_TYPES, Layer
 from qffs_lava.ir.network import Network
@@ -57,11 +57,7 @@ def read_net(path: str | Path) -> Network:
         >>> network.shapes, network.pipeline_depth, network.bias_steps   # per layer; D; K
     """
     path = Path(path)
-    if path.is_dir():
-        raise QffsFormatError(f"{path} is a folder, not a net file: give the net.h5 that qffs-export wrote")
-    if not path.is_file():
-        raise QffsFormatError(f"net file {path} does not exist")
-    kind = file_kind(path)
+    kind = kind_of_file(path, "net file", QffsFormatError, give="give the net.h5 that qffs-export wrote")
     if kind in ("a zip archive", "a pickle"):
         raise QffsFormatError(f"{path} is {kind}, as a PyTorch model file is, not a net file: run "
                               f"`qffs-export {path} NET.h5` first and give NET.h5")
