@@ -30,9 +30,9 @@ $(STAMP): pyproject.toml
 test: data
 	$(VPY) -m pytest -m "not slow"
 
-# The quick loop: no Lava runtime, nothing slow (about a minute).
+# The quick loop: no Lava runtime, no training run or command in a fresh Python, nothing slow (under a minute).
 test-fast: data
-	$(VPY) -m pytest -m "not slow and not lava"
+	$(VPY) -m pytest -m "not slow and not lava and not e2e"
 
 test-slow: data
 	$(VPY) -m pytest -m slow

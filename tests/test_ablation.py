@@ -71,6 +71,7 @@ def test_qffs_run_ablate_reports_it_and_refuses_other_backends(digits_net, tmp_p
                  ablate=["precharge"])
 
 
+@pytest.mark.e2e
 def test_average_pooling_lenet_trains_exports_and_settles_at_its_qann(tmp_path):
     content = train("digits", "lenet", out=tmp_path / "avg.pt", pool="avg", float_epochs=2, qat_epochs=2,
                     hardware_epochs=1, progress=False)

@@ -92,6 +92,7 @@ def test_a_negative_flag_is_shown_for_its_parameter():
                                                            "anyway)"
 
 
+@pytest.mark.e2e
 def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(digits_net, tmp_path):
     """`qffs-inspect net.h5 | true` (or `| head` once head has read enough): no traceback, exit 141 as a command
     killed by SIGPIPE (the reader exits before the command has imported torch, so its first write finds no reader)."""

@@ -68,6 +68,7 @@ def test_fashionmnist_from_the_offline_copy(fashion_dir):
     assert test_x.shape == (10000, 1, 28, 28) and torch.bincount(test_y).tolist() == [1000] * 10
 
 
+@pytest.mark.e2e
 def test_fashionmnist_is_laid_out_from_debians_files_md5_checked(fashion_dir, tmp_path, monkeypatch):
     import gzip
     import shutil

@@ -49,6 +49,7 @@ def test_tiny_model_integer_qann_equals_float_qann_levels():
     torch.testing.assert_close(qann_forward(network, grid).double(), levels.double().round())
 
 
+@pytest.mark.e2e
 def test_written_file_reads_back_and_stock_netx_reads_it(tmp_path, digits_model_file):
     from lava.lib.dl.netx.utils import NetDict
 
@@ -138,6 +139,7 @@ def run_export(*args):
     return cli("qffs-export", *args)
 
 
+@pytest.mark.e2e
 def test_cli_prints_the_table_and_fidelity(tmp_path, digits_model_file):
     result = run_export(str(digits_model_file), str(tmp_path / "n.h5"))
     assert result.returncode == 0, result.stderr
@@ -225,6 +227,7 @@ def briefly_trained(arch, x, steps=8, seed=0):
     return content, model.eval()
 
 
+@pytest.mark.e2e
 def test_resnet20_exports_within_loihi_ranges_and_its_snn_equals_its_qann():
     from qffs_lava.ann.archs import make_arch
 

@@ -134,6 +134,7 @@ def load_and_run(path, network_inputs):
 
 @settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["dense", "conv", "graph"]), mutation=MUTATIONS)
+@pytest.mark.e2e
 def test_mutated_net_files_load_and_run_or_raise_qffs_format_error(valid_files, tmp_path, kind, mutation):
     """Either the file still runs, or the validator refuses it with a QffsFormatError (nothing else, and not a
     later error from the run) naming the place and the key; only a truncated file may be refused as a whole."""

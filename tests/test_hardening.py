@@ -49,8 +49,10 @@ def press_ctrl_c_during_a_lava_run(net, moment, workers):
     return run
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("moment, workers", [
+    (moment, workers) if (moment, workers) in {("starting", 1), ("running", 2), ("stopping", 1)}
+    else pytest.param(moment, workers, marks=pytest.mark.slow)  # make test: each moment once
+    for moment in MOMENTS for workers in (1, 2)])
 def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment, workers, own_tmpdir):
     press_ctrl_c_during_a_lava_run(digits_net, moment, workers)
 
@@ -180,6 +182,7 @@ def test_hostile_architecture_is_refused_before_anything_is_allocated(digits_mod
         load_model_file(tmp_path / "huge.pt")
 
 
+@pytest.mark.e2e
 def test_code_execution_payloads_never_run(tmp_path):
     marker = tmp_path / "payload-ran"
 

@@ -47,6 +47,7 @@ def test_trained_digits_lenet_forward_pass_equals_the_exported_integers(digits_l
     assert_trained_forward_is_the_exported_network(*digits_lenet_files, images[:256])
 
 
+@pytest.mark.e2e
 def test_digits_resnet_with_8_bit_weight_lsq_trains_hardware_exact(tmp_path):
     """A graph (identity and projection shortcuts, global average pooling) with weight LSQ: the exported
     network is the trained one on the whole test split."""
@@ -60,6 +61,7 @@ def test_digits_resnet_with_8_bit_weight_lsq_trains_hardware_exact(tmp_path):
     assert_trained_forward_is_the_exported_network(tmp_path / "r.pt", tmp_path / "r.h5", images[:64])
 
 
+@pytest.mark.e2e
 def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
     content = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=2, qat_epochs=2, hardware_epochs=0,
                     **QUIET)
@@ -83,6 +85,7 @@ def test_the_phase_can_be_skipped_and_added_later_to_a_model_file(tmp_path):
     assert after.meta["qann_agreement"] == 1.0 and after.meta["int_qann_accuracy"] == added["accuracy"]["qann"]
 
 
+@pytest.mark.e2e
 def test_the_phase_keeps_its_best_epoch_on_validation_and_never_trains_on_it(tmp_path, caplog):
     """A phase that wrecks the network (a learning rate of 0.3) keeps epoch 0: the LSQ model's integer network."""
     lsq = train("digits", "mlp", out=tmp_path / "lsq.pt", float_epochs=2, qat_epochs=2, hardware_epochs=0, **QUIET)

@@ -117,9 +117,9 @@ CASES = [
     Case("digits_lenet", "lava-float", 3, 10, 2),
     Case("strided_conv", "lava", 4, 12, 2),  # chunks of 12 and 8 samples: groups of 4
     Case("strided_conv", "lava-float", 4, 12, 2),
-    Case("residual_graph", "lava", 1, 3, 2, samples=6),  # T + D = 50 steps a sample: 6 samples, in 2 chunks
-    Case("residual_graph", "lava", 3, 6, 2, samples=11),  # chunks of 6 and 5 samples: groups of 3, the last of 2
-    Case("residual_graph", "lava-float", 3, 6, 2, samples=11),
+    Case("residual_graph", "lava", 1, 2, 2, samples=4),  # T + D = 50 steps a sample: 4 samples, in 2 chunks
+    Case("residual_graph", "lava", 3, 3, 2, samples=5),  # chunks of 3 and 2 samples: a group of 3, then of 2
+    Case("residual_graph", "lava-float", 3, 3, 2, samples=5),
     Case("digits_resnet8", "lava", None, 20, 1),
     # The version 1 files on the lava backend (their lava-float runs: the same ProcessModels, in the cases above)
     Case("v1_digits_mlp", "lava", None, 20, 1, record_spikes=False),

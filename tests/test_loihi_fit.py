@@ -115,6 +115,7 @@ def test_input_scales_halve_down_to_4_bit_inputs():
     assert input_scales(16) == [16.0] and input_scales(1) == [1.0]
 
 
+@pytest.mark.e2e
 def test_an_8_bit_digits_mlp_records_its_grid_and_exports_without_a_flag(tmp_path, caplog):
     """K = 255 input steps overflow the first layer's finest grid: after LSQ training the trainer takes the best grid
     that fits, says so and records it; qffs-export writes that network, no flag, with or without the

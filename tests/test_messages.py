@@ -35,6 +35,7 @@ qffs.export("silenced.pt", "silenced.h5", samples=0)
 """
 
 
+@pytest.mark.e2e
 def test_a_python_program_sees_the_library_on_stderr_and_silences_it_with_a_level(tmp_path):
     result = subprocess.run([sys.executable, "-c", SAID_THEN_SILENCED], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)

@@ -47,6 +47,7 @@ def test_resnet_blocks_have_identity_and_projection_shortcuts():
     assert shapes["s3b2_act2"] == (64, 8, 8) and shapes["pool"] == (64,)
 
 
+@pytest.mark.e2e
 def test_vgg_trains_a_few_batches_on_cpu():
     torch.manual_seed(0)
     model = build_model(make_arch("vgg11", (3, 32, 32), 10))

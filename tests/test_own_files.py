@@ -63,6 +63,7 @@ def test_the_report_says_which_time_it_is_in_and_what_was_not_reached(digits_net
     assert "from step (not reached" not in synchronous.stdout
 
 
+@pytest.mark.e2e
 def test_an_ablation_plot_names_the_ablation(digits_net, tmp_path, monkeypatch):
     import matplotlib.axes
 
@@ -101,6 +102,7 @@ def test_a_model_that_cannot_be_converted_is_refused_before_any_epoch(name, mess
     assert "epoch" not in result.stdout and not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.e2e
 def test_a_max_pool_before_its_relu_is_converted_after_it_and_said(tmp_path):
     result = train_user_model("PoolBeforeRelu", tmp_path / "m.pt")
     assert result.returncode == 0, result.stderr
@@ -109,6 +111,7 @@ def test_a_max_pool_before_its_relu_is_converted_after_it_and_said(tmp_path):
     assert_exports_exactly(tmp_path)
 
 
+@pytest.mark.e2e
 def test_an_average_pool_after_a_conv_folds_into_it_and_is_said(tmp_path):
     result = train_user_model("AvgPoolBeforeRelu", tmp_path / "m.pt")
     assert result.returncode == 0, result.stderr
@@ -122,6 +125,7 @@ def test_an_average_pool_after_a_conv_folds_into_it_and_is_said(tmp_path):
     assert run.returncode == 0 and f"{100 * read_model_file(tmp_path / 'm.pt')['accuracy']['qann']:.2f}%" in run.stdout
 
 
+@pytest.mark.e2e
 def test_functional_pools_and_any_batchnorm_eps_are_converted(tmp_path):
     assert train_user_model("Functional", tmp_path / "m.pt").returncode == 0
     nodes = read_model_file(tmp_path / "m.pt")["arch"]["nodes"]
@@ -184,6 +188,7 @@ def test_a_folder_given_for_a_model_file_is_called_a_folder(tmp_path):
 
 @pytest.mark.parametrize("suffix, head", [(".pdf", b"%PDF"), (".svg", b"<?xml"), (".jpg", b"\xff\xd8\xff"),
                                           (".png", b"\x89PNG")])
+@pytest.mark.e2e
 def test_a_plot_is_written_in_the_format_its_suffix_names(suffix, head, digits_net, tmp_path):
     plot = tmp_path / f"p{suffix}"
     result = cli("qffs-run", digits_net, "--dataset", "digits", "--samples", "20", "--steps", "4", "--quiet",
@@ -224,6 +229,7 @@ def float_model_trained_on_normalized_digits(path):
     torch.save(model.state_dict(), path)
 
 
+@pytest.mark.e2e
 def test_an_input_normalization_is_declared_recorded_and_folded(tmp_path):
     float_model_trained_on_normalized_digits(tmp_path / "float.pt")
     common = ["--dataset", "digits", "--arch", f"{MODELS}:Mlp", "--init", tmp_path / "float.pt", "--float-epochs",
@@ -302,6 +308,7 @@ def assert_write_refused(result, path, folder, limit):
     assert (folder / "old.h5").read_bytes() == b"old net" and (folder / "old.json").read_bytes() == b"{}"
 
 
+@pytest.mark.e2e
 def test_export_to_a_full_disk_says_so_and_leaves_the_old_file(full_disk, digits_model_file):
     folder, limit = full_disk
     result = run_on_full_disk(limit, "qffs-export", digits_model_file, folder / "old.h5", "--samples", "0")
@@ -309,6 +316,7 @@ def test_export_to_a_full_disk_says_so_and_leaves_the_old_file(full_disk, digits
     assert "the file already there is as it was" in result.stderr
 
 
+@pytest.mark.e2e
 def test_run_reports_to_a_full_disk_say_so(full_disk, digits_net):
     folder, limit = full_disk
     for option, name in (("--json", "old.json"), ("--plot", "new.png")):
@@ -317,6 +325,7 @@ def test_run_reports_to_a_full_disk_say_so(full_disk, digits_net):
         assert_write_refused(result, folder / name, folder, limit)
 
 
+@pytest.mark.e2e
 def test_a_trained_model_is_never_lost_to_a_full_disk(full_disk):
     folder, limit = full_disk
     result = run_on_full_disk(limit, "qffs-train", "--dataset", "digits", "--arch", "mlp", "--float-epochs", "2",

@@ -230,7 +230,8 @@ def busy_cores():
         loop.wait()
 
 
-@pytest.mark.parametrize("kind, signum", [("chain", signal.SIGTERM), ("lenet", signal.SIGHUP)])
+@pytest.mark.parametrize("kind, signum", [("chain", signal.SIGTERM),
+                                          pytest.param("lenet", signal.SIGHUP, marks=pytest.mark.slow)])
 def test_a_stop_signal_at_a_random_moment_ends_a_lava_run_cleanly(digits_net, digits_lenet_net, kind, signum,
                                                                   own_tmpdir):
     net = {"chain": digits_net, "lenet": digits_lenet_net}[kind]

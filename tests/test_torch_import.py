@@ -91,6 +91,7 @@ def test_concat_and_data_dependent_branches_are_refused_in_one_line():
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # make test: the plain-PyTorch float model above enters the same way
 def test_torchvision_resnet18_small_stem_trains_exports_and_its_snn_equals_its_qann():
     """resnet18(num_classes=10) with the 32x32 stem: a few LSQ steps on random inputs, export, Loihi 2's
     ranges, and the spiking network's output counts equal the integer QANN's by a stated t."""
@@ -121,6 +122,7 @@ def test_torchvision_resnet18_small_stem_trains_exports_and_its_snn_equals_its_q
     assert qann.sum() > 0 and equal_from <= 16, equal_from  # t = 9 when measured
 
 
+@pytest.mark.e2e
 def test_a_float_model_trained_in_plain_pytorch_enters_through_init(tmp_path, seed):
     """A state dict saved by plain PyTorch, LSQ fine-tuned from its weights (float-epochs 0) via --arch FILE:CLASS."""
     from qffs_lava.ann.datasets import load_dataset

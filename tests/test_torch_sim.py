@@ -95,6 +95,7 @@ def qffs_run(*args):
                            "sys.exit(run_main())", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_cli_writes_json_and_plot(digits_net, tmp_path):
     import json
 
@@ -110,6 +111,7 @@ def test_cli_writes_json_and_plot(digits_net, tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.e2e
 def test_cli_inputs_from_npy_and_pipelined_mode(digits_net, tmp_path):
     from qffs_lava.ann.datasets import load_dataset
 
@@ -163,6 +165,7 @@ def test_a_gpu_gives_the_same_spikes_as_the_cpu(mode):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here")
+@pytest.mark.e2e
 def test_device_cuda_without_a_gpu_says_so(digits_net):
     result = qffs_run(str(digits_net), "--dataset", "digits", "--device", "cuda", "--quiet")
     assert result.returncode == 2 and "PyTorch sees no CUDA GPU here; use --device cpu" in result.stderr

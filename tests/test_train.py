@@ -52,6 +52,7 @@ def test_model_file_round_trip_gives_the_same_outputs(digits_model_file, tmp_pat
         torch.testing.assert_close(model(x), reloaded(x), rtol=0, atol=0)
 
 
+@pytest.mark.e2e
 def test_training_is_deterministic():
     kwargs = dict(progress=False, float_epochs=2, qat_epochs=1)
     a = train("digits", "mlp", **kwargs)
@@ -61,6 +62,7 @@ def test_training_is_deterministic():
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
+@pytest.mark.e2e
 def test_weight_quantization_gives_integer_weight_levels(tmp_path):
     content = train("digits", "mlp", out=tmp_path / "w8.pt", progress=False,
                     float_epochs=3, qat_epochs=3, weight_bits=8)
@@ -72,6 +74,7 @@ def test_weight_quantization_gives_integer_weight_levels(tmp_path):
     assert w.abs().max() <= 128
 
 
+@pytest.mark.e2e
 def test_init_continues_from_a_model_file(digits_model_file, tmp_path):
     content = train("digits", "mlp", out=tmp_path / "more.pt", progress=False,
                     float_epochs=0, qat_epochs=1, init=str(digits_model_file))
@@ -121,6 +124,7 @@ def test_cli_unwritable_output_fails_before_training(tmp_path):
     assert result.returncode == 2 and "is a directory" in result.stderr
 
 
+@pytest.mark.e2e
 def test_cli_trains_and_writes_the_model_file(tmp_path):
     out = tmp_path / "m.pt"
     code = train_main(["--dataset", "digits", "--arch", "mlp", "--out", str(out), "--quiet",
@@ -139,6 +143,7 @@ def test_cli_trains_and_writes_the_model_file(tmp_path):
             ("hardware", content["train"]["hardware_epoch_kept"], content["accuracy"]["qann"])]
 
 
+@pytest.mark.e2e
 def test_validation_chooses_each_epoch_and_the_test_split_is_measured_once_a_phase(monkeypatch):
     """Every epoch is measured on the validation split; the test split once a phase, on the model the phase ends
     with (the hardware-exact phase's best epoch restored), and once before that phase, on the integer network it
@@ -182,6 +187,7 @@ class HostReads(torch.Tensor):
 
 
 @pytest.mark.parametrize("progress", [False, True])
+@pytest.mark.e2e
 def test_the_loss_is_summed_on_the_device_and_read_once_an_epoch_or_every_few_steps_for_the_bar(progress, tmp_path,
                                                                                               monkeypatch):
     from qffs_lava.ann import train as train_module
@@ -290,6 +296,7 @@ def test_random_crop_flip_crops_within_the_padding_and_may_flip():
     assert ((cols - 6).abs() <= 2).any() and ((cols - 3).abs() <= 2).any()
 
 
+@pytest.mark.e2e
 def test_distillation_changes_only_the_lsq_phase():
     kwargs = dict(progress=False, float_epochs=2, qat_epochs=1)
     plain = train("digits", "mlp", **kwargs)

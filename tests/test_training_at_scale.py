@@ -42,6 +42,7 @@ def images(tmp_path_factory):
                              min_size=16, max_size=40)
 
 
+@pytest.mark.e2e
 def test_an_image_folder_trains_exports_and_runs(images, tmp_path):
     done = cli("qffs-train", "--dataset", f"folder:{images}", *FOLDER_RUN, "--out", tmp_path / "m.pt")
     assert done.returncode == 0, done.stderr
@@ -97,6 +98,7 @@ def test_a_bad_image_folder_is_one_line_that_names_the_path(tmp_path):
         assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.e2e
 def test_a_folder_of_one_size_is_seen_at_that_size_with_crop_and_flip_and_says_so(tmp_path):
     from PIL import Image
 
@@ -132,6 +134,7 @@ def test_an_architecture_that_needs_another_size_says_which_input_size_to_give(t
         train("digits", "mlp", augment="none", **QUIET)
 
 
+@pytest.mark.e2e
 def test_images_of_several_sizes_are_seen_at_their_median_short_side_and_the_api_loads_them_so(tmp_path):
     from PIL import Image
 
@@ -157,6 +160,7 @@ def test_images_of_several_sizes_are_seen_at_their_median_short_side_and_the_api
         run(tmp_path / "m.h5", images, steps=4, progress=False)
 
 
+@pytest.mark.e2e
 def test_a_folder_run_resumed_gives_the_same_bytes(tmp_path, monkeypatch):
     from qffs_lava.ann import train as train_module
 
@@ -177,6 +181,7 @@ def test_a_folder_run_resumed_gives_the_same_bytes(tmp_path, monkeypatch):
     assert (tmp_path / "cut.pt").read_bytes() == (tmp_path / "whole.pt").read_bytes()
 
 
+@pytest.mark.e2e
 def test_a_run_stopped_before_a_phases_test_evaluation_resumes_to_the_same_bytes_and_metrics(tmp_path, monkeypatch):
     """The test split is measured after a phase's last checkpoint: a run stopped in between measures it on
     resuming, and ends as the run that was not stopped."""
@@ -204,6 +209,7 @@ def test_a_run_stopped_before_a_phases_test_evaluation_resumes_to_the_same_bytes
         "float", "qat", "hardware"]
 
 
+@pytest.mark.e2e
 def test_export_of_a_model_whose_folder_moved_says_so_first_and_takes_its_new_place(tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=2, train=10, val=4, min_size=16, max_size=16)
     train(f"folder:{folder}", "lenet", float_epochs=1, qat_epochs=1, hardware_epochs=1, out=tmp_path / "m.pt",
@@ -235,6 +241,7 @@ def test_export_dataset_is_for_moved_folders_and_a_missing_named_dataset_is_said
         f"{digits_model_file} was trained on digits: digits is found in --data-dir\n")
 
 
+@pytest.mark.e2e
 def test_your_own_datasets_train_and_a_wrong_argument_is_named_not_printed():
     train_x, train_y = load_dataset("digits", "train")
     test_x, test_y = load_dataset("digits", "test")
@@ -256,6 +263,7 @@ def train_command(out: Path, *extra: str):
             "--qat-epochs", "8", "--hardware-epochs", "2", "--threads", "1", "--quiet", "--out", str(out), *extra]
 
 
+@pytest.mark.slow  # make test: a stop before a phase's test evaluation resumes to the same bytes (below)
 def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_same_bytes(tmp_path, seed):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(train_command(tmp_path / "whole.pt"), env=env, check=True, capture_output=True)
@@ -284,6 +292,7 @@ def test_ctrl_c_mid_phase_keeps_the_checkpoint_and_the_resumed_run_gives_the_sam
     assert epochs == [(line["phase"], line["epoch"]) for line in read_metrics(tmp_path / "whole.metrics.jsonl")]
 
 
+@pytest.mark.e2e
 def test_sigterm_to_the_group_of_a_folder_run_with_dataloader_workers_is_the_stop_not_a_crash(images, tmp_path, seed):
     """`timeout` sends SIGTERM to the command's whole group, its DataLoader workers too: they leave the stop to the
     command, which says it in its own words (before, a worker killed first made it a DataLoader traceback)."""
@@ -304,6 +313,7 @@ def test_sigterm_to_the_group_of_a_folder_run_with_dataloader_workers_is_the_sto
     assert not session_alive(process.pid)
 
 
+@pytest.mark.e2e
 def test_resume_refuses_a_checkpoint_of_other_options_and_a_fresh_run_will_not_overwrite_one(tmp_path):
     out = tmp_path / "m.pt"
     with pytest.raises(ParameterError, match="no checkpoint"):
@@ -336,6 +346,7 @@ def test_resume_refuses_a_checkpoint_of_other_options_and_a_fresh_run_will_not_o
     assert content["accuracy"]["qann"] > 0.8 and not checkpoint_path(out).exists()
 
 
+@pytest.mark.e2e
 def test_amp_speeds_the_float_and_lsq_phases_but_not_the_exported_integers(tmp_path):
     base = dict(float_epochs=2, qat_epochs=1, hardware_epochs=0, **QUIET)
     plain = train("digits", "mlp", out=tmp_path / "lsq.pt", **base)
@@ -347,6 +358,7 @@ def test_amp_speeds_the_float_and_lsq_phases_but_not_the_exported_integers(tmp_p
         assert torch.equal(tuned["bf16"]["state_dict"][name], value), name
 
 
+@pytest.mark.e2e
 def test_an_fp16_run_resumed_keeps_its_gradient_scaler_and_gives_the_same_bytes(tmp_path, monkeypatch):
     from qffs_lava.ann import train as train_module
 

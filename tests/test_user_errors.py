@@ -189,6 +189,7 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
     assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
+@pytest.mark.e2e
 def test_every_command_writes_files_others_can_read(tmp_path, digits_model_file):
     old = os.umask(0o022)
     try:
@@ -216,6 +217,7 @@ def test_missing_dataset_names_the_folder_and_files(tmp_path):
     assert "python -m qffs_lava.ann.datasets fetch fashionmnist" in message
 
 
+@pytest.mark.e2e
 def test_torchvisions_gzipped_files_are_read(tmp_path, mnist_dir):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
