@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from qffs_lava.cli import (DATA_DIR_HELP, add_threads_option, command, dataset_name, defaults_of, integer_at_least,
-                           new_parser, set_threads)
+from qffs_lava.cli import (add_data_dir_option, add_threads_option, command, dataset_name, defaults_of,
+                           integer_at_least, new_parser, set_threads)
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=integer_at_least(0), default=defaults["samples"],
                         help="measure fidelity on the first N test samples (default: the whole test split; "
                              "0: no dataset needed, fidelity not measured)")
-    parser.add_argument("--data-dir", default=defaults["data_dir"], help=f"{DATA_DIR_HELP} (default: %(default)s)")
+    add_data_dir_option(parser, defaults["data_dir"])
     parser.add_argument("--dataset", type=dataset_name, metavar="folder:PATH", default=defaults["dataset"],
                         help="for a model trained on an image folder that has moved: its new place, whose val/ the "
                              "fidelity is measured on (its classes must be the model's; default: the folder the "

@@ -210,6 +210,10 @@ DATA_DIR_HELP = ("the folder holding the datasets in torchvision's layout (make 
                  "there)")
 DOWNLOAD_HELP = "let torchvision download the dataset (needs internet)"
 
+
+def add_data_dir_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--data-dir", default=default, help=f"{DATA_DIR_HELP} (default: %(default)s)")
+
 #: qffs-train's option for each TrainConfig field but dataset and arch: (flag, argparse keywords). The defaults
 #: are TrainConfig's; None for the epochs and the batch size means the dataset's schedule (the epilog).
 TRAIN_OPTIONS = {
@@ -426,7 +430,7 @@ def _run_parser() -> argparse.ArgumentParser:
     source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
     parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
     data = defaults_of(load_dataset)
-    parser.add_argument("--data-dir", default=data["data_dir"], help=f"{DATA_DIR_HELP} (default: %(default)s)")
+    add_data_dir_option(parser, data["data_dir"])
     parser.add_argument("--download", action="store_true", default=data["download"], help=DOWNLOAD_HELP)
     parser.add_argument("--split", default="test", choices=list(SPLITS),
                         help="the dataset split to run on (default: test)")
