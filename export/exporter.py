@@ -18,7 +18,7 @@ from qffs_lava.ann.models import predict
 from qffs_lava.backends.pytorch import TorchNetwork
 from qffs_lava.convert.integer import trained_qann
 from qffs_lava.convert.network import convert
-from qffs_lava.distributed import gather, world
+from qffs_lava.distributed import all_combined, world
 from qffs_lava.errors import DatasetNotFound, ParameterError, QffsError
 from qffs_lava.fileio import check_outputs, check_writable
 from qffs_lava.ir.loihi import loihi_problems
@@ -69,11 +69,8 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
                 differing[name] = differing.get(name, 0) + int(changed.sum())
                 neurons[name] = neurons.get(name, 0) + pre.numel()
     trained.train(was_training)
-    ranks = gather((counts, largest, differing, neurons, peaks))
-    counts = {key: sum(rank[0][key] for rank in ranks) for key in counts}
-    largest = {name: max(rank[1].get(name, 0.0) for rank in ranks) for name in ranks[0][1]}
-    peaks = {name: max(rank[4].get(name, 0) for rank in ranks) for name in ranks[0][4]}
-    differing, neurons = ({name: sum(rank[k][name] for rank in ranks) for name in ranks[0][k]} for k in (2, 3))
+    counts, differing, neurons = (all_combined(figures) for figures in (counts, differing, neurons))
+    largest, peaks = (all_combined(figures, max) for figures in (largest, peaks))
     samples = counts["samples"]
     return {
         "samples": samples,

@@ -11,9 +11,10 @@ used: the command-line tools import this module before they need torch.)
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +111,17 @@ def gather(obj: Any) -> List[Any]:
     objects = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(objects, obj)
     return objects
+
+
+def all_combined(figures: Dict[str, Any], combine: Callable[[Any, Any], Any] = operator.add) -> Dict[str, Any]:
+    """Named figures (counts, largest values) of all ranks, each name's combined (summed; `max` for the largest),
+    on every rank; a name some ranks lack is combined over those that have it. The figures themselves in one
+    process."""
+    combined: Dict[str, Any] = {}
+    for part in gather(figures):
+        for name, value in part.items():
+            combined[name] = combine(combined[name], value) if name in combined else value
+    return combined
 
 
 def broadcast(obj: Any) -> Any:
