@@ -157,10 +157,10 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: Union[int
         if auto:
             steps = bound if unsettled else max(int(settle.stopped_at.max()), net.bias_steps)
             simulation = simulation.resized(steps + offset)
-        if unsettled:
+        if auto and unsettled:  # with a fixed T, the report says so
             warnings.warn(f"{unsettled} of {len(settle.settled)} samples had not settled by T = {steps} (a spike at "
-                          f"or after the input and bias windows' end); their settled_at is None"
-                          + (f": give a larger max_steps than {bound}" if auto else ""), QffsNote)
+                          f"or after the input and bias windows' end); their settled_at is None: give a larger "
+                          f"max_steps than {bound}", QffsNote)
     by_step = simulation.synchronous_counts()
     seconds = time.perf_counter() - started
     counts, qann_pred = by_step[-1], qann.argmax(dim=1)
@@ -185,8 +185,8 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: Union[int
         result.settled_at = [None if v == NOT_SETTLED else int(v) for v in settle.settled_at]
         result.decided_at = decided_at(pred_by_step).tolist()
     if simulation.costs is not None:
-        result.costs = cost_report(net, simulation.costs, mode,
-                                   None if settle is None or not bool(settle.settled.all()) else settle.stopped_at + offset)
+        every = settle is not None and bool(settle.settled.all())  # a stop step for every sample
+        result.costs = cost_report(net, simulation.costs, mode, settle.stopped_at + offset if every else None)
     return result
 
 

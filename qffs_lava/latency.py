@@ -106,18 +106,17 @@ class Settling(NamedTuple):
 
 def settling(active: torch.Tensor, quiet: int, offset: int = 0) -> Settling:
     """Settle steps from `active` (steps, N) bool, which samples sent any spike at each of the run's own steps
-    1..steps; `quiet` = quiet_from(network, mode); `offset` = D for a pipelined run (0 sync)."""
+    1..steps; `quiet` = quiet_from(network, mode); `offset` = D for a pipelined run (0 sync). A sample is known
+    to have settled where the run reached a silent step after its last spike and no earlier than `quiet`."""
     active = torch.as_tensor(active, dtype=torch.bool).cpu()
-    steps, samples = active.shape
+    steps = active.shape[0]
     index = torch.arange(1, steps + 1).unsqueeze(1)
-    last = (active * index).max(dim=0).values if steps else torch.zeros(samples, dtype=torch.int64)
-    silent = ~active & (index >= quiet)
-    stopped = torch.where(silent.any(dim=0), torch.where(silent, index, steps + 1).min(dim=0).values,
-                          torch.full((samples,), NOT_SETTLED))
-    known = stopped != NOT_SETTLED
-    settled_at = torch.where(known, (last - offset).clamp(min=0), torch.full_like(last, NOT_SETTLED))
-    stopped_at = torch.where(known, stopped - offset, stopped)
-    return Settling(settled_at.to(torch.int64), stopped_at.to(torch.int64))
+    last = (active * index).max(dim=0).values if steps else torch.zeros(active.shape[1], dtype=torch.int64)
+    stopped = (last + 1).clamp(min=quiet)
+    known = stopped <= steps
+    unknown = torch.full_like(last, NOT_SETTLED)
+    return Settling(torch.where(known, (last - offset).clamp(min=0), unknown).to(torch.int64),
+                    torch.where(known, stopped - offset, unknown).to(torch.int64))
 
 
 def decided_at(predicted: torch.Tensor) -> torch.Tensor:

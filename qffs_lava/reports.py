@@ -198,7 +198,8 @@ def latency_lines(result: RunResult) -> List[str]:
         lines.append(f"--steps auto: T = {result.steps} reached, where " + (
             "every sample had settled" if len(settled) == len(result.settled_at) else "the bound stopped it")
             + f" (bound {result.steps_bound})")
-    convention = " (reported steps: Lava step - D, 0 where it was at or before D)" if result.mode == "pipelined"         else ""
+    pipelined = result.mode == "pipelined"
+    convention = " (reported steps: Lava step - D, 0 where it was at or before D)" if pipelined else ""
     if settled:
         lines.append(f"settled at (the step of the last spike of any neuron; every count is final from it): "
                      f"{_distribution(settled)}{convention}" + (

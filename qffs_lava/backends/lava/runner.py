@@ -38,6 +38,8 @@ SLICE_SECONDS = 0.5
 #: tallies (period, *shape) over the chunk's samples.
 Recorded = Dict[int, np.ndarray]
 Tallies = Dict[int, Tuple[np.ndarray, np.ndarray]]
+#: With activity, (samples, period) bool: which samples sent any spike (any layer) at each step.
+Active = np.ndarray
 
 
 class LavaRun:
@@ -115,7 +117,7 @@ class LavaRun:
 
 
 def _run_chunk(network: Network, x: np.ndarray, folder: Path, progress, steps: int, backend, record_spikes: bool,
-               count_costs: bool, activity: bool, batch: int) -> Tuple[Recorded, Optional[Tallies], Optional[np.ndarray]]:
+               count_costs: bool, activity: bool, batch: int) -> Tuple[Recorded, Optional[Tallies], Optional[Active]]:
     """Per recorded layer, (samples, period, *shape) spikes, recorded in `folder` (made here, deleted after);
     with count_costs or activity every layer is recorded, and tallied (costs.tally over the samples) or read for
     which samples sent a spike at each step ((samples, period) bool), then only the layers asked for are returned.
