@@ -158,9 +158,9 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: Union[int
             steps = bound if unsettled else max(int(settle.stopped_at.max()), net.bias_steps)
             simulation = simulation.resized(steps + offset)
         if auto and unsettled:  # with a fixed T, the report says so
-            warnings.warn(f"{unsettled} of {len(settle.settled)} samples had not settled by T = {steps} (a spike at "
-                          f"or after the input and bias windows' end); their settled_at is None: give a larger "
-                          f"max_steps than {bound}", QffsNote)
+            warnings.warn(f"{unsettled} of {len(settle.settled)} samples had not settled by T = {steps} (still "
+                          f"spiking at the bound); their settled_at is None: give a larger max_steps than {bound}",
+                          QffsNote)
     by_step = simulation.synchronous_counts()
     seconds = time.perf_counter() - started
     counts, qann_pred = by_step[-1], qann.argmax(dim=1)
