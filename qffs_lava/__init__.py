@@ -8,6 +8,8 @@ The verbs of the pipeline, at the top of the package:
     qffs.export("digits.pt", "digits.h5")                 # the integer spiking network, net.h5
     result = qffs.run("digits.h5", images, labels, steps=8, backend="lava")
     result.accuracy_by_step, result.equal_from_step       # per step t, and when SNN == QANN
+    result.settled_at, result.decided_at                  # per sample: last spike, final prediction
+    qffs.run("digits.h5", images, labels, steps="auto")   # until every sample has settled
 
     images, labels = qffs.load_dataset("digits", "test")  # (N, C, H, W) in [0, 1], class indices
     qffs.from_torch(module, input_shape)                  # your own nn.Module as a QFFS graph

@@ -44,6 +44,16 @@ def integer_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def steps_or_auto(text: str):
+    """An argparse type: a whole number of steps >= 1, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return integer_at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or auto, got {text!r}") from None
+
+
 def bits(text: str) -> int:
     try:
         value = int(text)
@@ -435,9 +445,15 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=list(SPLITS),
                         help="the dataset split to run on (default: test)")
     parser.add_argument("--samples", type=integer_at_least(1), default=None, help="only the first N samples")
-    parser.add_argument("--steps", type=integer_at_least(1), default=defaults["steps"],
+    parser.add_argument("--steps", type=steps_or_auto, default=defaults["steps"],
                         help=f"T, synchronous time steps (default {defaults['steps']}; at least the K steps the "
-                             "input lasts)")
+                             "input lasts), or auto: run each batch until every sample in it has settled (no "
+                             "neuron spikes again), so that T need not be guessed; the report says the T reached. "
+                             "The torch backend stops a settled batch, the Lava backends run the bound and report "
+                             "the same numbers")
+    parser.add_argument("--max-steps", type=integer_at_least(1), default=defaults["max_steps"],
+                        help="with --steps auto, the bound on T (default: the step by which QFFS's dynamics have "
+                             "settled every sample, from the network's depth and zMax; an ablation may need more)")
     parser.add_argument("--backend", default=defaults["backend"], choices=list(BACKENDS),
                         help=f"what runs the network (default {defaults['backend']}; the list is below)")
     parser.add_argument("--mode", default=defaults["mode"], choices=list(MODES),
@@ -470,8 +486,13 @@ def _run_parser() -> argparse.ArgumentParser:
                         help="count the work: per layer and in total, per sample, for each t, positive and negative "
                              "spikes, synaptic operations (SOPs: spikes x fan-out) and the ANN's multiply-"
                              f"accumulates (MACs) for the same network ({counting}; in the JSON too)")
-    parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions) here")
-    parser.add_argument("--plot", help="write accuracy and agreement against t here, in the format the suffix names "
+    parser.add_argument("--per-class", action="store_true",
+                        help="also report each class's accuracy and the confusion matrix at T (needs labels; the "
+                             "--json report has them whenever there are labels)")
+    parser.add_argument("--json", help="write the full report (per-step figures, counts, predictions, each sample's "
+                                       "settled_at and decided_at, the confusion matrix) here")
+    parser.add_argument("--plot", help="write accuracy and agreement against t, and the histogram of the samples' "
+                                       "settle and decided steps, here, in the format the suffix names "
                                        "(.png, .pdf, .svg, .jpg, ...)")
     parser.add_argument("--no-loihi-check", dest="loihi_check", action="store_false",
                         help="run a network outside Loihi 2's ranges on the Lava backends anyway (values saturate)")
@@ -491,6 +512,8 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     if args.labels and not args.inputs:
         parser.error("--labels goes with --inputs")
+    if args.per_class and args.inputs and not args.labels:
+        parser.error("--per-class needs labels: give --labels with --inputs")
     if args.plot and not get_backend(args.backend).time_steps:
         parser.error(f"--plot needs a spiking backend; {args.backend} has no time steps")
     check_outputs({"json": args.json, "plot": args.plot},
@@ -503,10 +526,11 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     result = run(args.net, Path(args.inputs) if args.inputs else args.dataset, args.labels, args.steps, args.backend,
                  args.mode, split=args.split, samples=args.samples, data_dir=args.data_dir, download=args.download,
                  batch_size=args.batch_size, device=args.device, workers=args.workers, lava_batch=args.lava_batch,
-                 ablate=args.ablate, stats=args.stats, loihi_check=args.loihi_check, progress=not args.quiet)
+                 ablate=args.ablate, stats=args.stats, loihi_check=args.loihi_check, progress=not args.quiet,
+                 max_steps=args.max_steps)
     if not world().main:  # under torchrun, rank 0 reports
         return
-    print(run_table(result))
+    print(run_table(result, per_class=args.per_class))
     if args.json:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")

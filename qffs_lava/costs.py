@@ -18,7 +18,7 @@ runs, the Lava backend from tallies of its recorded spikes, so their figures can
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -140,10 +140,16 @@ def tally(values, axis: int = 0):
     return (values > 0).sum(axis), (values < 0).sum(axis)
 
 
-def cost_report(network: Network, costs: Costs, mode: str) -> Dict:
+def cost_report(network: Network, costs: Costs, mode: str, stop_steps: Optional[Sequence[int]] = None) -> Dict:
     """Per layer and in total, per sample (mean over the samples), for each synchronous step t = 1..T:
     the cumulative spikes, SOPs and, with the MACs, SOPs / MACs. Pipelined runs are reported at t + D, the
-    step at which they give synchronous step t's result."""
+    step at which they give synchronous step t's result.
+
+    With `stop_steps` (per sample, in the run's own steps: where a run that stops a silent network stops it,
+    latency.Settling.stopped_at + D pipelined), also `until_settled`: per sample, what the run costs up to its
+    stop step against up to the run's last: steps and neuron updates (every neuron once a step); the spikes,
+    SOPs and input events are the run's own, since nothing is sent after a sample's settle step and its input
+    ends before its stop step."""
     offset = network.pipeline_depth if mode == "pipelined" else 0
     samples = max(costs.samples, 1)
 
@@ -163,7 +169,7 @@ def cost_report(network: Network, costs: Costs, mode: str) -> Dict:
         })
     spikes = positive[1:].sum(axis=0) + negative[1:].sum(axis=0)
     total_sops, total_macs = sops.sum(axis=0), int(layer_macs.sum())
-    return {
+    report = {
         "samples": costs.samples, "mode": mode, "pipeline_depth": network.pipeline_depth,
         "definition": "docs/costs.md: spikes +1 or -1 each; SOP = spike x fan-out; MACs of the same network",
         "layers": layers,
@@ -173,4 +179,18 @@ def cost_report(network: Network, costs: Costs, mode: str) -> Dict:
                   "sops": total_sops.tolist(), "macs": total_macs,
                   "sops_per_mac": (total_sops / max(total_macs, 1)).tolist()},
     }
+    if stop_steps is not None:
+        neurons = sum(layer["neurons"] for layer in layers)
+        stops = np.asarray(stop_steps, dtype=np.float64)
+        steps = costs.positive.shape[1]
+        report["until_settled"] = {
+            "definition": "per sample, up to its stop step (its first silent step after the input and bias windows, "
+                          "in the run's own steps) against up to the run's last step; spikes, SOPs and input events "
+                          "are the same (nothing is sent after the settle step)",
+            "steps": float(stops.mean()), "steps_fixed": steps,
+            "neuron_updates": float(stops.mean() * neurons), "neuron_updates_fixed": steps * neurons,
+            "spikes": float(spikes[-1]), "sops": float(total_sops[-1]),
+            "input_events": float(positive[0][-1] + negative[0][-1]),
+        }
+    return report
 

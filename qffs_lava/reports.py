@@ -16,6 +16,7 @@ from qffs_lava.fileio import write_atomically
 from qffs_lava.ir.layers import NeuronLayer
 from qffs_lava.ir.loihi import BIAS_MANTISSA_BITS, STATE_LIMIT, bias_exponents, count_bounds, membrane_bounds
 from qffs_lava.ir.network import Network
+from qffs_lava.latency import summary
 from qffs_lava.results import RunResult
 
 
@@ -137,9 +138,10 @@ TIME_MODES = {
 }
 
 
-def run_table(result: RunResult) -> str:
+def run_table(result: RunResult, per_class: bool = False) -> str:
     """A run's report: per step t its accuracy and agreement with the QANN (and with costs its spikes and SOPs),
-    the step from which it equals the QANN, the accuracies, and with costs the per-layer table at T."""
+    the step from which it equals the QANN, the samples' settle and decided steps, the accuracies, with costs the
+    per-layer table at T, and with `per_class` (and labels) each class's accuracy and the confusion matrix."""
     if result.time_steps:
         lines = [f"backend {result.backend} ({result.mode}), {result.samples} samples, K = {result.bias_steps}, "
                  f"pipeline depth D = {result.pipeline_depth}"
@@ -160,14 +162,69 @@ def run_table(result: RunResult) -> str:
         where = result.equal_from_step
         lines.append(f"SNN == QANN on every sample from step t = {where}" if where else
                      f"SNN == QANN on every sample: not reached by t = {result.steps}")
+        lines.extend(latency_lines(result))
     if result.qann_accuracy is not None:
         lines.append(f"QANN accuracy {100 * result.qann_accuracy:.2f}%" + (
             f", {result.backend} accuracy at t = {result.steps}: {100 * result.accuracy:.2f}%"
             if result.time_steps else ""))
     if costs:
         lines.append("(spikes and SOPs: per sample, cumulative up to t)\n" + cost_table(costs, result.steps))
+        settled = costs.get("until_settled")
+        if settled:
+            lines.append(f"stopping each sample at its first silent step after the input and bias windows: "
+                         f"{settled['steps']:.2f} steps and {_number(settled['neuron_updates'])} neuron updates per "
+                         f"sample, against {settled['steps_fixed']} and {_number(settled['neuron_updates_fixed'])} "
+                         "(the run's own steps); the spikes and SOPs are the same: nothing is sent after a sample "
+                         "settles")
+    if per_class and result.confusion is not None:
+        lines.append(class_table(result))
     lines.append(f"wall time {result.seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _distribution(values: Sequence[int]) -> str:
+    stats = summary(values)
+    return f"mean {stats['mean']:.2f}, 99th percentile {stats['p99']}, max {stats['max']}"
+
+
+def latency_lines(result: RunResult) -> List[str]:
+    """Each sample's settle step and decided step (latency.py), as mean, 99th percentile and maximum; with
+    steps="auto", the T reached."""
+    if result.settled_at is None:
+        return []
+    settled = [v for v in result.settled_at if v is not None]
+    lines = []
+    if result.steps_bound is not None:
+        lines.append(f"--steps auto: T = {result.steps} reached, where " + (
+            "every sample had settled" if len(settled) == len(result.settled_at) else "the bound stopped it")
+            + f" (bound {result.steps_bound})")
+    pipelined = result.mode == "pipelined"
+    convention = " (reported steps: Lava step - D, 0 where it was at or before D)" if pipelined else ""
+    if settled:
+        lines.append(f"settled at (the step of the last spike of any neuron; every count is final from it): "
+                     f"{_distribution(settled)}{convention}" + (
+                         f"; {len(result.settled_at) - len(settled)} samples not settled by t = {result.steps}"
+                         if len(settled) < len(result.settled_at) else ""))
+    else:
+        lines.append(f"settled at: no sample had settled by t = {result.steps}")
+    lines.append(f"decided at (the step from which the prediction is the one at t = {result.steps}): "
+                 f"{_distribution(result.decided_at)}")
+    return lines
+
+
+def class_table(result: RunResult) -> str:
+    """Per true class: its samples and accuracy at T; and the confusion matrix, up to 20 classes."""
+    confusion = result.confusion
+    rows = [(str(c), f"{sum(row):,}", "-" if acc is None else f"{100 * acc:.2f}%")
+            for c, (row, acc) in enumerate(zip(confusion, result.class_accuracy))]
+    text = f"per class at t = {result.steps}:\n" + render(("class", "samples", "accuracy"), rows, numeric_from=1)
+    if len(confusion) <= 20:
+        header = ("true \\ predicted",) + tuple(str(c) for c in range(len(confusion)))
+        text += "\nconfusion matrix (samples):\n" + render(
+            header, [(str(c),) + tuple(str(n) for n in row) for c, row in enumerate(confusion)], numeric_from=1)
+    else:
+        text += "\n(the confusion matrix is in the --json report: confusion)"
+    return text
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -188,16 +245,29 @@ def plot_format(path: str | Path) -> str:
     return suffix
 
 
+def _latency_histogram(ax, results: Dict[str, RunResult]) -> None:
+    """The samples' settle steps (bars) and decided steps (steps outline) per run, one bin per step."""
+    for name, result in results.items():
+        settled = [v for v in result.settled_at if v is not None]
+        top = max(settled + list(result.decided_at) + [1])
+        bins = np.arange(-0.5, top + 1.5)
+        ax.hist(settled, bins=bins, alpha=0.5, label=f"{name}: settled at")
+        ax.hist(result.decided_at, bins=bins, histtype="step", linewidth=2, label=f"{name}: decided at")
+    ax.set(xlabel="time step t (synchronous)", ylabel="samples", title="last spike and final prediction")
+
+
 def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = "") -> None:
-    """Accuracy and agreement with the QANN against synchronous time step, one curve per run, in the format
-    the file name's suffix names (`plot_format`)."""
+    """Accuracy and agreement with the QANN against synchronous time step, one curve per run, and where every
+    run has them the histogram of its samples' settle and decided steps, in the format the file name's suffix
+    names (`plot_format`)."""
     image_format = plot_format(path)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    latency = all(result.settled_at is not None for result in results.values())
+    fig, axes = plt.subplots(1, 3 if latency else 2, figsize=(15 if latency else 10, 4), constrained_layout=True)
     for name, result in results.items():
         if result.ablated:
             name += f" without {', '.join(result.ablated)}"
@@ -210,6 +280,8 @@ def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = 
         axes[0].axhline(100 * first.qann_accuracy, color="gray", linestyle="--", label="QANN")
     axes[0].set(xlabel="time step t (synchronous)", ylabel="accuracy (%)", title="SNN accuracy")
     axes[1].set(xlabel="time step t (synchronous)", ylabel="agreement (%)", title="prediction == QANN's")
+    if latency:
+        _latency_histogram(axes[2], results)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

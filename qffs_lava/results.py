@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from qffs_lava.costs import Costs
@@ -32,6 +33,8 @@ class Simulation:
     output_counts:  (steps, N, classes) int64, the output layer's net count z after each step
     spikes:         per layer after the input, (steps, N, *shape) int8 spikes, if recorded
     costs:          spikes and synaptic operations per layer and step (costs.py), if counted
+    active:         (steps, N) bool, whether the sample sent any spike (any layer) at each step, where tracked
+                    (latency.py reads the settle steps from it)
     """
 
     mode: str
@@ -40,20 +43,46 @@ class Simulation:
     output_counts: torch.Tensor
     spikes: Optional[List[torch.Tensor]] = None
     costs: Optional[Costs] = None
+    active: Optional[torch.Tensor] = None
 
     def synchronous_counts(self) -> torch.Tensor:
         """Output counts per synchronous step t = 1..T (a pipelined run's rows shifted by D)."""
         return self.output_counts[self.pipeline_depth:] if self.mode == "pipelined" else self.output_counts
 
+    def resized(self, steps: int) -> "Simulation":
+        """The simulation cut to its first `steps` steps, or extended to them as a settled run continues: the
+        counts held, no spikes, no costs (only right for a run whose every sample has settled)."""
+        more = steps - self.steps
+        if more <= 0:
+            cut = None if self.costs is None else Costs(self.costs.positive[:, :steps], self.costs.negative[:, :steps],
+                                       self.costs.sops[:, :steps], self.costs.samples)
+            return Simulation(self.mode, steps, self.pipeline_depth, self.output_counts[:steps],
+                              None if self.spikes is None else [s[:steps] for s in self.spikes], cut,
+                              None if self.active is None else self.active[:steps])
+
+        def pad(tensor: torch.Tensor) -> torch.Tensor:
+            return torch.cat([tensor, tensor.new_zeros((more,) + tuple(tensor.shape[1:]))])
+
+        costs = None if self.costs is None else Costs(*(np.pad(getattr(self.costs, k), ((0, 0), (0, more)))
+                                       for k in ("positive", "negative", "sops")), samples=self.costs.samples)
+        return Simulation(self.mode, steps, self.pipeline_depth,
+                          torch.cat([self.output_counts, self.output_counts[-1:].expand(more, -1, -1)]),
+                          None if self.spikes is None else [pad(s) for s in self.spikes], costs,
+                          None if self.active is None else pad(self.active))
+
     @classmethod
     def concatenate(cls, parts: Sequence["Simulation"]) -> "Simulation":
-        """The simulations of consecutive batches of samples as one."""
+        """The simulations of consecutive batches of samples as one; a batch that stopped early (settled, a run
+        until settled) is extended to the longest (`resized`)."""
+        steps = max(p.steps for p in parts)
+        parts = [p if p.steps == steps else p.resized(steps) for p in parts]
         first = parts[0]
         spikes = None if first.spikes is None else [torch.cat([p.spikes[i] for p in parts], dim=1)
                                                     for i in range(len(first.spikes))]
         costs = None if first.costs is None else sum((p.costs for p in parts[1:]), first.costs)
-        return cls(first.mode, first.steps, first.pipeline_depth,
-                   torch.cat([p.output_counts for p in parts], dim=1), spikes, costs)
+        active = None if first.active is None else torch.cat([p.active for p in parts], dim=1)
+        return cls(first.mode, steps, first.pipeline_depth,
+                   torch.cat([p.output_counts for p in parts], dim=1), spikes, costs, active)
 
 
 @dataclass
@@ -70,6 +99,14 @@ class RunResult:
 
     output_counts (N, classes), predictions, labels and qann_predictions are per sample, at T.
     costs is the cost report (costs.cost_report) when counted.
+
+    Per sample, with time steps (latency.py; the run's reported convention, synchronous steps):
+        settled_at[i]   the step of the last spike any layer sent (0: none): every count is final from it on;
+                        None where the run ended before the sample was seen to have settled
+        decided_at[i]   the first step from which its prediction is the one at T
+    steps_bound is the bound of a run until settled (steps="auto"; steps is then the T it reached), else None.
+    With labels, at T: confusion[true][predicted] (sample counts) and class_accuracy (per true class; None for
+    a class without samples).
     """
 
     backend: str
@@ -94,6 +131,11 @@ class RunResult:
     costs: Optional[Dict[str, Any]] = None
     net: Optional[str] = None
     inputs: Optional[str] = None
+    settled_at: Optional[List[Optional[int]]] = None
+    decided_at: Optional[List[int]] = None
+    steps_bound: Optional[int] = None
+    confusion: Optional[List[List[int]]] = None
+    class_accuracy: Optional[List[Optional[float]]] = None
 
     @property
     def time_steps(self) -> bool:
@@ -106,8 +148,11 @@ class RunResult:
         if data["costs"] is None:
             del data["costs"]
         if not self.time_steps:
-            for key in ("accuracy_by_step", "agreement_by_step", "equal_counts_by_step", "equal_from_step"):
+            for key in ("accuracy_by_step", "agreement_by_step", "equal_counts_by_step", "equal_from_step",
+                        "settled_at", "decided_at", "steps_bound"):
                 del data[key]
+        if self.confusion is None:
+            del data["confusion"], data["class_accuracy"]
         return data
 
     def to_json(self) -> str:

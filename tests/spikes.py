@@ -1,6 +1,7 @@
 """What the tests that compare simulations share: when a network has settled, each layer's final counts, the
-integer QANN, and spike-for-spike equality of two runs."""
+integer QANN, spike-for-spike equality of two runs, and each sample's last spike read from the spike trains."""
 
+import numpy as np
 import torch
 
 from qffs_lava.backends.pytorch import TorchNetwork
@@ -30,3 +31,16 @@ def assert_same_spikes(got, expected, what: str = "") -> None:
         assert a.shape == b.shape, f"{what} layer {i}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
         assert torch.equal(a, b), f"{what} layer {i}: {int((a != b).sum())} spikes differ"
     assert torch.equal(got.output_counts, expected.output_counts), f"{what} output counts differ"
+
+
+def last_spike_by_reading(spikes, samples):
+    """Per sample, the (1-based) last step at which any recorded layer holds a nonzero spike, 0 if none: read
+    with plain loops over every layer's recorded spike trains."""
+    last = [0] * samples
+    for layer in spikes:
+        trains = layer.reshape(layer.shape[0], samples, -1).numpy()
+        for n in range(samples):
+            steps = np.nonzero(np.abs(trains[:, n]).sum(axis=1))[0]
+            if len(steps):
+                last[n] = max(last[n], int(steps[-1]) + 1)
+    return last

@@ -169,7 +169,7 @@ def test_no_backend_name_is_tested_outside_the_registry():
 
 #: A value other than the default for each option a backend may not honour (backends.base.OPTION_NEEDS).
 ASKED = {"batch_size": 7, "workers": 2, "chunk": 7, "lava_batch": 2, "mechanisms": without("precharge"),
-         "record_spikes": True, "count_costs": True}
+         "record_spikes": True, "count_costs": True, "activity": True, "until_settled": True}
 
 #: qffs.run's arguments for those of the options it takes.
 RUN_ASKS = {"workers": {"workers": 2}, "lava_batch": {"lava_batch": 2}, "mechanisms": {"ablate": ["precharge"]},
@@ -199,7 +199,7 @@ def test_every_backend_honours_an_option_or_refuses_it(digits_net):
                 argument = next(iter(RUN_ASKS[option]))
                 with pytest.raises(ParameterError, match=rf"^{argument}\b.* is for backends that"):
                     qffs.run(network, x, None, 8, name, progress=False, **RUN_ASKS[option])
-    assert refused >= 10  # qann: 6 options; torch: 3; lava and lava-float: 2 each; loihi2: 2
+    assert refused >= 12  # qann: 8 options; torch: 3; lava and lava-float: 2 each; loihi2: 2
 
 
 def test_run_reads_what_qffs_run_reads(digits_net, tmp_path):

@@ -17,13 +17,14 @@ import pytest
 import torch
 from processes import Snapshot
 from random_nets import random_graph, random_inputs, random_network
-from spikes import assert_same_spikes, qann_forward, settle_steps
+from spikes import assert_same_spikes, last_spike_by_reading, qann_forward, settle_steps
 
 from qffs_lava.ann.datasets import load_dataset
 from qffs_lava.backends import simulate
 from qffs_lava.backends.pytorch import TorchNetwork
 import qffs_lava as qffs
 from qffs_lava.ir.netfile import read_net
+from qffs_lava.latency import NOT_SETTLED, quiet_from, settling
 
 pytestmark = pytest.mark.lava
 
@@ -136,7 +137,7 @@ def test_lava_equals_torch_pipelined(request, case, own_tmpdir):
                                               count_costs=True)
     before, done = Snapshot(), []
     got = simulate(network, x, steps, case.backend, chunk=case.chunk, workers=case.workers,
-                   lava_batch=case.lava_batch, record_spikes=case.record_spikes, count_costs=True,
+                   lava_batch=case.lava_batch, record_spikes=case.record_spikes, count_costs=True, activity=True,
                    progress=done.append if case.workers > 1 else None)  # with progress: in slices of steps
     assert not before.left()
     if case.workers > 1:
@@ -152,6 +153,13 @@ def test_lava_equals_torch_pipelined(request, case, own_tmpdir):
         assert torch.equal(got.output_counts, expected.output_counts)
     assert got.costs == expected.costs
     assert expected.costs.sops.sum() > 0 and expected.costs.positive[1:].sum() > 0
+    # which samples spiked at each step, read by the workers from every layer's recording: the settle steps
+    assert torch.equal(got.active, expected.active)
+    if case.record_spikes:
+        settled = settling(got.active, quiet_from(network, "pipelined"), network.pipeline_depth).settled_at
+        last = last_spike_by_reading(got.spikes, len(x))
+        assert settled.tolist() == [max(0, t - network.pipeline_depth) if t < got.steps else NOT_SETTLED
+                                    for t in last]
     if steps >= settle_steps(network):
         assert torch.equal(got.output_counts[-1], qann_forward(network, x))  # settled at the QANN
 
@@ -173,3 +181,17 @@ def test_qffs_run_on_lava_reports_what_it_reports_on_torch(digits_net):
     assert lava.output_counts == torch_report.output_counts
     assert lava.accuracy_by_step == torch_report.accuracy_by_step
     assert lava.predictions == torch_report.predictions
+    pipelined = qffs.run(network, x[:60], y[:60], 8, "torch", "pipelined", progress=False)
+    assert lava.settled_at == pipelined.settled_at and lava.decided_at == pipelined.decided_at
+    assert None not in lava.settled_at
+
+
+def test_lava_steps_auto_reports_what_torch_reports(digits_lenet):
+    """steps="auto": the Lava backend runs the bound and reads the settle steps from its recordings; the torch
+    backend (pipelined) stops each batch where it settles; both report the same T, settle steps and counts."""
+    network, x, _ = digits_lenet
+    lava = qffs.run(network, x, None, "auto", "lava", progress=False)
+    torch_report = qffs.run(network, x, None, "auto", "torch", "pipelined", batch_size=8, progress=False)
+    for key in ("steps", "steps_bound", "settled_at", "decided_at", "output_counts", "agreement_by_step"):
+        assert getattr(lava, key) == getattr(torch_report, key), key
+    assert lava.steps < lava.steps_bound

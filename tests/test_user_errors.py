@@ -80,7 +80,7 @@ def test_run_says_what_wrong_inputs_and_labels_are(tmp_path, digits_net):
 def test_counts_state_one_rule(tmp_path, digits_net):
     for value in ("-3", "0", "two"):
         assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--steps", value),
-                       f"argument --steps: must be an integer >= 1, got '{value}'")
+                       f"argument --steps: must be an integer >= 1 or auto, got '{value}'")
         assert_refused(cli("qffs-run", digits_net, "--dataset", "digits", "--samples", value),
                        f"argument --samples: must be an integer >= 1, got '{value}'")
     for option in ("--float-epochs", "--qat-epochs", "--hardware-epochs"):

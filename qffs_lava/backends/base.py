@@ -34,6 +34,12 @@ class RunOptions:
     mechanisms:    QFFS mechanisms to simulate (backends with `ablations`; dynamics.Mechanisms)
     record_spikes: keep every layer's spikes (Simulation.spikes)
     count_costs:   count spikes and synaptic operations (Simulation.costs; backends with `costs`)
+    activity:      track which samples send a spike at each step (Simulation.active, whence latency.py reads
+                   each sample's settle step; the torch backend always does, the Lava backends record every
+                   layer for it)
+    until_settled: a batch may stop stepping once every sample in it has settled (latency.py; the torch
+                   backend does, the Lava backends run every step): `steps` is then a bound, and the result
+                   has as many steps as the longest batch ran
     progress:      called with the number of samples each time some are done
     """
 
@@ -45,6 +51,8 @@ class RunOptions:
     mechanisms: Mechanisms = ALL_MECHANISMS
     record_spikes: bool = False
     count_costs: bool = False
+    activity: bool = False
+    until_settled: bool = False
     progress: Optional[Callable[[int], None]] = None
 
 
@@ -59,7 +67,13 @@ OPTION_NEEDS: Dict[str, Tuple[str, str]] = {
     "mechanisms": ("ablations", "simulate without some of QFFS's mechanisms"),
     "record_spikes": ("time_steps", "run time steps, whose spikes they record"),
     "count_costs": ("costs", "count spikes and synaptic operations"),
+    "activity": ("time_steps", "run time steps, in which samples settle"),
+    "until_settled": ("time_steps", "run time steps, until every sample has settled"),
 }
+
+#: How a refused option's value reads where the argument that sets it is not the option itself (steps="auto").
+SHOWN_AS = {"until_settled": "auto"}
+
 
 def installed(distribution: str) -> bool:
     """Whether a package of that distribution name (as pip installs it) is installed."""
@@ -137,7 +151,7 @@ class Backend(ABC):
         for field, (capability, what) in OPTION_NEEDS.items():
             value = getattr(options, field)
             if value != getattr(defaults, field) and not getattr(self, capability):
-                shown = (field, value) if isinstance(value, (bool, int)) else field
+                shown = (field, SHOWN_AS.get(field, value)) if isinstance(value, (bool, int)) else field
                 raise ParameterError(f"{{}} is for backends that {what} ({', '.join(names_with(capability))}); "
                                      f"the {self.name} backend does not", shown)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -48,6 +48,7 @@ from qffs_lava.dynamics import (
 from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, NeuronLayer
 from qffs_lava.ir.loihi import count_bounds, membrane_bounds
 from qffs_lava.ir.network import MODES, Network
+from qffs_lava.latency import quiet_from, step_activity
 from qffs_lava.results import CLOSED_FORM, Simulation
 
 
@@ -203,11 +204,15 @@ class TorchNetwork(nn.Module):
         return counts if all_layers else counts[-1].reshape(counts[-1].shape[0], -1)
 
     def simulate(self, x, steps: int, mode: str = "sync", record_spikes: bool = False,
-                 mechanisms: Mechanisms = ALL_MECHANISMS, count_costs: bool = False) -> Simulation:
+                 mechanisms: Mechanisms = ALL_MECHANISMS, count_costs: bool = False,
+                 until_settled: bool = False) -> Simulation:
         """Run one batch of dataset values for `steps` synchronous steps (pipelined: steps + D of them).
 
         `mechanisms` leaves QFFS mechanisms out (the paper's ablations; `dynamics.Mechanisms`);
-        `count_costs` counts spikes and synaptic operations (costs.py). The result's tensors are on the CPU.
+        `count_costs` counts spikes and synaptic operations (costs.py). Which samples sent a spike at each
+        step is always tracked (Simulation.active); `until_settled` stops at the first step by which every
+        sample has had a silent step after its input and bias windows (latency.py): nothing spikes after it,
+        and the result has that many steps. The result's tensors are on the CPU.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -221,6 +226,8 @@ class TorchNetwork(nn.Module):
         recorded = [torch.zeros((total, batch) + shape, dtype=torch.int8, device=self.device)
                     for shape in network.shapes[1:]] if record_spikes else None
         counter = CostCounter(network, total, batch, self.device) if count_costs else None
+        active = torch.zeros(total, batch, dtype=torch.bool, device=self.device)
+        quiet, settled = quiet_from(network, mode), torch.zeros(batch, dtype=torch.bool, device=self.device)
         for t in range(1, total + 1):
             stepper.t = t
             values = network.propagate(stepper)
@@ -228,12 +235,18 @@ class TorchNetwork(nn.Module):
             if counter is not None:
                 counter.step(t, values)
             outputs[t - 1] = stepper.states[network.output_index].z.reshape(batch, -1)
+            active[t - 1] = step_activity(values[1:], batch)
             if recorded is not None:
                 for i, spikes in enumerate(values[1:], start=1):
                     recorded[i - 1][t - 1] = spikes
-        return Simulation(mode, total, network.pipeline_depth, outputs.cpu(),
-                          [r.cpu() for r in recorded] if recorded is not None else None,
-                          counter.costs if counter is not None else None)
+            if until_settled and t >= quiet:
+                settled |= ~active[t - 1]
+                if bool(settled.all()):
+                    break
+        simulation = Simulation(mode, total, network.pipeline_depth, outputs.cpu(),
+                                [r.cpu() for r in recorded] if recorded is not None else None,
+                                counter.costs if counter is not None else None, active.cpu())
+        return simulation.resized(t) if t < total else simulation
 
     def membrane_peaks(self, x) -> Dict[int, int]:
         """Per neuron layer index, the largest |v| (`dynamics.integrated`) any neuron reaches on a batch of dataset
@@ -368,7 +381,7 @@ class TorchBackend(_TorchBackend):
         parts = []
         for start in range(0, len(x), options.batch_size):
             parts.append(net.simulate(x[start:start + options.batch_size], steps, mode, options.record_spikes,
-                                      options.mechanisms, options.count_costs))
+                                      options.mechanisms, options.count_costs, options.until_settled))
             if options.progress is not None:
                 options.progress(parts[-1].output_counts.shape[1])
         return Simulation.concatenate(parts)

@@ -74,7 +74,8 @@ class LavaBackend(Backend):
 
         batch = self.lava_batch(network, samples, options)
         chunk = min(-(-options.chunk // batch) * batch, samples)
-        footprint = worker_footprint(network, batch, chunk, steps, options.record_spikes or options.count_costs,
+        footprint = worker_footprint(network, batch, chunk, steps,
+                                     options.record_spikes or options.count_costs or options.activity,
                                      VALUE_BYTES[self.lava_tag])
         memory, shm = available_memory()
         fit = min(memory // footprint.bytes, shm // max(footprint.shared_memory, 1))

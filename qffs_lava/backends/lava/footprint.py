@@ -57,7 +57,7 @@ def gib(count: int) -> str:
 def worker_footprint(network: Network, batch: int, chunk: int, steps: int, record_all: bool,
                      value_bytes: int = 4) -> Footprint:
     """A worker running the network with `batch` samples side by side, `chunk` samples a runtime, T = `steps`;
-    `record_all`: every layer's spikes are recorded (spikes or costs asked for), else only the output's;
+    `record_all`: every layer's spikes are recorded (spikes, costs or activity asked for), else only the output's;
     `value_bytes`: 4 for fixed_pt models, 8 for floating_pt."""
     shapes = network.shapes
     values = [batch * _size(shape) for shape in shapes]

@@ -6,7 +6,8 @@ sample's K steps of graded input followed by silence, one sample per reset inter
 output layer's spikes (every layer's, with record_spikes or count_costs) are recorded to files.
 Every runtime runs in a worker process, several at once (workers.py, which also ends them on
 errors and stop signals). Workers use numpy only: with count_costs they return tallies of their
-recordings (costs.tally), and this process counts the costs from them.
+recordings (costs.tally), and this process counts the costs from them; with activity, which
+samples sent any spike at each step (latency.recorded_activity), whence the settle steps.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from qffs_lava.backends.lava.workers import run_in_workers
 from qffs_lava.distributed import usable_cores
 from qffs_lava.costs import CostCounter, Costs, tally
 from qffs_lava.ir.network import Network
+from qffs_lava.latency import recorded_activity
 from qffs_lava.results import Simulation
 
 #: Seconds a run of Lava steps takes between two progress reports.
@@ -36,6 +38,8 @@ SLICE_SECONDS = 0.5
 #: tallies (period, *shape) over the chunk's samples.
 Recorded = Dict[int, np.ndarray]
 Tallies = Dict[int, Tuple[np.ndarray, np.ndarray]]
+#: With activity, (samples, period) bool: which samples sent any spike (any layer) at each step.
+Active = np.ndarray
 
 
 class LavaRun:
@@ -113,20 +117,20 @@ class LavaRun:
 
 
 def _run_chunk(network: Network, x: np.ndarray, folder: Path, progress, steps: int, backend, record_spikes: bool,
-               count_costs: bool, batch: int) -> Tuple[Recorded, Optional[Tallies]]:
+               count_costs: bool, activity: bool, batch: int) -> Tuple[Recorded, Optional[Tallies], Optional[Active]]:
     """Per recorded layer, (samples, period, *shape) spikes, recorded in `folder` (made here, deleted after);
-    with count_costs every layer is recorded and tallied (costs.tally over the samples), then only the layers
-    asked for are returned. Numpy only."""
+    with count_costs or activity every layer is recorded, and tallied (costs.tally over the samples) or read for
+    which samples sent a spike at each step ((samples, period) bool), then only the layers asked for are returned.
+    Numpy only."""
     Path(folder).mkdir()
-    with LavaRun(network, x, steps, backend, folder, record_spikes or count_costs, batch) as lava:
+    with LavaRun(network, x, steps, backend, folder, record_spikes or count_costs or activity, batch) as lava:
         recorded = lava.run(progress)
     shutil.rmtree(folder)
-    tallies = None
-    if count_costs:
-        tallies = {i: tally(spikes) for i, spikes in recorded.items()}
-        if not record_spikes:
-            recorded = {network.output_index: recorded[network.output_index]}
-    return recorded, tallies
+    tallies = {i: tally(spikes) for i, spikes in recorded.items()} if count_costs else None
+    active = recorded_activity(list(recorded.values())) if activity else None
+    if not record_spikes:
+        recorded = {network.output_index: recorded[network.output_index]}
+    return recorded, tallies, active
 
 
 def run_lava(network: Network, x, steps: int, backend, options: RunOptions = RunOptions()) -> Simulation:
@@ -143,19 +147,20 @@ def run_lava(network: Network, x, steps: int, backend, options: RunOptions = Run
     chunk = -(-options.chunk // batch) * batch  # whole groups of B samples
     chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
     workers = min(options.workers or usable_cores(), len(chunks))
-    run_args = (steps, backend, options.record_spikes, options.count_costs, batch)
+    run_args = (steps, backend, options.record_spikes, options.count_costs, options.activity, batch)
 
-    def work(index: int, scratch: Path, progress) -> Tuple[Recorded, Optional[Tallies]]:
+    def work(index: int, scratch: Path, progress):
         return _run_chunk(network, chunks[index], scratch / f"chunk{index}", progress, *run_args)
 
     results = run_in_workers(work, len(chunks), workers, options.progress)
-    parts = [recorded for recorded, _ in results]
+    parts = [recorded for recorded, _, _ in results]
     layers = {i: torch.from_numpy(np.concatenate([p[i] for p in parts])).transpose(0, 1) for i in parts[0]}
     last, period = network.output_index, steps + network.pipeline_depth
     counts = layers[last].reshape(period, len(x), -1).to(torch.int64).cumsum(dim=0)
     spikes = [layers[i] for i in range(1, last + 1)] if options.record_spikes else None
-    costs = _count_costs(network, x, period, [t for _, t in results]) if options.count_costs else None
-    return Simulation("pipelined", period, network.pipeline_depth, counts, spikes, costs)
+    costs = _count_costs(network, x, period, [t for _, t, _ in results]) if options.count_costs else None
+    active = torch.from_numpy(np.concatenate([a for _, _, a in results])).T if options.activity else None
+    return Simulation("pipelined", period, network.pipeline_depth, counts, spikes, costs, active)
 
 
 def _count_costs(network: Network, x: np.ndarray, period: int, chunk_tallies) -> Costs:
