@@ -269,12 +269,14 @@ print("ok", int(tallied.costs.sops.sum()))
 
 
 def test_lava_workers_return_numpy_tallies(digits_net, tmp_path):
-    """What a worker sends back is numpy only: the recorded output and per-layer tallies."""
+    """What a worker sends back is numpy only: the recorded output, per-layer tallies and per-step activity."""
     from qffs_lava.backends.lava.runner import _run_chunk
 
     network = qffs.read_net(digits_net)
     x = qffs.load_dataset("digits", "test")[0][:3].numpy()
-    recorded, tallies = _run_chunk(network, x, tmp_path / "chunk", None, 4, BACKENDS["lava"], False, True, 2)
+    recorded, tallies, active = _run_chunk(network, x, tmp_path / "chunk", None, 4, BACKENDS["lava"], False, True,
+                                           True, 2)
     assert set(recorded) == {network.output_index} and set(tallies) == set(range(1, len(network.layers)))
     for positive, negative in tallies.values():
         assert isinstance(positive, np.ndarray) and isinstance(negative, np.ndarray)
+    assert isinstance(active, np.ndarray) and active.dtype == bool and active.shape == (3, 4 + network.pipeline_depth)
