@@ -127,7 +127,7 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: int = 16,
         qann_accuracy=_accuracy(qann_pred, labels), accuracy=_accuracy(predictions, labels), seconds=seconds,
         output_counts=counts.tolist(), predictions=predictions.tolist(),
         labels=labels.tolist() if labels is not None else None, qann_predictions=qann_pred.tolist(),
-        net=path, inputs=description)
+        net=path, inputs=description, output=net.output_kind)
     if runner.time_steps:
         equal = (by_step == qann.unsqueeze(0)).all(dim=2)  # (steps, N): counts equal the QANN's
         pred_by_step = by_step.argmax(dim=2)

@@ -46,6 +46,8 @@ class Neurons:
     kind: ClassVar[str] = "QFFS"
     #: Whether the neurons send spikes (the layer's output is their net count z).
     fires: ClassVar[bool] = True
+    #: What the network's output is where these neurons are its output layer (reports, --json).
+    output: ClassVar[str] = "spiking"
     threshold: np.ndarray
     v_init: np.ndarray
     z_max: int
@@ -115,6 +117,7 @@ class Readout:
 
     kind: ClassVar[str] = "READOUT"
     fires: ClassVar[bool] = False
+    output: ClassVar[str] = "read-out"
     #: A read-out sends no spikes: its count stays 0.
     z_max: ClassVar[int] = 0
     largest_threshold: ClassVar[int] = 0

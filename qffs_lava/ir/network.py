@@ -117,6 +117,16 @@ class Network:
         return len(self.layers) - 1
 
     @property
+    def output_fires(self) -> bool:
+        """Whether the output layer spikes (its output is the net count z), or is a read-out (its potential v)."""
+        return self.layers[-1].neurons.fires
+
+    @property
+    def output_kind(self) -> str:
+        """"spiking" (the prediction is the argmax of the output counts) or "read-out" (of the potentials)."""
+        return self.layers[-1].neurons.output
+
+    @property
     def neuron_layers(self) -> List[Tuple[int, NeuronLayer]]:
         return [(i, layer) for i, layer in enumerate(self.layers) if isinstance(layer, NeuronLayer)]
 
