@@ -180,3 +180,62 @@ def test_a_lava_user_reads_the_potential_with_a_monitor(digits_net):
     expected = TorchNetwork(network).simulate(x, steps - network.pipeline_depth, "pipelined").output_counts[:, 0]
     assert np.array_equal(np.asarray(seen).reshape(steps, -1), expected.numpy())
     assert np.array_equal(final.reshape(-1), expected[-1].numpy())
+
+
+def float_output_model():
+    """A digits MLP with a full-precision output, its hidden quantizer initialized by one training batch."""
+    from qffs_lava.ann.archs import make_arch
+    from qffs_lava.ann.models import build_model, set_quantized
+
+    arch = make_arch("mlp", (1, 8, 8), 10, out_bits="float")
+    model = build_model(arch)
+    set_quantized(model, True)
+    x = torch.as_tensor(load_dataset("digits", "test")[0][:64], dtype=torch.float32)
+    model.train()
+    model(x)
+    return arch, model.eval(), x
+
+
+def test_a_float_output_has_no_quantizer_and_converts_to_a_readout_on_one_scale():
+    """The output act of bits "float" is the identity (logits); its integers take one scale lambda for every
+    channel, so the integer model's logits, the potential over lambda, are the float QANN's up to rounding."""
+    from qffs_lava.convert.integer import IntegerModel
+
+    arch, model, x = float_output_model()
+    assert model.output_act.quantizer is None and model.output_act.bits == "float"
+    assert [n["bits"] for n in arch["nodes"] if n["op"] == "act"][-1] == "float"
+    integer = IntegerModel(model, arch, 16, {"mean": [0.0], "std": [1.0]})
+    with torch.no_grad():
+        network, tensors = integer.network()
+        logits, exact = model(x).double(), integer(x.double())
+    assert isinstance(network.layers[-1].neurons, Readout) and tensors[network.output_index].params is None
+    scale = integer.readout_scale
+    assert torch.all(scale == scale[0]) and scale[0] > 0  # one scale for every channel
+    assert network.layers[-1].synapses[0].weight.min() == -256 or network.layers[-1].synapses[0].weight.max() == 254
+    assert float((logits.argmax(1) == exact.argmax(1)).double().mean()) >= 0.9
+    potential = TorchNetwork(network).qann(x).double()
+    assert torch.allclose(potential / scale[0], exact)
+    assert not loihi_problems(network)
+
+
+def test_float_is_for_the_output_only_and_everywhere_it_is_asked_for():
+    from torch import nn
+
+    from qffs_lava.ann.models import check_arch
+    from qffs_lava.ann.torch_import import from_torch
+    from qffs_lava.ann.train import TrainConfig
+    from qffs_lava.cli import output_bits
+    from qffs_lava.errors import ParameterError
+
+    arch, _, _ = float_output_model()
+    hidden = [dict(n, bits="float") if n["op"] == "act" else n for n in arch["nodes"]]
+    with pytest.raises(ValueError, match="output act only"):
+        check_arch({**arch, "nodes": hidden})
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    imported, model = from_torch(module, (1, 8, 8), out_bits="float")
+    assert imported["nodes"][-1]["bits"] == "float" and model.output_act.quantizer is None
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(model(x), module(x))  # float mode: the logits themselves
+    assert output_bits("float") == "float" and output_bits("3") == 3
+    with pytest.raises(ParameterError, match="or 'float'"):
+        TrainConfig("digits", "mlp", out_bits="half")

@@ -333,7 +333,7 @@ class NeuronLayer:
         return self.shape[0]
 
     def describe(self) -> str:
-        return " + ".join(synapse.describe() for synapse in self.synapses)
+        return " + ".join(synapse.describe() for synapse in self.synapses) + ("" if self.neurons.fires else " read-out")
 
     def output_shape(self, sources: List[Shape]) -> Shape:
         for j, (synapse, source) in enumerate(zip(self.synapses, sources)):
