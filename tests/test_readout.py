@@ -1,6 +1,7 @@
 """The read-out output (--out-bits float; net.h5 version 3): its dynamics, its file format, its Loihi 2 range, its
 costs and reports, and that every backend predicts what the integer QANN predicts once the layers before settle."""
 
+import argparse
 import dataclasses
 
 import h5py
@@ -224,7 +225,7 @@ def test_float_is_for_the_output_only_and_everywhere_it_is_asked_for():
     from qffs_lava.ann.models import check_arch
     from qffs_lava.ann.torch_import import from_torch
     from qffs_lava.ann.train import TrainConfig
-    from qffs_lava.cli import output_bits
+    from qffs_lava.cli import bits_list, output_bits
     from qffs_lava.errors import ParameterError
 
     arch, _, _ = float_output_model()
@@ -237,5 +238,11 @@ def test_float_is_for_the_output_only_and_everywhere_it_is_asked_for():
     x = torch.rand(4, 1, 8, 8)
     assert torch.allclose(model(x), module(x))  # float mode: the logits themselves
     assert output_bits("float") == "float" and output_bits("3") == 3
+    assert bits_list("2,2,float") == [2, 2, "float"]
+    with pytest.raises(argparse.ArgumentTypeError):
+        bits_list("float,2")
     with pytest.raises(ParameterError, match="or 'float'"):
         TrainConfig("digits", "mlp", out_bits="half")
+    with pytest.raises(ParameterError, match="'float' for the last"):
+        TrainConfig("digits", "mlp", layer_bits=["float", 3])
+    TrainConfig("digits", "mlp", layer_bits=[2, 2, "float"])

@@ -89,7 +89,7 @@ class TrainConfig:
     data_dir: str = "data"
     act_bits: int = 2
     out_bits: Union[int, str] = 3  # or "float": a full-precision output, read out from its potential
-    layer_bits: Optional[List[int]] = None  # per act layer, overrides act_bits/out_bits
+    layer_bits: Optional[List[Union[int, str]]] = None  # per act layer, overrides act_bits/out_bits (last: "float")
     weight_bits: Optional[int] = None
     float_epochs: Optional[int] = None
     qat_epochs: Optional[int] = None
@@ -126,8 +126,9 @@ class TrainConfig:
             check_bits("out_bits", self.out_bits, why=f", or {FLOAT!r} for a full-precision output")
         if self.weight_bits is not None:
             check_bits("weight_bits", self.weight_bits, minimum=2, why=" (weights are signed)")
-        for bits in self.layer_bits or ():
-            check_bits("layer_bits", bits)
+        for i, bits in enumerate(self.layer_bits or ()):
+            if not (bits == FLOAT and i == len(self.layer_bits) - 1):  # the output's may be full precision
+                check_bits("layer_bits", bits, why=f" ({FLOAT!r} for the last, the output, only)")
         for name, minimum in (("float_epochs", 0), ("qat_epochs", 0), ("hardware_epochs", 0), ("batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
