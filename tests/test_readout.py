@@ -4,10 +4,13 @@ costs and reports, and that every backend predicts what the integer QANN predict
 import argparse
 import dataclasses
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 import torch
+from commands import cli
 from random_nets import random_graph, random_inputs, random_network
 from spikes import settle_steps
 
@@ -136,7 +139,8 @@ def test_reports_say_the_output_is_a_readout():
 
 
 @pytest.mark.e2e
-def test_a_digits_lenet_trained_with_a_float_output_predicts_alike_on_qann_and_torch(digits_lenet_float_net):
+def test_a_digits_lenet_trained_with_a_float_output_predicts_alike_on_qann_and_torch(digits_lenet_float_net,
+                                                                                    tmp_path):
     """The issue's network: trained with --out-bits float, exported (a read-out, version 3); qann, torch sync and
     torch pipelined give one set of predictions on the whole digits test split, that of the integer QANN (the Lava
     backends: test_lava_equivalence.py)."""
@@ -150,6 +154,13 @@ def test_a_digits_lenet_trained_with_a_float_output_predicts_alike_on_qann_and_t
         run = simulate(network, x, steps, "torch", mode)
         assert torch.equal(run.synchronous_counts()[-1].argmax(1), qann), mode
     assert float((qann == torch.as_tensor(y)).double().mean()) == pytest.approx(network.meta["int_qann_accuracy"])
+    result = cli("qffs-run", digits_lenet_float_net, "--dataset", "digits", "--steps", steps, "--json",
+                 tmp_path / "run.json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "output: read-out" in result.stdout and "potentials == QANN" in result.stdout
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["output"] == "read-out" and report["predictions"] == qann.tolist()
+    assert report["equal_from_step"] is not None
 
 
 @pytest.mark.lava
