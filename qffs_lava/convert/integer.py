@@ -189,8 +189,8 @@ def same_integers(network: Network, other: Network) -> bool:
 
 def _same_neurons(a, b) -> bool:
     """Whether two layers' neurons are of one type with equal parameters."""
-    return a.kind == b.kind and all(np.array_equal(getattr(a, f.name), getattr(b, f.name))
-                                    for f in dataclasses.fields(a))
+    return type(a) is type(b) and all(np.array_equal(getattr(a, f.name), getattr(b, f.name))
+                                      for f in dataclasses.fields(a))
 
 
 def scaled_layers(network: Network, reference: Network) -> Dict[str, Dict[str, Any]]:
