@@ -36,7 +36,8 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
     Accuracies and top-1 agreement, and per neuron layer (by model name) the largest
     |pre-activation difference| in threshold units and the share of neurons whose counts
     differ, each network run on its own (so a difference carries forward), and the largest |v|
-    its neurons reach in the SNN (the torch backend, synchronous time, run until it settles).
+    its neurons reach in the SNN (the torch backend, synchronous time, run until it settles). A read-out output
+    is measured by the agreement of its argmax (its potential is the logits on another scale) and its largest |v|.
     """
     torch_net = TorchNetwork(network)
     names = network.meta["layer_names"]
@@ -61,6 +62,8 @@ def fidelity(network: Network, trained: nn.Module, batches: Iterable[Tuple[torch
             counts["agreement"] += int((trained_pred == int_pred).sum())
             for index, pre in exact.items():
                 name, layer = names[index], network.layers[index]
+                if not layer.neurons.fires:  # a read-out: no counts, its potential on another scale (agreement)
+                    continue
                 mine = ours[name].double().reshape(pre.shape)
                 pre = pre.double().cpu()
                 z_max = layer.neurons.z_max

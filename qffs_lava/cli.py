@@ -64,8 +64,15 @@ def bits(text: str) -> int:
     return value
 
 
-def bits_list(text: str) -> List[int]:
-    return [bits(part) for part in text.split(",")]
+def output_bits(text: str):
+    """Output bits: 1..8, or "float" (a full-precision output that never fires)."""
+    return "float" if text == "float" else bits(text)  # ann.models.FLOAT (not imported: the CLI starts light)
+
+
+def bits_list(text: str) -> List:
+    """Bits per activation layer; the last, the output's, may be "float"."""
+    parts = text.split(",")
+    return [bits(part) for part in parts[:-1]] + [output_bits(parts[-1])]
 
 
 def weight_bits(text: str) -> Optional[int]:
@@ -230,9 +237,11 @@ TRAIN_OPTIONS = {
     "data_dir": ("--data-dir", dict(help=DATA_DIR_HELP)),
     "download": ("--download", dict(action="store_true", help=DOWNLOAD_HELP)),
     "act_bits": ("--act-bits", dict(type=bits, help="hidden activation bits")),
-    "out_bits": ("--out-bits", dict(type=bits, help="output layer bits")),
+    "out_bits": ("--out-bits", dict(type=output_bits, help="output layer bits, or 'float': a full-precision output "
+                                    "whose neurons integrate without firing, the prediction read from their "
+                                    "potentials")),
     "layer_bits": ("--layer-bits", dict(type=bits_list, help="bits per activation layer, comma-separated, output "
-                                                             "last (overrides the two above)")),
+                                                             "last, which may be 'float' (overrides the two above)")),
     "weight_bits": ("--weight-bits", dict(type=weight_bits, help="'8' quantizes weights with LSQ too, so the "
                                           "exported integers are the trained ones (none: float weights as in the "
                                           "paper)")),

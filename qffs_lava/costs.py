@@ -94,8 +94,9 @@ class Costs:
 
 
 def sends_spikes(layer) -> bool:
-    """Whether a layer's values count as sent events: all but a flatten's, which passes its source's on."""
-    return not isinstance(layer, FlattenLayer)
+    """Whether a layer's values count as sent events: all but a flatten's, which passes its source's on, and a
+    read-out's, which never fires."""
+    return not isinstance(layer, FlattenLayer) and (not isinstance(layer, NeuronLayer) or layer.neurons.fires)
 
 
 class CostCounter:

@@ -1,4 +1,4 @@
-"""The QFFS dynamics, written once: Algorithm 1 (the neuron) and Algorithm 2 (event max pool).
+"""The QFFS dynamics, written once: Algorithm 1 (the neuron), the read-out and Algorithm 2 (event max pool).
 
 Every backend (the torch simulator, the Lava ProcessModels) calls these functions, so
 the paper's two algorithms live here and nowhere else. They are pure functions over
@@ -129,6 +129,49 @@ def settled_count(total_input: Array, params: NeuronParams, straight_through: bo
         return count
     smooth = ((total_input + params.v_init) / params.threshold - 0.5).clip(0, params.z_max)
     return count.detach() + (smooth - smooth.detach())
+
+
+class ReadoutState(NamedTuple):
+    """Read-out state: the membrane potential v, the running sum of its input current."""
+
+    v: Array
+
+
+def readout_init(zeros: Array) -> ReadoutState:
+    """State before the first step: v = 0, shaped and typed like `zeros` (a read-out has no pre-charge)."""
+    return ReadoutState(v=zeros + 0)
+
+
+def readout_step(current: Array, state: ReadoutState) -> Tuple[Array, ReadoutState]:
+    """One step of the read-out, the integrate-but-not-fire output of the paper's Figure 7. Returns (spikes, new
+    state); the spikes are always 0:
+
+        v <- clip(v + I, V_MIN, V_MAX)        # integrate, never fire, never reset (24-bit saturation)
+
+    so v(t) = sum_{tau <= t} I(tau) while it stays inside 24 bits (the exporter refuses a network whose
+    worst-case v does not: `ir.loihi.membrane_bounds`).
+
+    Why argmax(v) is the integer QANN's prediction once the layers before have settled. The current is
+    I(tau) = sum_j W_j . s_j(tau) + b [tau in the bias window], and a source's spikes sum to its net count,
+    sum_{tau <= t} s_j(tau) = c_j(t) (the graded input: x_int per step for K steps). So, by linearity,
+
+        v(t) = sum_j W_j . c_j(t) + n_b(t) b,     n_b(t) = the bias steps up to t (K after the window).
+
+    Once every source has settled at its closed-form count z_j (the graded input at K x_int) and the window has
+    passed, v(t) = sum_j W_j . z_j + K b: exactly the integer pre-activation `settled_potential` computes, with
+    no scale between them (a QFFS neuron divides this sum by its threshold; the read-out does not). Both
+    predictions are the argmax of the same integers, lowest index on ties, so they are equal; in
+    pipelined time a layer at depth d sees at step t + d what it sees at t synchronously (its bias window
+    shifted to d+1 .. d+K), so the same holds D steps later.
+    """
+    v = (state.v + current).clip(V_MIN, V_MAX)
+    return v * 0, ReadoutState(v=v)
+
+
+def settled_potential(total_input: Array) -> Array:
+    """Where a read-out's potential ends after its input stops: sum I, the integer pre-activation
+    sum_j W_j . z_j + K b (`readout_step`). It holds while v stays inside 24 bits."""
+    return total_input
 
 
 class PoolParams(NamedTuple):

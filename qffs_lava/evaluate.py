@@ -171,7 +171,8 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: Union[int
         qann_accuracy=_accuracy(qann_pred, labels), accuracy=_accuracy(predictions, labels), seconds=seconds,
         output_counts=counts.tolist(), predictions=predictions.tolist(),
         labels=labels.tolist() if labels is not None else None, qann_predictions=qann_pred.tolist(),
-        net=path, inputs=description, steps_bound=bound if auto else None)
+        net=path, inputs=description, steps_bound=bound if auto else None,
+        output=net.output_kind)
     if labels is not None:
         result.confusion = confusion_matrix(result.predictions, result.labels, net.num_classes)
         result.class_accuracy = class_accuracy(result.confusion)

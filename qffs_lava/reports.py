@@ -42,6 +42,15 @@ def _range_text(values: np.ndarray) -> str:
     return str(values.min()) if values.min() == values.max() else f"{values.min()}..{values.max()}"
 
 
+#: A neuron layer's threshold, vInit and zMax cells, by neuron type.
+NEURON_CELLS = {"QFFS": lambda n: (_range_text(n.threshold), _range_text(n.v_init), n.z_max),
+                "READOUT": lambda n: ("none (read-out)", "-", "-")}
+#: How a report names what the output values are, by `Network.output_kind`.
+OUTPUT_VALUES = {"spiking": "counts", "read-out": "potentials"}
+OUTPUT_TEXT = {"spiking": "output: spiking (prediction: argmax of the output spike counts)",
+               "read-out": "output: read-out (prediction: argmax of the output potentials; it never fires)"}
+
+
 def layer_table(network: Network) -> str:
     """One row per layer: type, inputs, shape, threshold, zMax, weight range, bias, worst-case |v| against 2^23."""
     header = ("#", "type", "inputs", "shape", "threshold", "vInit", "zMax", "weights", "bias per step",
@@ -56,13 +65,14 @@ def layer_table(network: Network) -> str:
             low, high = membrane_bounds(network, i, bounds)
             worst = max(-low, high)
             weights = np.concatenate([s.weight.reshape(-1) for s in layer.synapses])
-            row += (_range_text(n.threshold), _range_text(n.v_init), n.z_max, f"[{weights.min()}, {weights.max()}]",
-                    _bias_text(layer.bias), f"{worst} ({worst / STATE_LIMIT:.1%})")
+            row += NEURON_CELLS[n.kind](n) + (f"[{weights.min()}, {weights.max()}]", _bias_text(layer.bias),
+                                              f"{worst} ({worst / STATE_LIMIT:.1%})")
         elif i == 0:
             row += ("", "", "", f"inputScale {layer.input_scale:g}", "", "")
         rows.append(row + ("",) * (len(header) - len(row)))
     return render(header, [tuple(str(c) for c in row) for row in rows], numeric_from=len(header)) + \
-        f"\nK = {network.bias_steps} input/bias steps, pipeline depth D = {network.pipeline_depth}"
+        f"\nK = {network.bias_steps} input/bias steps, pipeline depth D = {network.pipeline_depth}; " \
+        + OUTPUT_TEXT[network.output_kind]
 
 
 def membrane_table(network: Network) -> str:
@@ -149,14 +159,17 @@ def run_table(result: RunResult, per_class: bool = False) -> str:
                  TIME_MODES[result.mode].format(D=result.pipeline_depth)]
     else:
         lines = [f"backend {result.backend} ({result.mode}, no time steps), {result.samples} samples"]
+    lines.append(OUTPUT_TEXT[result.output])
     costs = result.costs
     if result.time_steps:
-        lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {'counts == QANN':>14}"
+        equal_title = f"{OUTPUT_VALUES[result.output]} == QANN"
+        width = max(14, len(equal_title))
+        lines.append(f"{'t':>4}  {'accuracy':>9}  {'agree w/ QANN':>13}  {equal_title:>{width}}"
                      + (f"  {'spikes':>9}  {'SOPs':>11}  {'SOPs/MACs':>9}" if costs else ""))
         for t, (acc, agree, equal) in enumerate(zip(result.accuracy_by_step, result.agreement_by_step,
                                                      result.equal_counts_by_step), start=1):
             acc_text = "-" if acc is None else f"{100 * acc:.2f}%"
-            lines.append(f"{t:>4}  {acc_text:>9}  {100 * agree:>12.2f}%  {100 * equal:>13.2f}%" + (
+            lines.append(f"{t:>4}  {acc_text:>9}  {100 * agree:>12.2f}%  {100 * equal:>{width - 1}.2f}%" + (
                 f"  {costs['total']['spikes'][t - 1]:>9,.0f}  {costs['total']['sops'][t - 1]:>11,.0f}  "
                 f"{costs['total']['sops_per_mac'][t - 1]:>9.3f}" if costs else ""))
         where = result.equal_from_step
@@ -271,6 +284,8 @@ def plot_accuracy(path: str | Path, results: Dict[str, RunResult], title: str = 
     for name, result in results.items():
         if result.ablated:
             name += f" without {', '.join(result.ablated)}"
+        if result.output != "spiking":
+            name += f" ({result.output} output)"
         steps = range(1, len(result.agreement_by_step) + 1)
         if result.accuracy_by_step[0] is not None:
             axes[0].plot(steps, [100 * a for a in result.accuracy_by_step], marker="o", label=name)

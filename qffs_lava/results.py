@@ -30,7 +30,8 @@ class Simulation:
     mode:           "sync", "pipelined", or CLOSED_FORM (one row: the settled counts)
     steps:          rows of output_counts (pipelined: T + D)
     pipeline_depth: D, the steps a pipelined run lags the synchronous one
-    output_counts:  (steps, N, classes) int64, the output layer's net count z after each step
+    output_counts:  (steps, N, classes) int64, the output layer's net count z after each step (a read-out
+                    output's potential v; the closed form: the QANN's counts, or a read-out's pre-activation)
     spikes:         per layer after the input, (steps, N, *shape) int8 spikes, if recorded
     costs:          spikes and synaptic operations per layer and step (costs.py), if counted
     active:         (steps, N) bool, whether the sample sent any spike (any layer) at each step, where tracked
@@ -98,7 +99,9 @@ class RunResult:
         equal_from_step            the first t from which every sample's counts equal the QANN's
 
     output_counts (N, classes), predictions, labels and qann_predictions are per sample, at T.
-    costs is the cost report (costs.cost_report) when counted.
+    costs is the cost report (costs.cost_report) when counted. output says what the network's output is:
+    "spiking" (output_counts are net spike counts) or "read-out" (they are the read-out's potentials, and
+    the QANN's values its integer pre-activations; the output sends no spikes).
 
     Per sample, with time steps (latency.py; the run's reported convention, synchronous steps):
         settled_at[i]   the step of the last spike any layer sent (0: none): every count is final from it on;
@@ -136,6 +139,7 @@ class RunResult:
     steps_bound: Optional[int] = None
     confusion: Optional[List[List[int]]] = None
     class_accuracy: Optional[List[Optional[float]]] = None
+    output: str = "spiking"
 
     @property
     def time_steps(self) -> bool:

@@ -193,6 +193,21 @@ def digits_lenet_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_lenet_float_net(tmp_path_factory) -> Path:
+    """The digits LeNet trained with a full-precision output (--out-bits float) and exported: a read-out output,
+    net.h5 version 3."""
+    from qffs_export.exporter import export
+
+    from qffs_lava.ann.train import train
+
+    folder = tmp_path_factory.mktemp("lenet_float")
+    train("digits", "lenet", out=folder / "lenet.pt", progress=False, out_bits="float",
+          float_epochs=3, qat_epochs=2, hardware_epochs=2)
+    export(folder / "lenet.pt", folder / "lenet.h5")
+    return folder / "lenet.h5"
+
+
+@pytest.fixture(scope="session")
 def digits_lenet_net(digits_lenet_files) -> Path:
     return digits_lenet_files[1]
 

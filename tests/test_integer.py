@@ -118,7 +118,7 @@ def test_the_grid_is_loihi_2s_and_gradients_pass_straight_through():
               (0.01 * torch.randn(5, 5, 1, 1, generator=generator, dtype=torch.float64)).requires_grad_()]
     bias = (50 * torch.randn(5, generator=generator, dtype=torch.float64)).requires_grad_()
     step = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-    weights, bias_int, threshold, v_init = integer_grid(scaled, bias, step, bias_steps=3, bounds=[48, 3], z_max=3)
+    weights, bias_int, threshold, v_init, _ = integer_grid(scaled, bias, step, bias_steps=3, bounds=[48, 3], z_max=3)
     for w in weights:
         assert torch.equal(w, torch.round(w)) and not torch.any(w % 2) and w.min() >= -256 and w.max() <= 254
     top = torch.stack([w.abs().reshape(5, -1).amax(1) for w in weights]).amax(0)

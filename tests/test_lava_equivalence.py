@@ -50,6 +50,13 @@ def digits_lenet(digits_lenet_net):
 
 
 @pytest.fixture(scope="module")
+def digits_lenet_float(digits_lenet_float_net):
+    """The digits LeNet trained with --out-bits float: its output a read-out (net.h5 version 3), whose potential
+    is recorded in place of output spikes."""
+    return read_net(digits_lenet_float_net), digits(20, 40), 10
+
+
+@pytest.fixture(scope="module")
 def strided_conv():
     """Conv, max pool, a strided grouped conv, a padded max pool (stride 1), flatten, dense."""
     rng = np.random.default_rng(11)
@@ -116,6 +123,8 @@ CASES = [
     Case("digits_mlp", "lava-float", 1, 8, 2),  # the same chunks, two runtimes at a time
     Case("digits_lenet", "lava", 3, 10, 2),  # chunks of 12 and 8 samples: groups of 3, the last of 2
     Case("digits_lenet", "lava-float", 3, 10, 2),
+    Case("digits_lenet_float", "lava", 1, 10, 2),  # the read-out, in the per-sample network that maps to Loihi 2
+    Case("digits_lenet_float", "lava-float", 4, 20, 1),
     Case("strided_conv", "lava", 4, 12, 2),  # chunks of 12 and 8 samples: groups of 4
     Case("strided_conv", "lava-float", 4, 12, 2),
     Case("residual_graph", "lava", 1, 2, 2, samples=4),  # T + D = 50 steps a sample: 4 samples, in 2 chunks

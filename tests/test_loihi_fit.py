@@ -59,8 +59,10 @@ def random_model(seed: int, channels: int, side: int, kernel: int, width: int, b
             module.weight.copy_(torch.as_tensor(np.abs(weight) if one_sign else weight))
             module.bias.copy_(torch.as_tensor(rng.standard_normal(tuple(module.bias.shape)) * bias_scale))
         for name in ("a", "out"):
-            getattr(model, name).quantizer.step.fill_(float(step_scale * rng.uniform(0.5, 2)))
-            getattr(model, name).quantizer.initialized.fill_(True)
+            quantizer = getattr(model, name).quantizer  # None for a full-precision output
+            if quantizer is not None:
+                quantizer.step.fill_(float(step_scale * rng.uniform(0.5, 2)))
+                quantizer.initialized.fill_(True)
     set_quantized(model, True)
     return arch, model.eval()
 
@@ -71,13 +73,13 @@ magnitudes = st.floats(-4, 4).map(lambda e: 10.0**e)
 @settings(max_examples=examples(300), deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), channels=st.integers(1, 3), side=st.integers(1, 12),
        kernel=st.sampled_from([1, 3, 5]), width=st.integers(1, 6), bits=st.integers(1, 8),
-       out_bits=st.integers(1, 8), skip=st.booleans(),
+       out_bits=st.one_of(st.integers(1, 8), st.just("float")), skip=st.booleans(),
        levels=st.one_of(st.sampled_from([1, 16, 255, 65535, 65536]), st.floats(0.01, 65536)),
        halvings=st.integers(0, 6), scales=st.tuples(magnitudes, magnitudes, magnitudes, st.booleans()))
 def test_every_integer_network_fits_loihi_2(seed, channels, side, kernel, width, bits, out_bits, skip, levels,
                                             halvings, scales):
     """Whatever the weights, fan-ins, bits, input levels and scale: IntegerModel's network is inside every Loihi 2
-    range, with no check afterwards (the fit is by construction)."""
+    range, with no check afterwards (the fit is by construction), a read-out's potential over the run too."""
     arch, model = random_model(seed, channels, side, kernel, width, bits, out_bits, skip, scales)
     with torch.no_grad():
         network, _ = IntegerModel(model, arch, levels, NORM, levels / 2**halvings).network()

@@ -7,7 +7,8 @@ of earlier nodes, or "input" for the network's input) and the op's parameters:
     conv            {in_channels, out_channels, kernel_size, stride, padding, groups}  (bias always)
     linear          {in_features, out_features}                                        (bias always)
     batchnorm       {num_features}, optional eps (default 1e-5)
-    act             {bits}       LSQ-quantized ReLU: levels 0 .. 2^bits - 1 (one call site, one quantizer)
+    act             {bits}       LSQ-quantized ReLU: levels 0 .. 2^bits - 1 (one call site, one quantizer);
+                                 the output act may have bits "float": full precision, no quantizer (logits)
     maxpool         {kernel_size, stride, padding}
     avgpool         {kernel_size, stride}
     global_avgpool  {}           mean over H and W: (C, H, W) -> (C,)
@@ -15,7 +16,8 @@ of earlier nodes, or "input" for the network's input) and the op's parameters:
     add             {}           the sum of two or more inputs of one shape
 
 The last node is the output `act`, whose integer levels are the prediction (argmax,
-lowest index on ties). Being plain data, the architecture is saved in the model file
+lowest index on ties); with bits "float" (`FLOAT`) its logits are, and it becomes a read-out
+that integrates without firing. Being plain data, the architecture is saved in the model file
 next to the state dict and rebuilt with `build_model`, so loading never unpickles a
 class. A version 1 architecture (a `layers` list, each layer reading the one before)
 is read as the chain of nodes named "0", "1", ... (`arch_from_v1`), whose modules have
@@ -40,25 +42,31 @@ Node = Dict[str, object]
 Arch = Dict[str, object]
 Shape = Tuple[int, ...]
 INPUT = "input"  # the name by which nodes read the network's input
+#: The bits of a full-precision output act: no quantizer, the logits themselves (the paper's Figure 7).
+FLOAT = "float"
 
 
 class QuantAct(nn.Module):
     """Activation: ReLU while training the float model; y = s * clip(round(x/s), 0, 2^b - 1) once quantized.
 
-    The output layer's float form is the identity (logits); quantized it is the same LSQ clip.
+    The output layer's float form is the identity (logits); quantized it is the same LSQ clip, unless its bits
+    are FLOAT: then it has no quantizer and stays the identity.
     """
 
-    def __init__(self, bits: int, output: bool = False):
+    def __init__(self, bits, output: bool = False):
         super().__init__()
-        self.quantizer = LsqQuantizer(bits)
+        self.quantizer = None if bits == FLOAT else LsqQuantizer(bits)
         self.output = output
         self.quantized = False
 
     @property
-    def bits(self) -> int:
-        return self.quantizer.bits
+    def bits(self):
+        """The activation bits, or FLOAT for a full-precision output."""
+        return FLOAT if self.quantizer is None else self.quantizer.bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantizer is None:
+            return x
         if self.quantized:
             return self.quantizer(x)
         return x if self.output else F.relu(x)
@@ -221,6 +229,8 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 def _check_param(where: str, key: str, value) -> None:
     minimum = 0 if key == "padding" else 1
+    if key == "bits" and value == FLOAT:
+        return
     if key in PAIR_KEYS and isinstance(value, (list, tuple)) and len(value) == 2:
         for v in value:
             _check_int(f"{where} {key}", v, minimum)
@@ -265,6 +275,10 @@ def check_arch(arch: Arch) -> Dict[str, Shape]:
     if last["op"] != "act" or shapes[last["name"]] != (arch["num_classes"],):
         raise ValueError(f"the network must end in an act over {arch['num_classes']} classes, ends with "
                          f"{last['op']} of shape {shapes[last['name']]}")
+    floats = [node["name"] for node in nodes[:-1] if node["op"] == "act" and node["bits"] == FLOAT]
+    if floats:
+        raise ValueError(f"node {floats[0]!r} (act): bits {FLOAT!r} is for the output act only (a full-precision "
+                         "output that never fires); hidden acts spike and need 1..8 bits")
     return shapes
 
 
@@ -348,7 +362,7 @@ class GraphModel(nn.Module):
         values = {INPUT: x}
         for name, inputs in self.nodes:
             module, args = getattr(self, name), [values[n] for n in inputs]
-            if preactivations is not None and isinstance(module, QuantAct):
+            if preactivations is not None and isinstance(module, QuantAct) and module.quantizer is not None:
                 preactivations[name] = args[0] / module.quantizer.step + 0.5
             values[name] = module(*args)
         return values[self.nodes[-1][0]]

@@ -28,7 +28,7 @@ import operator
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -303,13 +303,15 @@ def trace(module: nn.Module) -> fx.GraphModule:
                         f"not supported; supported: {SUPPORTED}") from None
 
 
-def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2, out_bits: int = 3,
+def from_torch(module: nn.Module, input_shape: Sequence[int], act_bits: int = 2, out_bits: Union[int, str] = 3,
                layer_bits: Optional[Sequence[int]] = None, weight_bits: Optional[int] = None,
                name: Optional[str] = None) -> Tuple[Arch, GraphModel]:
     """(architecture, GraphModel in float mode with the module's weights) for a module taking (N, *input_shape).
 
     Hidden activations get `act_bits`, the output (the module's output, over its
-    num_classes values) `out_bits`, or `layer_bits` per act in order; `weight_bits` adds
+    num_classes values) `out_bits` ("float": a full-precision output, read out from its potential
+    without firing; a ReLU that ends the module is then dropped, the logits read), or `layer_bits`
+    per act in order; `weight_bits` adds
     LSQ weight quantizers. A max pool between a synapse and its ReLU is moved after the ReLU
     (`pool_after_act`, logged at INFO). Raises QffsError naming the first node it cannot import.
 

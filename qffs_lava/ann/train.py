@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ from qffs_lava.ann.folders import (EARLIER_AUGMENTATION, SMALLEST_INPUT_SIZE, Im
 from qffs_lava.ann.loaders import Shard, Shuffle, Tensors, loader, random_crop_flip
 from qffs_lava.ann.lsq import LsqQuantizer
 from qffs_lava.ann.modelfile import model_from_content, read_init, save_model_file
-from qffs_lava.ann.models import build_model, input_normalization, predict, set_quantized
+from qffs_lava.ann.models import FLOAT, build_model, input_normalization, predict, set_quantized
 from qffs_lava.ann.torch_import import build_module, from_torch
 from qffs_lava.backends.pytorch import TorchNetwork, check_torch_device
 from qffs_lava.convert.integer import (MIN_WEIGHT_BITS, IntegerModel, check_fit, check_input_norm, input_scales,
@@ -88,8 +88,8 @@ class TrainConfig:
     arch: str
     data_dir: str = "data"
     act_bits: int = 2
-    out_bits: int = 3
-    layer_bits: Optional[List[int]] = None  # per act layer, overrides act_bits/out_bits
+    out_bits: Union[int, str] = 3  # or "float": a full-precision output, read out from its potential
+    layer_bits: Optional[List[Union[int, str]]] = None  # per act layer, overrides act_bits/out_bits (last: "float")
     weight_bits: Optional[int] = None
     float_epochs: Optional[int] = None
     qat_epochs: Optional[int] = None
@@ -121,12 +121,14 @@ class TrainConfig:
         for name, default in zip(("float_epochs", "qat_epochs", "hardware_epochs", "batch_size"), schedule):
             if getattr(self, name) is None:
                 setattr(self, name, default)
-        for name in ("act_bits", "out_bits"):
-            check_bits(name, getattr(self, name))
+        check_bits("act_bits", self.act_bits)
+        if self.out_bits != FLOAT:
+            check_bits("out_bits", self.out_bits, why=f", or {FLOAT!r} for a full-precision output")
         if self.weight_bits is not None:
             check_bits("weight_bits", self.weight_bits, minimum=2, why=" (weights are signed)")
-        for bits in self.layer_bits or ():
-            check_bits("layer_bits", bits)
+        for i, bits in enumerate(self.layer_bits or ()):
+            if not (bits == FLOAT and i == len(self.layer_bits) - 1):  # the output's may be full precision
+                check_bits("layer_bits", bits, why=f" ({FLOAT!r} for the last, the output, only)")
         for name, minimum in (("float_epochs", 0), ("qat_epochs", 0), ("hardware_epochs", 0), ("batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

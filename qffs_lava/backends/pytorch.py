@@ -6,7 +6,8 @@ A `TorchNetwork` is built once per network: every integer parameter is a buffer,
 
 - `qann(x)`: the closed form every QFFS network settles to (`closed_form`, docs/format.md),
       z = clip(floor((sum_j W_j . z_j + K b + vInit) / th), 0, zMax),
-  with K * x_int for the graded input, the max of the counts for max pooling; the
+  with K * x_int for the graded input, the max of the counts for max pooling, and for a
+  read-out output (`dynamics.readout_step`) its settled potential sum_j W_j . z_j + K b; the
   exporter's and the trainer's integer network (qffs_lava.convert.integer) run through it too;
 - `simulate(x, T, mode)`: Algorithm 1 and 2 (`dynamics.neuron_step`, `dynamics.pool_step`)
   step by step, synchronous (every layer sees its sources' spikes of the same step) or
@@ -43,7 +44,10 @@ from qffs_lava.dynamics import (
     pool_init,
     pool_step,
     pool_windows,
+    readout_init,
+    readout_step,
     settled_count,
+    settled_potential,
 )
 from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, NeuronLayer
 from qffs_lava.ir.loihi import count_bounds, membrane_bounds
@@ -59,18 +63,19 @@ def exact_dtype(network: Network) -> torch.dtype:
     for i, layer in network.neuron_layers:
         low, high = membrane_bounds(network, i, bounds)
         fan_in = sum(int(np.abs(s.rows()).sum(1).max()) * bounds[j] for s, j in zip(layer.synapses, layer.inputs))
-        total = fan_in + network.bias_steps * int(np.abs(layer.bias).max()) + int(layer.neurons.threshold.max())
+        total = fan_in + network.bias_steps * int(np.abs(layer.bias).max()) + layer.neurons.largest_threshold
         worst = max(worst, -low, high, total)
     return torch.float32 if worst < 2**23 else torch.float64
 
 
 class LayerTensors(NamedTuple):
     """A neuron layer's integers as tensors (a float dtype holding whole numbers), per channel shaped to broadcast
-    over (batch, N) or (batch, C, H, W): one weight per synapse, the per-step bias and the neuron parameters."""
+    over (batch, N) or (batch, C, H, W): one weight per synapse, the per-step bias and the neuron parameters
+    (None for a read-out, which has none)."""
 
     weights: Tuple[torch.Tensor, ...]
     bias: torch.Tensor
-    params: NeuronParams
+    params: Optional[NeuronParams]
 
 
 def channel_shape(shape: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -110,12 +115,21 @@ class _ClosedForm:
     def input(self, index, layer):
         return self.x_int * self.network.bias_steps  # the input is presented for K steps
 
-    def neuron(self, index, layer, sources):
+    def _total(self, index, layer, sources):
         tensors = self.tensors[index]
-        total = synaptic_current(layer, tensors.weights, sources) + self.network.bias_steps * tensors.bias
+        return synaptic_current(layer, tensors.weights, sources) + self.network.bias_steps * tensors.bias
+
+    def neuron(self, index, layer, sources):
+        params, total = self.tensors[index].params, self._total(index, layer, sources)
         if self.pre is not None:
-            self.pre[index] = (total + tensors.params.v_init) / tensors.params.threshold
-        return settled_count(total, tensors.params, self.straight_through)
+            self.pre[index] = (total + params.v_init) / params.threshold
+        return settled_count(total, params, self.straight_through)
+
+    def readout(self, index, layer, sources):
+        total = self._total(index, layer, sources)
+        if self.pre is not None:
+            self.pre[index] = total
+        return settled_potential(total)
 
     def maxpool(self, index, layer, source):
         return F.max_pool2d(source, layer.kernel_size, layer.stride, layer.padding)
@@ -131,31 +145,43 @@ def closed_form(network: Network, tensors: Mapping[int, LayerTensors], x_int: to
 
         z = clip(floor((sum_j W_j . z_j + K b + vInit) / th), 0, zMax)
 
-    with K x_int for the graded input and the max of the counts for max pooling. `tensors` gives each
+    with K x_int for the graded input and the max of the counts for max pooling; a read-out's value is its
+    settled potential, the integer pre-activation sum_j W_j . z_j + K b (`dynamics.readout_step`). `tensors` gives each
     neuron layer's integers (`network` its graph and geometry), so the trainer's integer network
     (qffs_lava.convert.integer) runs here as the exported one does; `straight_through` passes gradients
     through every floor (dynamics.settled_count). Given a dict, also fills it, per neuron layer index,
-    with (sum_j W_j . z_j + K b + vInit) / th: the value whose floor, clipped, is z.
+    with (sum_j W_j . z_j + K b + vInit) / th: the value whose floor, clipped, is z (a read-out's: its potential).
     """
     return network.propagate(_ClosedForm(network, tensors, x_int, straight_through, preactivations))
 
 
-class _NeuronBuffers(nn.Module):
-    """A neuron layer's integers as buffers: weights w0.. (one per synapse), bias, threshold, vInit."""
+class _ReadoutBuffers(nn.Module):
+    """A read-out layer's integers as buffers: weights w0.. (one per synapse) and the bias."""
 
     def __init__(self, layer: NeuronLayer, dtype: torch.dtype):
         super().__init__()
-        channel = channel_shape(layer.shape)
         for j, synapse in enumerate(layer.synapses):
             self.register_buffer(f"w{j}", torch.as_tensor(synapse.weight, dtype=dtype))
-        self.register_buffer("bias", torch.as_tensor(layer.bias, dtype=dtype).reshape(channel))
-        self.register_buffer("threshold", torch.as_tensor(layer.neurons.threshold, dtype=dtype).reshape(channel))
-        self.register_buffer("v_init", torch.as_tensor(layer.neurons.v_init, dtype=dtype).reshape(channel))
-        self.synapse_count, self.z_max = len(layer.synapses), layer.neurons.z_max
+        self.register_buffer("bias", torch.as_tensor(layer.bias, dtype=dtype).reshape(channel_shape(layer.shape)))
+        self.synapse_count = len(layer.synapses)
 
     def tensors(self) -> LayerTensors:
-        return LayerTensors(tuple(getattr(self, f"w{j}") for j in range(self.synapse_count)), self.bias,
-                            NeuronParams(threshold=self.threshold, z_max=self.z_max, v_init=self.v_init))
+        return LayerTensors(tuple(getattr(self, f"w{j}") for j in range(self.synapse_count)), self.bias, None)
+
+
+class _NeuronBuffers(_ReadoutBuffers):
+    """A QFFS neuron layer's integers as buffers: weights w0.. (one per synapse), bias, threshold, vInit."""
+
+    def __init__(self, layer: NeuronLayer, dtype: torch.dtype):
+        super().__init__(layer, dtype)
+        channel = channel_shape(layer.shape)
+        self.register_buffer("threshold", torch.as_tensor(layer.neurons.threshold, dtype=dtype).reshape(channel))
+        self.register_buffer("v_init", torch.as_tensor(layer.neurons.v_init, dtype=dtype).reshape(channel))
+        self.z_max = layer.neurons.z_max
+
+    def tensors(self) -> LayerTensors:
+        return super().tensors()._replace(params=NeuronParams(threshold=self.threshold, z_max=self.z_max,
+                                                              v_init=self.v_init))
 
 
 class _PoolBuffers(nn.Module):
@@ -234,7 +260,7 @@ class TorchNetwork(nn.Module):
             stepper.previous = values
             if counter is not None:
                 counter.step(t, values)
-            outputs[t - 1] = stepper.states[network.output_index].z.reshape(batch, -1)
+            outputs[t - 1] = stepper.outputs[network.output_index].reshape(batch, -1)
             active[t - 1] = step_activity(values[1:], batch)
             if recorded is not None:
                 for i, spikes in enumerate(values[1:], start=1):
@@ -274,6 +300,9 @@ class _Buffers:
     def neuron(self, index, layer, sources):
         return _NeuronBuffers(layer, self.dtype)
 
+    def readout(self, index, layer, sources):
+        return _ReadoutBuffers(layer, self.dtype)
+
     def maxpool(self, index, layer, source):
         pool, _ = pool_windows(self.network.shapes[layer.inputs[0]], layer.kernel_size, layer.stride, layer.padding)
         return _PoolBuffers(pool.window_index)
@@ -295,11 +324,13 @@ class _Step:
                         for shape in net.network.shapes]
         self.previous = self.silence  # pipelined: what each layer sent one step ago
         self.states = {}  # per neuron or pool layer, from its first step on
+        self.outputs = {}  # per neuron layer, its output value after the step: the net count z, or a read-out's v
 
     def input(self, index, layer):
         return self.x_int if self.t <= self.net.network.bias_steps else self.silence[0]
 
-    def neuron(self, index, layer, sources):
+    def _current(self, index, layer, sources):
+        """The layer's input current this step: its synapses' sum, and its bias in the bias window."""
         network, tensors = self.net.network, self.net.layer_buffers[index].tensors()
         if self.mode == "pipelined":  # every synapse delivers what its source sent one step ago
             sources = [self.previous[j] for j in layer.inputs]
@@ -309,12 +340,29 @@ class _Step:
             current = synaptic_current(layer, tensors.weights, sources)
         if bias_active(self.t, network.bias_start(index, self.mode), network.bias_steps):
             current = current + tensors.bias
+        return current, tensors
+
+    def _peak(self, index, membrane):
+        if self.peaks is not None:
+            peak = membrane.abs().max()
+            self.peaks[index] = torch.maximum(self.peaks.get(index, peak), peak)
+
+    def neuron(self, index, layer, sources):
+        current, tensors = self._current(index, layer, sources)
         params = self.mechanisms.params(tensors.params)
         state = self.states.get(index) or neuron_init(self.silence[index], params)
         spikes, self.states[index] = neuron_step(current, state, params, self.mechanisms.negative_spikes)
+        self.outputs[index] = self.states[index].z
         if self.peaks is not None:
-            peak = integrated(spikes, self.states[index], params).abs().max()
-            self.peaks[index] = torch.maximum(self.peaks.get(index, peak), peak)
+            self._peak(index, integrated(spikes, self.states[index], params))
+        return spikes
+
+    def readout(self, index, layer, sources):
+        current, _ = self._current(index, layer, sources)
+        spikes, self.states[index] = readout_step(current, self.states.get(index) or
+                                                  readout_init(self.silence[index]))
+        self.outputs[index] = self.states[index].v
+        self._peak(index, self.states[index].v)
         return spikes
 
     def maxpool(self, index, layer, source):

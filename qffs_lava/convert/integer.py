@@ -45,6 +45,16 @@ below the bias limit: no iteration, no check afterwards. Where mu_fit binds, the
 largest weight keeps fewer than 8 bits. The input scale is the dataset's levels unless the
 model file records a coarser one (qffs-train's choice after LSQ training, `ann.train.choose_grid`).
 
+A full-precision output (act bits "float") becomes a read-out (`ir.layers.Readout`), which
+never fires: its integer network's value is the potential sum_p weight_p . z_p + K bias, and
+the prediction its argmax. Its float QANN computes the logits sum_p A_p . z_p + B, whose argmax
+a per-channel scale would change, so the read-out takes one mu for all its channels
+(`readout_grid`): weight_p = 2 round(mu A_p), bias = round(2 mu B / K) on the 13-bit grid, so
+the potential is lambda (sum_p A_p . z_p + B) up to rounding, lambda = 2 mu, and the integer
+model's logits are the potential / lambda. mu fills the 8-bit weights of the layer's largest
+weight, capped by the smallest of its channels' `fitting_scale` with no threshold and no spikes
+(s = 0, Z = 0): the bounds above with those terms gone bound the potential over the whole run.
+
 For training, every round and floor passes the gradient of the value it rounds, mu is a
 constant, and each act's step carries LSQ's gradient scale: the forward pass is the
 integer network, the gradients are (up to rounding) the float QANN's. BatchNorm folds with
@@ -63,12 +73,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from qffs_lava.ann.lsq import grad_scaled, step_grad_scale, straight_through
-from qffs_lava.ann.models import INPUT, GraphModel, check_arch, pair
+from qffs_lava.ann.models import FLOAT, INPUT, GraphModel, check_arch, pair
 from qffs_lava.backends.pytorch import LayerTensors, channel_shape, closed_form
 from qffs_lava.convert.plan import Path, Planned, plan_layers
 from qffs_lava.dynamics import NeuronParams, round_half_up
 from qffs_lava.errors import ModelFileError, ParameterError, QffsError
-from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, Layer, NeuronLayer, Neurons, Synapse
+from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, Layer, NeuronLayer, Neurons, Readout, Synapse
 from qffs_lava.ir.loihi import (BIAS_LIMIT, BIAS_ROUNDING, STATE_LIMIT, WEIGHT_MANTISSA_MAX, WEIGHT_MANTISSA_MIN,
                                 input_count_bound, nearest_bias)
 from qffs_lava.ir.network import Network
@@ -90,6 +100,7 @@ class Grid(NamedTuple):
     bias: Tensor
     threshold: Tensor
     v_init: Tensor
+    scale: Tensor  # lambda = 2 mu per channel, the integers' scale over the float QANN's (no gradient)
 
 
 def fitting_scale(rows: Sequence[Tensor], bounds: Sequence[int], bias: Tensor, step: Tensor, z_max: int,
@@ -122,13 +133,13 @@ def fitting_scale(rows: Sequence[Tensor], bounds: Sequence[int], bias: Tensor, s
 
 
 def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_steps: int, bounds: Sequence[int],
-                 z_max: int, fit: bool = True) -> Grid:
+                 z_max: int, fit: bool = True, shared: bool = False) -> Grid:
     """The integers of a neuron layer on Loihi 2's grid (module docstring), mu capped by `fitting_scale`.
 
     scaled: A_p = W_p unit_p for each path, output channel first; bias: B, the float bias (O,); step: the act's s;
     bounds: each path's source's count bound; z_max: the act's 2^b - 1. fit=False leaves mu uncapped (only to
-    measure what fitting costs: the network may then leave Loihi 2's ranges). Values are exact integers; gradients
-    flow straight through every rounding.
+    measure what fitting costs: the network may then leave Loihi 2's ranges); shared: one mu for every channel,
+    the smallest (a read-out's). Values are exact integers; gradients flow straight through every rounding.
     """
     low, high = WEIGHT_MANTISSA_MIN, WEIGHT_MANTISSA_MAX
     rows = [a.detach().reshape(a.shape[0], -1) for a in scaled]
@@ -139,6 +150,8 @@ def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_step
     mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))  # an all-zero channel: any scale
     if fit:
         mu = torch.minimum(mu, fitting_scale(rows, bounds, bias.detach(), step.detach(), z_max, bias_steps))
+    if shared:
+        mu = mu.min().expand_as(mu)
     lam = 2 * mu
     weights = []
     for a in scaled:
@@ -147,7 +160,17 @@ def integer_grid(scaled: Sequence[Tensor], bias: Tensor, step: Tensor, bias_step
     threshold = straight_through(round_half_up(lam * step).clamp_min(1), lam * step)
     bias_int = straight_through(nearest_bias(lam * bias / bias_steps), lam * bias / bias_steps)
     v_init = straight_through(torch.div(threshold, 2, rounding_mode="floor"), threshold / 2)
-    return Grid(weights, bias_int, threshold, v_init)
+    return Grid(weights, bias_int, threshold, v_init, lam)
+
+
+def readout_grid(scaled: Sequence[Tensor], bias: Tensor, bias_steps: int, bounds: Sequence[int],
+                 fit: bool = True) -> Tuple[List[Tensor], Tensor, Tensor]:
+    """The integers of a read-out on Loihi 2's grid (module docstring): (weights, per-step bias, lambda), with
+    one mu for every channel, so that the potential is lambda times the float logits up to rounding and their
+    argmax is kept. Arguments as `integer_grid`'s; lambda = 2 mu is a constant (no gradient)."""
+    no_step = torch.zeros((), dtype=bias.dtype, device=bias.device)
+    grid = integer_grid(scaled, bias, no_step, bias_steps, bounds, 0, fit, shared=True)
+    return grid.weights, grid.bias, grid.scale
 
 
 def weight_bits(layer: NeuronLayer) -> np.ndarray:
@@ -159,9 +182,15 @@ def weight_bits(layer: NeuronLayer) -> np.ndarray:
 
 def same_integers(network: Network, other: Network) -> bool:
     """Whether two integer networks of one model hold the same weights, biases and thresholds."""
-    return all(np.array_equal(a.bias, b.bias) and np.array_equal(a.neurons.threshold, b.neurons.threshold)
+    return all(np.array_equal(a.bias, b.bias) and _same_neurons(a.neurons, b.neurons)
                and all(np.array_equal(s.weight, t.weight) for s, t in zip(a.synapses, b.synapses))
                for (_, a), (_, b) in zip(network.neuron_layers, other.neuron_layers))
+
+
+def _same_neurons(a, b) -> bool:
+    """Whether two layers' neurons are of one type with equal parameters."""
+    return type(a) is type(b) and all(np.array_equal(getattr(a, f.name), getattr(b, f.name))
+                                      for f in dataclasses.fields(a))
 
 
 def scaled_layers(network: Network, reference: Network) -> Dict[str, Dict[str, Any]]:
@@ -187,9 +216,10 @@ def input_scales(levels: float) -> List[float]:
 
 
 def bias_steps_of(arch: Dict[str, Any]) -> int:
-    """K = 2^b - 1 for the widest hidden act (the output act's bits where there is no hidden one)."""
+    """K = 2^b - 1 for the widest hidden act (the output act's bits where there is no hidden one, 1 for a
+    full-precision output alone)."""
     bits = [node["bits"] for node in arch["nodes"] if node["op"] == "act"]
-    return 2 ** max(bits[:-1], default=bits[-1]) - 1
+    return 2 ** max(bits[:-1], default=bits[-1] if bits[-1] != FLOAT else 1) - 1
 
 
 def recorded_scale(content: Dict[str, Any]) -> Optional[float]:
@@ -250,9 +280,10 @@ def check_fit(arch: Dict[str, Any], input_levels: float) -> None:
     if found is None:
         return
     name, fan_in, worst = found
-    bits = max(node["bits"] for node in arch["nodes"] if node["op"] == "act")
+    bits = max(node["bits"] for node in arch["nodes"] if node["op"] == "act" and node["bits"] != FLOAT)
     fewer = next((b for b in range(bits - 1, 0, -1) if _overflowing(
-        {**arch, "nodes": [{**n, "bits": min(n["bits"], b)} if n["op"] == "act" else n for n in arch["nodes"]]},
+        {**arch, "nodes": [{**n, "bits": min(n["bits"], b)} if n["op"] == "act" and n["bits"] != FLOAT else n
+                           for n in arch["nodes"]]},
         input_levels) is None), None)
     advice = ("train with fewer activation bits ({}) or give it a smaller fan-in", ("act_bits", fewer)) \
         if fewer is not None else ("give it a smaller fan-in",)
@@ -405,7 +436,8 @@ class IntegerModel(nn.Module):
         self.origin = origins(self.plan)
         check_input_norm(arch, input_norm)
         for planned in self.plan:
-            if planned.paths and not bool(getattr(model, planned.name).quantizer.initialized):
+            if planned.paths and not self.read_out(planned.name) and \
+                    not bool(getattr(model, planned.name).quantizer.initialized):
                 raise QffsError(f"act {planned.name!r} was never quantization-trained (run qffs-train)")
 
     @classmethod
@@ -413,6 +445,10 @@ class IntegerModel(nn.Module):
         """The integer model of a model file's content and model (modelfile.load_model_file), on the grid its
         `grid` records (qffs-train's choice; files without one: the dataset's levels)."""
         return cls(model, content["arch"], content["input_levels"], content["input_norm"], recorded_scale(content))
+
+    def read_out(self, act: str) -> bool:
+        """Whether the act is a full-precision output (bits FLOAT), which becomes a read-out."""
+        return self.nodes[act]["bits"] == FLOAT
 
     def step(self, act: str) -> Tensor:
         """The act's LSQ step in float64, its gradient scaled as LSQ scales it."""
@@ -492,16 +528,22 @@ class IntegerModel(nn.Module):
         bias = folded[0].bias
         for f in folded[1:]:
             bias = bias + f.bias
-        z_max = 2 ** getattr(self.model, planned.name).bits - 1
-        weights, bias_int, threshold, v_init = integer_grid(
-            scaled, bias, self.step(planned.name), self.bias_steps,
-            [self.count_bound(path.source) for path in planned.paths], z_max, self.fit)
-        channel = channel_shape(shape)
-        tensors = LayerTensors(tuple(weights), bias_int.reshape(channel),
-                               NeuronParams(threshold=threshold.reshape(channel), z_max=z_max,
-                                            v_init=v_init.reshape(channel)))
+        bounds = [self.count_bound(path.source) for path in planned.paths]
+        if self.read_out(planned.name):
+            weights, bias_int, self.readout_scale = readout_grid(scaled, bias, self.bias_steps, bounds, self.fit)
+            tensors = LayerTensors(tuple(weights), bias_int.reshape(channel_shape(shape)), None)
+            neurons = Readout(bias_steps=self.bias_steps)
+        else:
+            z_max = 2 ** getattr(self.model, planned.name).bits - 1
+            weights, bias_int, threshold, v_init, _ = integer_grid(scaled, bias, self.step(planned.name),
+                                                                   self.bias_steps, bounds, z_max, self.fit)
+            channel = channel_shape(shape)
+            tensors = LayerTensors(tuple(weights), bias_int.reshape(channel),
+                                   NeuronParams(threshold=threshold.reshape(channel), z_max=z_max,
+                                                v_init=v_init.reshape(channel)))
+            neurons = Neurons(threshold=_ints(threshold), v_init=_ints(v_init), z_max=z_max,
+                              bias_steps=self.bias_steps)
         synapses = tuple(dataclasses.replace(f.synapse, weight=_ints(w)) for f, w in zip(folded, weights))
-        neurons = Neurons(threshold=_ints(threshold), v_init=_ints(v_init), z_max=z_max, bias_steps=self.bias_steps)
         return NeuronLayer(shape, synapses, _ints(bias_int), neurons, inputs), tensors
 
     def network(self) -> Tuple[Network, Dict[int, LayerTensors]]:
@@ -529,22 +571,26 @@ class IntegerModel(nn.Module):
                            straight_through=True, preactivations=preactivations)
 
     def forward(self, x: Tensor, preactivations: Optional[Dict[str, Tensor]] = None) -> Tensor:
-        """The output counts times the output act's step (the float QANN's logits); given a dict, also fills it,
-        by act name, with each neuron layer's pre-activation (as GraphModel does)."""
+        """The output counts times the output act's step (the float QANN's logits), or a read-out's potential over
+        its scale lambda; given a dict, also fills it, by act name, with each spiking layer's pre-activation (as
+        GraphModel does)."""
         by_index: Optional[Dict[int, Tensor]] = {} if preactivations is not None else None
         counts = self.run(x, by_index)
         if preactivations is not None:
             names = [planned.name for planned in self.plan]
-            preactivations.update({names[i]: value for i, value in by_index.items()})
+            preactivations.update({names[i]: value for i, value in by_index.items() if i != len(names) - 1
+                                   or not self.read_out(names[i])})
+        if self.read_out(self.plan[-1].name):
+            return counts[-1] / self.readout_scale.reshape(channel_shape(counts[-1].shape[1:])).to(x.dtype)
         return counts[-1] * self.step(self.plan[-1].name).to(x.dtype)
 
 
 def _as(tensors: LayerTensors, dtype: torch.dtype) -> LayerTensors:
     """The layer's integers in another float dtype (the trainer computes in its inputs' dtype)."""
     params = tensors.params
-    return LayerTensors(tuple(w.to(dtype) for w in tensors.weights), tensors.bias.to(dtype),
-                        NeuronParams(threshold=params.threshold.to(dtype), z_max=params.z_max,
-                                     v_init=params.v_init.to(dtype)))
+    if params is not None:
+        params = NeuronParams(threshold=params.threshold.to(dtype), z_max=params.z_max, v_init=params.v_init.to(dtype))
+    return LayerTensors(tuple(w.to(dtype) for w in tensors.weights), tensors.bias.to(dtype), params)
 
 
 def trained_qann(content: Dict[str, Any], model: GraphModel) -> nn.Module:

@@ -3,15 +3,16 @@
 One small frozen dataclass per type (docs/format.md):
 
     InputLayer    x_int = floor(x * inputScale + 1/2), graded, for the first K steps
-    NeuronLayer   I(t) = sum_j W_j . s_inputs[j](t) + (b in the bias window); QFFS neurons
+    NeuronLayer   I(t) = sum_j W_j . s_inputs[j](t) + (b in the bias window); QFFS neurons (`Neurons`), or
+                  for the output a read-out that integrates without firing (`Readout`)
     MaxPoolLayer  event max pooling (Algorithm 2) of one input
     FlattenLayer  (C, H, W) -> (C*H*W,) in torch's order, of one input
 
 A NeuronLayer's synapses are DenseSynapse or ConvSynapse objects. Backends never switch
 on these types: the executor (`Network.propagate`) calls `layer.visit(visitor, ...)`,
-which calls the visitor's method named after the type (`input`, `neuron`, `maxpool`,
-`flatten`; `dense` and `conv` for synapses). The readers for net.h5's `type` strings are
-the two registries at the end of this module.
+which calls the visitor's method named after the type (`input`, `neuron` or `readout` by
+the layer's neuron type, `maxpool`, `flatten`; `dense` and `conv` for synapses). The readers
+for net.h5's `type` strings are the registries at the end of this module.
 """
 
 from __future__ import annotations
@@ -42,10 +43,39 @@ class Neurons:
     bias_steps: K, the steps the per-step bias is applied
     """
 
+    kind: ClassVar[str] = "QFFS"
+    #: Whether the neurons send spikes (the layer's output is their net count z).
+    fires: ClassVar[bool] = True
+    #: What the network's output is where these neurons are its output layer (reports, --json).
+    output: ClassVar[str] = "spiking"
     threshold: np.ndarray
     v_init: np.ndarray
     z_max: int
     bias_steps: int
+
+    @property
+    def largest_threshold(self) -> int:
+        return int(self.threshold.max())
+
+    @property
+    def channel_count(self) -> int:
+        """The channels its per-channel parameters are for."""
+        return len(self.threshold)
+
+    def potential_bounds(self, low: np.ndarray, high: np.ndarray) -> Tuple[int, int]:
+        """Worst-case (lowest, highest) v over the channels, given per channel the lowest and highest sum of
+        currents: the pre-charge added, and up to zMax spikes' thresholds taken away."""
+        low, high = low + self.v_init, high + self.v_init
+        return int((low - self.threshold * self.z_max).min()), int(high.max())
+
+    def problems(self, where: str, limit: int) -> List[str]:
+        """Its parameters outside Loihi 2's ranges (the threshold below `limit`)."""
+        if self.threshold.max() >= limit:
+            return [f"{where}: threshold {self.threshold.max()} is not below 2^{limit.bit_length() - 1}"]
+        return []
+
+    def visit(self, visitor, index: int, layer: "NeuronLayer", sources: List[Any]) -> Any:
+        return visitor.neuron(index, layer, sources)
 
     def __post_init__(self):
         if self.threshold.ndim != 1 or self.v_init.shape != self.threshold.shape:
@@ -62,22 +92,71 @@ class Neurons:
 
     def write(self, group: h5py.Group) -> None:
         neuron = group.create_group("neuron")
-        put_string(neuron, "type", "QFFS")
+        put_string(neuron, "type", self.kind)
         for key, value in (("vThMant", self.threshold), ("vInit", self.v_init), ("zMax", self.z_max),
                            ("biasSteps", self.bias_steps)):
             put_ints(neuron, key, value)
 
     @classmethod
-    def read(cls, layer: GroupReader, channels: int) -> "Neurons":
-        reader = layer.child("neuron", f"{layer.where} neuron")
-        kind = reader.string("type")
-        if kind != "QFFS":
-            raise reader.fail("type", "'QFFS'", repr(kind))
+    def read(cls, reader: GroupReader, channels: int) -> "Neurons":
         threshold = reader.per_channel("vThMant", channels, minimum=1)
         v_init = reader.per_channel("vInit", channels, minimum=0)
         if np.any(v_init >= threshold):
             raise reader.fail("vInit", "a pre-charge below the threshold")
         return cls(threshold, v_init, reader.int("zMax", minimum=1), reader.int("biasSteps", minimum=1))
+
+
+@dataclass(frozen=True)
+class Readout:
+    """The output read out from its potential (the paper's Figure 7, `dynamics.readout_step`): it integrates its
+    current, never fires and never resets, so v(t) = sum of I up to t, and the prediction is argmax v. Only the
+    output layer may be one; it has no threshold, pre-charge or count bound.
+
+    bias_steps: K, the steps the per-step bias is applied, as for QFFS neurons.
+    """
+
+    kind: ClassVar[str] = "READOUT"
+    fires: ClassVar[bool] = False
+    output: ClassVar[str] = "read-out"
+    #: A read-out sends no spikes: its count stays 0.
+    z_max: ClassVar[int] = 0
+    largest_threshold: ClassVar[int] = 0
+    channel_count: ClassVar[Optional[int]] = None  # no per-channel parameters
+    bias_steps: int
+
+    def __post_init__(self):
+        if not 1 <= self.bias_steps <= MAX_LEVEL:
+            raise QffsFormatError(f"biasSteps must be in 1..{MAX_LEVEL}, got {self.bias_steps}", key="biasSteps")
+
+    def potential_bounds(self, low: np.ndarray, high: np.ndarray) -> Tuple[int, int]:
+        """Worst-case (lowest, highest) v: the sums of currents themselves (no pre-charge, no spikes)."""
+        return int(low.min()), int(high.max())
+
+    def problems(self, where: str, limit: int) -> List[str]:
+        return []
+
+    def visit(self, visitor, index: int, layer: "NeuronLayer", sources: List[Any]) -> Any:
+        return visitor.readout(index, layer, sources)
+
+    def write(self, group: h5py.Group) -> None:
+        neuron = group.create_group("neuron")
+        put_string(neuron, "type", self.kind)
+        put_ints(neuron, "biasSteps", self.bias_steps)
+
+    @classmethod
+    def read(cls, reader: GroupReader, channels: int) -> "Readout":
+        return cls(reader.int("biasSteps", minimum=1))
+
+
+def read_neurons(layer: GroupReader, channels: int, version: int) -> Union[Neurons, Readout]:
+    """A layer's `neuron` group, read by the class its `type` names (`NEURON_TYPES`); a type newer than the
+    file's version is refused."""
+    reader = layer.child("neuron", f"{layer.where} neuron")
+    kind = reader.string("type")
+    known = [name for name, since in NEURON_SINCE.items() if since <= version]
+    if kind not in known:
+        raise reader.fail("type", " or ".join(repr(k) for k in known) + f" (a version {version} file)", repr(kind))
+    return NEURON_TYPES[kind].read(reader, channels)
 
 
 # Synapses -------------------------------------------------------------------------------------------
@@ -215,7 +294,7 @@ class InputLayer:
         group.create_dataset("inputScale", data=np.float64(self.input_scale))
 
     @classmethod
-    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "InputLayer":
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]], version: int) -> "InputLayer":
         if inputs:
             raise reader.fail("inputs", "none: the input layer reads no layer", list(inputs))
         scale = reader.raw("inputScale")
@@ -241,7 +320,7 @@ class NeuronLayer:
     shape: Shape
     synapses: Tuple[Synapse, ...]
     bias: np.ndarray
-    neurons: Neurons
+    neurons: Union[Neurons, Readout]
     inputs: Optional[Tuple[int, ...]] = None  # one source layer per synapse; None: the layer before
 
     @property
@@ -254,7 +333,7 @@ class NeuronLayer:
         return self.shape[0]
 
     def describe(self) -> str:
-        return " + ".join(synapse.describe() for synapse in self.synapses)
+        return " + ".join(synapse.describe() for synapse in self.synapses) + ("" if self.neurons.fires else " read-out")
 
     def output_shape(self, sources: List[Shape]) -> Shape:
         for j, (synapse, source) in enumerate(zip(self.synapses, sources)):
@@ -264,8 +343,8 @@ class NeuronLayer:
                                       f"but the layer's shape is {tuple(self.shape)}", key="shape")
         if self.bias.shape != (self.channels,):
             raise QffsFormatError(f"bias shape {self.bias.shape}, expected ({self.channels},)", key="bias")
-        if self.neurons.threshold.shape != (self.channels,):
-            raise QffsFormatError(f"{self.neurons.threshold.size} thresholds for {self.channels} channels",
+        if self.neurons.channel_count not in (None, self.channels):
+            raise QffsFormatError(f"{self.neurons.channel_count} thresholds for {self.channels} channels",
                                   key="vThMant")
         return tuple(self.shape)
 
@@ -283,7 +362,7 @@ class NeuronLayer:
                 synapse.write(g)
 
     @classmethod
-    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "NeuronLayer":
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]], version: int) -> "NeuronLayer":
         synapses = [SYNAPSE_TYPES[kind].read(reader)]
         if reader.has("synapse"):
             extra = reader.child("synapse", f"{reader.where} synapse")
@@ -297,10 +376,11 @@ class NeuronLayer:
                     raise synapse.fail("type", f"one of {', '.join(SYNAPSE_TYPES)}", repr(synapse_kind))
                 synapses.append(SYNAPSE_TYPES[synapse_kind].read(synapse))
         shape = reader.shape("shape", (1,) if kind == "dense" else (3,))
-        return cls(shape, tuple(synapses), reader.ints("bias", ndim=1), Neurons.read(reader, shape[0]), inputs)
+        return cls(shape, tuple(synapses), reader.ints("bias", ndim=1), read_neurons(reader, shape[0], version),
+                   inputs)
 
     def visit(self, visitor, index: int, sources: List[Any]) -> Any:
-        return visitor.neuron(index, self, sources)
+        return self.neurons.visit(visitor, index, self, sources)
 
 
 @dataclass(frozen=True)
@@ -336,7 +416,7 @@ class MaxPoolLayer:
             put_ints(group, key, getattr(self, {"kernelSize": "kernel_size"}.get(key, key)))
 
     @classmethod
-    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "MaxPoolLayer":
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]], version: int) -> "MaxPoolLayer":
         return cls(reader.pair("kernelSize", 1), reader.pair("stride", 1), reader.pair("padding", 0), inputs)
 
     def visit(self, visitor, index: int, sources: List[Any]) -> Any:
@@ -361,7 +441,7 @@ class FlattenLayer:
         put_string(group, "type", self.kind)
 
     @classmethod
-    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]]) -> "FlattenLayer":
+    def read(cls, reader: GroupReader, kind: str, inputs: Optional[Tuple[int, ...]], version: int) -> "FlattenLayer":
         return cls(inputs)
 
     def visit(self, visitor, index: int, sources: List[Any]) -> Any:
@@ -374,3 +454,6 @@ Layer = Union[InputLayer, NeuronLayer, MaxPoolLayer, FlattenLayer]
 LAYER_TYPES: Dict[str, type] = {"input": InputLayer, "dense": NeuronLayer, "conv": NeuronLayer,
                                 "maxpool": MaxPoolLayer, "flatten": FlattenLayer}
 SYNAPSE_TYPES: Dict[str, type] = {"dense": DenseSynapse, "conv": ConvSynapse}
+#: The `neuron` group's `type` strings, the classes that read them, and the format version each came in.
+NEURON_TYPES: Dict[str, type] = {"QFFS": Neurons, "READOUT": Readout}
+NEURON_SINCE: Dict[str, int] = {"QFFS": 1, "READOUT": 3}

@@ -106,14 +106,14 @@ def step_current_bound(network: Network) -> int:
 
 
 def membrane_bounds(network: Network, index: int, bounds: List[int]) -> Tuple[int, int]:
-    """Worst-case (lowest, highest) membrane potential of neuron layer `index`.
+    """Worst-case (lowest, highest) membrane potential of neuron layer `index`, at any step.
 
-    v = vInit + sum_j W_j . z_j(t) + t_b * b - th * z with 0 <= z_j <= bound of synapse j's
-    source, 0 <= t_b <= K and 0 <= z <= zMax, every input assumed present (conv borders too).
+    QFFS neurons: v = vInit + sum_j W_j . z_j(t) + t_b * b - th * z; a read-out: v = sum_j W_j . z_j(t) + t_b * b
+    (it never fires; `dynamics.readout_step`), with 0 <= z_j <= bound of synapse j's source, 0 <= t_b <= K and
+    0 <= z <= zMax, every input assumed present (conv borders too).
     """
     layer = network.layers[index]
-    n = layer.neurons
-    high, low = n.v_init.astype(np.int64), n.v_init.astype(np.int64)
+    high = low = np.zeros(layer.channels, dtype=np.int64)
     for synapse, source in zip(layer.synapses, layer.inputs):
         rows = synapse.rows().astype(np.int64)
         high = high + np.clip(rows, 0, None).sum(1) * bounds[source]
@@ -121,7 +121,7 @@ def membrane_bounds(network: Network, index: int, bounds: List[int]) -> Tuple[in
     bias = layer.bias.astype(np.int64)
     high = high + network.bias_steps * np.clip(bias, 0, None)
     low = low + network.bias_steps * np.clip(bias, None, 0)
-    return int((low - n.threshold * n.z_max).min()), int(high.max())
+    return layer.neurons.potential_bounds(low, high)
 
 
 def loihi_problems(network: Network) -> List[str]:
@@ -137,13 +137,13 @@ def loihi_problems(network: Network) -> List[str]:
             if np.any(w % 2):
                 problems.append(f"{where}: {int(np.count_nonzero(w % 2))} odd weights; mixed-sign weights must "
                                 "be even")
-        if layer.neurons.threshold.max() >= STATE_LIMIT:
-            problems.append(f"layer {i}: threshold {layer.neurons.threshold.max()} is not below 2^23")
+        problems += layer.neurons.problems(f"layer {i}", STATE_LIMIT)
         unfit = layer.bias[bias_exponents(layer.bias) < 0]
         if unfit.size:
             problems.append(f"layer {i}: bias {unfit[0]} is not a {BIAS_MANTISSA_BITS}-bit mantissa times "
                             f"2^0..2^{BIAS_MAX_EXP}")
         low, high = membrane_bounds(network, i, bounds)
         if max(-low, high) >= STATE_LIMIT:
-            problems.append(f"layer {i}: worst-case |v| {max(-low, high)} is not below 2^23 (24-bit membrane)")
+            what = "|v|" if layer.neurons.fires else "read-out potential |v| over the run"
+            problems.append(f"layer {i}: worst-case {what} {max(-low, high)} is not below 2^23 (24-bit membrane)")
     return problems

@@ -3,8 +3,8 @@
 Group `layer` holds subgroups "0".."N-1" in topological order, each with a string `type`
 read by that type's class (`layers.LAYER_TYPES`); a layer's optional `inputs` lists the
 earlier layers it reads (absent: the one before). Group `meta` records the format name,
-the version (1 for a chain, 2 when a file uses `inputs` or `synapse/j`) and what the
-exporter measured. `read_net` is the single validator: every backend and `qffs-inspect`
+the version (1 for a chain, 2 when a file uses `inputs` or `synapse/j`, 3 when its output
+is a read-out) and what the exporter measured. `read_net` is the single validator: every backend and `qffs-inspect`
 read through it, and any defect raises one QffsFormatError naming the layer and the key.
 """
 
@@ -25,11 +25,14 @@ from qffs_lava.ir.layers import LAYER_TYPES, Layer
 from qffs_lava.ir.network import Network
 
 NET_FORMAT = "qffs"
-NET_VERSIONS = (1, 2)
+NET_VERSIONS = (1, 2, 3)
 
 
 def net_version(network: Network) -> int:
-    """1 for a chain of single-synapse layers (readable by version 1 readers), else 2."""
+    """The oldest version that holds the network, so older readers read what they can: 3 where the output is a
+    read-out (`layers.Readout`), else 1 for a chain of single-synapse layers, else 2."""
+    if not network.layers[-1].neurons.fires:
+        return 3
     return 1 if network.is_chain() else 2
 
 
@@ -90,7 +93,7 @@ def _read_layer(group: h5py.Group, index: int, version: int) -> Layer:
     if reader.has("synapse") and version < 2:
         raise reader.fail("synapse", "no 'synapse' group in a version 1 file (it is a version 2 key)")
     try:
-        return LAYER_TYPES[kind].read(reader, kind, inputs)
+        return LAYER_TYPES[kind].read(reader, kind, inputs, version)
     except QffsFormatError as err:
         if err.where is not None:
             raise

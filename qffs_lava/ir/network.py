@@ -33,6 +33,8 @@ class LayerVisitor(Protocol):
 
     def neuron(self, index: int, layer: NeuronLayer, sources: List[Any]) -> Any: ...
 
+    def readout(self, index: int, layer: NeuronLayer, sources: List[Any]) -> Any: ...
+
     def maxpool(self, index: int, layer: MaxPoolLayer, source: Any) -> Any: ...
 
     def flatten(self, index: int, layer: FlattenLayer, source: Any) -> Any: ...
@@ -44,7 +46,8 @@ def _where(index: int, layer: Layer) -> str:
 
 @dataclass
 class Network:
-    """An integer QFFS network: layers[0] is the input, the last layer is the output neuron layer.
+    """An integer QFFS network: layers[0] is the input, the last layer is the output neuron layer (QFFS neurons,
+    whose counts are the output, or a read-out, whose potentials are).
 
     A layer's `inputs` name earlier layers (None: the layer before). Building a Network
     checks the graph (QffsFormatError naming the layer and key) and sets `shapes` and `depths`.
@@ -78,6 +81,10 @@ class Network:
             last = len(self.layers) - 1
             raise QffsFormatError.at(_where(last, self.layers[last]), "type",
                                      "the network must end in a dense or conv layer (the output)")
+        for i, layer in self.neuron_layers[:-1]:
+            if not layer.neurons.fires:
+                raise QffsFormatError.at(f"{_where(i, layer)} neuron", "type", f"a {layer.neurons.kind} layer "
+                                         "never fires, so only the output layer may be one")
         windows = [(i, layer.neurons.bias_steps) for i, layer in self.neuron_layers]
         for i, window in windows:
             if window != windows[0][1]:
@@ -108,6 +115,16 @@ class Network:
     @property
     def output_index(self) -> int:
         return len(self.layers) - 1
+
+    @property
+    def output_fires(self) -> bool:
+        """Whether the output layer spikes (its output is the net count z), or is a read-out (its potential v)."""
+        return self.layers[-1].neurons.fires
+
+    @property
+    def output_kind(self) -> str:
+        """"spiking" (the prediction is the argmax of the output counts) or "read-out" (of the potentials)."""
+        return self.layers[-1].neurons.output
 
     @property
     def neuron_layers(self) -> List[Tuple[int, NeuronLayer]]:

@@ -90,7 +90,8 @@ class LavaRun:
             self.source.stop()
 
     def run(self, progress: Optional[Callable[[int], None]] = None) -> Dict[int, np.ndarray]:
-        """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes. `progress` is called
+        """Run every sample; per recorded layer, (samples, period, *shape_chw) int8 spikes (a read-out output: its
+        int32 potentials). `progress` is called
         with the samples done since its last call, as the steps pass (runs of about SLICE_SECONDS each)."""
         from lava.magma.core.run_conditions import RunSteps
 
@@ -112,8 +113,18 @@ class LavaRun:
         for i, path, shape in self.recorders:
             got = np.memmap(path, dtype=np.int32, mode="r", shape=(self.groups, self.period) + shape)
             got = from_lava_layout(got, self.network.shapes[i], self.net.flat_order[i]).swapaxes(1, 2)
-            recorded[i] = got.reshape((-1, self.period) + self.network.shapes[i])[:self.samples].astype(np.int8)
+            got = got.reshape((-1, self.period) + self.network.shapes[i])[:self.samples]
+            potential = i == self.network.output_index and not self.network.output_fires
+            recorded[i] = got.astype(np.int32 if potential else np.int8)
         return recorded
+
+
+def _spikes(network: Network, index: int, recorded):
+    """A recorded layer's spikes: what was recorded, but for a read-out output, which records its potential and
+    sends no spikes (zeros)."""
+    if index == network.output_index and not network.output_fires:
+        return recorded * 0
+    return recorded
 
 
 def _run_chunk(network: Network, x: np.ndarray, folder: Path, progress, steps: int, backend, record_spikes: bool,
@@ -126,8 +137,9 @@ def _run_chunk(network: Network, x: np.ndarray, folder: Path, progress, steps: i
     with LavaRun(network, x, steps, backend, folder, record_spikes or count_costs or activity, batch) as lava:
         recorded = lava.run(progress)
     shutil.rmtree(folder)
-    tallies = {i: tally(spikes) for i, spikes in recorded.items()} if count_costs else None
-    active = recorded_activity(list(recorded.values())) if activity else None
+    sent = {i: _spikes(network, i, values) for i, values in recorded.items()}  # what each layer sent
+    tallies = {i: tally(spikes) for i, spikes in sent.items()} if count_costs else None
+    active = recorded_activity(list(sent.values())) if activity else None
     if not record_spikes:
         recorded = {network.output_index: recorded[network.output_index]}
     return recorded, tallies, active
@@ -156,8 +168,10 @@ def run_lava(network: Network, x, steps: int, backend, options: RunOptions = Run
     parts = [recorded for recorded, _, _ in results]
     layers = {i: torch.from_numpy(np.concatenate([p[i] for p in parts])).transpose(0, 1) for i in parts[0]}
     last, period = network.output_index, steps + network.pipeline_depth
-    counts = layers[last].reshape(period, len(x), -1).to(torch.int64).cumsum(dim=0)
-    spikes = [layers[i] for i in range(1, last + 1)] if options.record_spikes else None
+    values = layers[last].reshape(period, len(x), -1).to(torch.int64)
+    counts = values.cumsum(dim=0) if network.output_fires else values  # a read-out records its potential
+    spikes = [_spikes(network, i, layers[i]).to(torch.int8) for i in range(1, last + 1)] \
+        if options.record_spikes else None
     costs = _count_costs(network, x, period, [t for _, t, _ in results]) if options.count_costs else None
     active = torch.from_numpy(np.concatenate([a for _, _, a in results])).T if options.activity else None
     return Simulation("pipelined", period, network.pipeline_depth, counts, spikes, costs, active)

@@ -17,8 +17,9 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from qffs_lava.backends.lava.procs.network import QffsNetwork
-from qffs_lava.backends.lava.procs.process import BatchConv, EventMaxPool, QffsNeuron, SpikeRecorder
-from qffs_lava.dynamics import NeuronParams, NeuronState, PoolParams, PoolState, bias_active, neuron_step, pool_step
+from qffs_lava.backends.lava.procs.process import BatchConv, EventMaxPool, QffsNeuron, QffsReadout, SpikeRecorder
+from qffs_lava.dynamics import (NeuronParams, NeuronState, PoolParams, PoolState, ReadoutState, bias_active,
+                                neuron_step, pool_step, readout_step)
 
 
 def local_step(time_step: int, reset_interval: Optional[int], reset_offset: int) -> int:
@@ -85,6 +86,54 @@ class PyQffsNeuronModelFixed(AbstractPyQffsNeuronModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     z: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+    dtype = np.int32
+
+
+class AbstractPyQffsReadoutModel(PyLoihiProcessModel):
+    """The read-out per step (`dynamics.readout_step`), with QffsNeuron's bias window and per-sample reset."""
+
+    a_in = None
+    v_out = None
+    v = None
+    dtype = None
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        p = proc_params
+        self.bias = p["bias"].astype(self.dtype)
+        self.window = (p["bias_start"], p["bias_steps"])
+        self.reset = (p["reset_interval"], p["reset_offset"])
+
+    def run_spk(self) -> None:
+        current = self.a_in.recv()
+        t = local_step(self.time_step, *self.reset)
+        if t == 1:  # a new sample: reset, and drop what the previous sample left in flight
+            self.v[:] = 0
+            current = current * 0
+        if bias_active(t, *self.window):
+            current = current + self.bias
+        _, state = readout_step(current, ReadoutState(self.v))
+        self.v[:] = state.v
+        self.v_out.send(self.v)
+
+
+@implements(proc=QffsReadout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyQffsReadoutModelFloat(AbstractPyQffsReadoutModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    dtype = float
+
+
+@implements(proc=QffsReadout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PyQffsReadoutModelFixed(AbstractPyQffsReadoutModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dtype = np.int32
 
 

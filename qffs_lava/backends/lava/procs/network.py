@@ -25,14 +25,15 @@ from qffs_lava.backends.lava.layout import (
     to_lava_layout,
     whc_order,
 )
-from qffs_lava.backends.lava.procs.process import BatchConv, EventMaxPool, QffsNeuron, check_reset
+from qffs_lava.backends.lava.procs.process import BatchConv, EventMaxPool, QffsNeuron, QffsReadout, check_reset
 from qffs_lava.ir.network import Network
 
 MESSAGE_BITS = 24  # graded messages carry signed spikes and the integer input
 
 
 class QffsNetwork(AbstractProcess):
-    """A QFFS network read from net.h5, as Lava Processes: Dense/Conv synapses, QffsNeuron, EventMaxPool.
+    """A QFFS network read from net.h5, as Lava Processes: Dense/Conv synapses, QffsNeuron, EventMaxPool, and
+    QffsReadout where the output is a read-out (net.h5 version 3).
 
     Parameters (named as netx's where they mean the same):
         net_config:     the net.h5 file (or a `qffs_lava.ir.Network` already read)
@@ -58,6 +59,7 @@ class QffsNetwork(AbstractProcess):
         out: the last layer's signed spikes in {-1, 0, +1} (graded messages), (W, H, C)
              or flat. Each Dense/Conv hop delays one step, so a layer at depth d starts
              at local step d + 1 and a sample's output counts are complete at T + D.
+             With a read-out output, its potential after each step instead (24-bit graded).
 
     Attributes:
         layers:     the Processes of the net.h5 layers in order (QffsNeuron or
@@ -67,6 +69,8 @@ class QffsNetwork(AbstractProcess):
                     (`inp` for the input, a reshaped port for a flatten)
         flat_order: per net.h5 layer, for each flat position in Lava's order the flat
                     position in net.h5's (C, H, W) order
+        readout:    the output's QffsReadout where the output is a read-out (else None): its Var `v` is
+                    the potential whose argmax is the prediction (`readout.v.get()`, or a Monitor)
         network:    the `Network` (net.h5 as read); str(process) is the Lava view
 
     Example (docs/lava.md, examples/lava_network.py):
@@ -108,6 +112,7 @@ class QffsNetwork(AbstractProcess):
         self.layers: List[AbstractProcess] = []
         self.synapses: List[List[AbstractProcess]] = []
         self.rows: List[Tuple[str, ...]] = []
+        self.readout: Optional[QffsReadout] = None
         values = network.propagate(_Builder(self))
         self.layer_out = [port for port, _ in values]
         self.flat_order = [order for _, order in values]
@@ -140,13 +145,16 @@ class QffsNetwork(AbstractProcess):
     def output_counts(self, spikes, samples: Optional[int] = None) -> np.ndarray:
         """Each sample's net output spike count (N, *net.h5 output shape), from what `out` sent at every
         step, shaped (*out shape, G * reset_interval) (as lava-nc's io.sink.RingBuffer holds it); N is
-        G * batch, or `samples` to leave out the blank samples that fill the last group."""
+        G * batch, or `samples` to leave out the blank samples that fill the last group. With a read-out
+        output, each sample's potential at its last step (what `out` sent then) instead."""
         interval, shape = self._interval(), self.network.shapes[-1]
         spikes = np.moveaxis(np.asarray(spikes), -1, 0)
         if spikes.shape[1:] != self.out.shape or len(spikes) % interval:
             raise ValueError(f"expected spikes shaped (*{self.out.shape}, G * {interval}), got "
                              f"{np.moveaxis(spikes, 0, -1).shape}")
-        counts = spikes.reshape((-1, interval) + self.out.shape).sum(axis=1).astype(np.int64)
+        per_sample = spikes.reshape((-1, interval) + self.out.shape)
+        fires = self.network.layers[-1].neurons.fires
+        counts = (per_sample.sum(axis=1) if fires else per_sample[:, -1]).astype(np.int64)
         return from_lava_layout(counts, shape, self.flat_order[-1]).reshape(-1, *shape)[:samples]
 
     def _interval(self) -> int:
@@ -195,27 +203,44 @@ class _Builder:
         self._row(index, layer, "inp (InPort)", f"{MESSAGE_BITS} (graded integer input)")
         return self.net.inp, whc_order(layer.shape, self.batch)
 
-    def neuron(self, index, layer, sources):
-        shape = self.network.shapes[index]
-        channel = (slice(None),) if len(shape) == 1 else (None, None, slice(None))  # channels last in Lava
-        n, net = layer.neurons, self.net
-        per_channel = [np.tile(values[channel], self.batch) for values in (n.threshold, n.v_init, layer.bias)]
-        neurons = QffsNeuron(
-            shape=self._shape(index), threshold=per_channel[0], v_init=per_channel[1], z_max=n.z_max,
-            bias=per_channel[2], bias_start=self.network.bias_start(index, "pipelined"),
-            bias_steps=n.bias_steps, reset_interval=net.reset_interval, reset_offset=net.reset_offset,
-            name=f"layer{index}-qffs")
+    def _synapses(self, index, layer, sources, target) -> str:
+        """The layer's Dense/Conv Processes, each from its source's port into `target`'s a_in; their names."""
         synapses = []
         for j, (synapse, source, (port, flat_order)) in enumerate(zip(layer.synapses, layer.inputs, sources)):
             process = synapse.visit(self, flat_order, source, f"layer{index}-synapse{j}")
             port.connect(process.s_in)
-            process.a_out.connect(neurons.a_in)  # Lava sums what every connected OutPort sends
+            process.a_out.connect(target.a_in)  # Lava sums what every connected OutPort sends
             synapses.append(process)
-        net.layers.append(neurons)
-        net.synapses.append(synapses)
-        kinds = " + ".join(type(process).__name__ for process in synapses)
+        self.net.layers.append(target)
+        self.net.synapses.append(synapses)
+        return " + ".join(type(process).__name__ for process in synapses)
+
+    def _per_channel(self, index, values) -> np.ndarray:
+        """Per-channel values tiled over Lava's layout of B samples (channels last)."""
+        channel = (slice(None),) if len(self.network.shapes[index]) == 1 else (None, None, slice(None))
+        return np.tile(values[channel], self.batch)
+
+    def neuron(self, index, layer, sources):
+        n, net = layer.neurons, self.net
+        neurons = QffsNeuron(
+            shape=self._shape(index), threshold=self._per_channel(index, n.threshold),
+            v_init=self._per_channel(index, n.v_init), z_max=n.z_max, bias=self._per_channel(index, layer.bias),
+            bias_start=self.network.bias_start(index, "pipelined"), bias_steps=n.bias_steps,
+            reset_interval=net.reset_interval, reset_offset=net.reset_offset, name=f"layer{index}-qffs")
+        kinds = self._synapses(index, layer, sources, neurons)
         self._row(index, layer, f"{kinds} -> QffsNeuron", f"{MESSAGE_BITS} (signed spikes)")
-        return neurons.s_out, whc_order(shape, self.batch)
+        return neurons.s_out, whc_order(self.network.shapes[index], self.batch)
+
+    def readout(self, index, layer, sources):
+        net = self.net
+        readout = QffsReadout(
+            shape=self._shape(index), bias=self._per_channel(index, layer.bias),
+            bias_start=self.network.bias_start(index, "pipelined"), bias_steps=layer.neurons.bias_steps,
+            reset_interval=net.reset_interval, reset_offset=net.reset_offset, name=f"layer{index}-readout")
+        kinds = self._synapses(index, layer, sources, readout)
+        net.readout = readout
+        self._row(index, layer, f"{kinds} -> QffsReadout", f"{MESSAGE_BITS} (its potential)")
+        return readout.v_out, whc_order(self.network.shapes[index], self.batch)
 
     def dense(self, synapse, flat_order, source, name):
         """Dense, or for B samples the block-diagonal of B copies as a Sparse; columns in the source port's order."""

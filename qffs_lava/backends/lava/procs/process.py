@@ -49,6 +49,27 @@ class QffsNeuron(AbstractProcess):
         self.z = Var(shape=shape, init=0)
 
 
+class QffsReadout(AbstractProcess):
+    """The read-out output (the paper's Figure 7, `dynamics.readout_step`): it integrates, never fires, never resets
+    within a sample, so its potential v is the sum of its current so far and the prediction is argmax v.
+
+    The current is QffsNeuron's, a_in plus the bias in its window; samples start (v = 0, that step's input
+    dropped) as in QffsNeuron. bias, bias_start, bias_steps are constants. State Var: v, which a Lava user reads
+    like any Var (`v.get()`, or a Monitor on it). Ports: a_in (synaptic input), v_out (v after each step, a 24-bit
+    graded message: the simulator's view of a probe on v; on Loihi 2 see docs/lava.md for how to read it).
+    """
+
+    def __init__(self, *, shape: Tuple[int, ...], bias, bias_start: int, bias_steps: int,
+                 reset_interval: Optional[int] = None, reset_offset: int = 0, name: Optional[str] = None) -> None:
+        super().__init__(shape=shape, bias=np.broadcast_to(bias, shape).copy(), bias_start=int(bias_start),
+                         bias_steps=int(bias_steps), reset_interval=reset_interval, reset_offset=reset_offset,
+                         name=name)
+        check_reset(reset_interval, reset_offset)
+        self.a_in = InPort(shape=shape)
+        self.v_out = OutPort(shape=shape)
+        self.v = Var(shape=shape, init=0)
+
+
 class EventMaxPool(AbstractProcess):
     """Event-based max pooling (the paper's Algorithm 2, `dynamics.pool_step`), no delay.
 
