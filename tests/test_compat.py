@@ -26,7 +26,8 @@ def inputs(name, data_dir):
     return load_dataset(name.split("_")[0], "test", data_dir)[0][:100]
 
 
-@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.e2e) if name == "mnist_lenet" else name
+                                  for name in NETS])  # MNIST's test split: seconds to read
 def test_version_1_nets_give_the_same_qann_and_torch_outputs(name, recorded, data_dir):
     network = read_net(V1 / f"v1_{name}.h5")
     assert network.meta["version"] == 1 and network.is_chain()

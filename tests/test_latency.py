@@ -162,6 +162,7 @@ def test_steps_auto_refusals_and_bound():
     assert "settled_at" not in qann and "decided_at" not in qann and qann["confusion"]
 
 
+@pytest.mark.e2e
 def test_qffs_run_steps_auto_per_class_json(tmp_path):
     """The command: --steps auto reports the T reached and the settle and decided steps; --per-class the table;
     --json each sample's settled_at and decided_at; refusals name the flags."""

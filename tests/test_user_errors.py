@@ -124,6 +124,7 @@ def test_the_qann_backend_reports_no_time_step(digits_net):
     assert "t = " not in result.stdout and "QANN accuracy" in result.stdout
 
 
+@pytest.mark.e2e  # imports lava-dl's slayer
 def test_a_lava_dl_netx_file_of_other_neurons_is_named(tmp_path, seed):
     import lava.lib.dl.slayer as slayer
 
