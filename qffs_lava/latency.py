@@ -73,19 +73,10 @@ def auto_bound(network: Network, mode: str) -> int:
     return max(quiet_from(network, mode), spike_bound(network, mode) + 1) - offset
 
 
-def step_activity(values: Sequence, batch: int):
-    """(batch,) bool: which samples sent a nonzero value in any of one step's layer outputs (batch first).
-    Torch tensors or numpy arrays."""
-    active = None
-    for value in values:
-        part = (value.reshape(batch, -1) != 0).any(-1)
-        active = part if active is None else active | part
-    return active
-
-
 def recorded_activity(recordings: Sequence, leading: int = 2):
-    """Per leading index (e.g. (samples, steps) of a Lava recording, or (steps, samples) of a Simulation's
-    spikes), whether any of the recorded layers holds a nonzero value there. Torch tensors or numpy arrays."""
+    """Per leading index (e.g. (samples, steps) of a Lava recording, (steps, samples) of a Simulation's spikes,
+    or with leading=1 (samples,) of one step's layer outputs), whether any of the layers holds a nonzero value
+    there. Torch tensors or numpy arrays."""
     active = None
     for spikes in recordings:
         part = (spikes.reshape(*spikes.shape[:leading], -1) != 0).any(-1)

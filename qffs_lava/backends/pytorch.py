@@ -52,7 +52,7 @@ from qffs_lava.dynamics import (
 from qffs_lava.ir.layers import ConvSynapse, DenseSynapse, NeuronLayer
 from qffs_lava.ir.loihi import count_bounds, membrane_bounds
 from qffs_lava.ir.network import MODES, Network
-from qffs_lava.latency import quiet_from, step_activity
+from qffs_lava.latency import quiet_from, recorded_activity
 from qffs_lava.results import CLOSED_FORM, Simulation
 
 
@@ -261,7 +261,7 @@ class TorchNetwork(nn.Module):
             if counter is not None:
                 counter.step(t, values)
             outputs[t - 1] = stepper.outputs[network.output_index].reshape(batch, -1)
-            active[t - 1] = step_activity(values[1:], batch)
+            active[t - 1] = recorded_activity(values[1:], leading=1)
             if recorded is not None:
                 for i, spikes in enumerate(values[1:], start=1):
                     recorded[i - 1][t - 1] = spikes
