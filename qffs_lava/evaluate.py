@@ -101,7 +101,7 @@ def run(net: Union[Network, str, Path], x: Source, labels=None, steps: Union[int
     if isinstance(steps, str) and not auto:
         raise ParameterError(f"{{}} must be a whole number of at least 1 or {AUTO!r}", ("steps", steps))
     if max_steps is not None and not auto:
-        raise ParameterError(f"{{}} bounds steps={AUTO!r} only; a fixed T is its own bound", ("max_steps", max_steps))
+        raise ParameterError("{} bounds {} only; a fixed T is its own bound", ("max_steps", max_steps), ("steps", AUTO))
     bound = (max_steps if max_steps is not None else auto_bound(net, mode) if runner.time_steps else 1) if auto \
         else steps
     unknown = [name for name in ablate if name not in ABLATIONS]

@@ -184,7 +184,7 @@ def test_qffs_run_steps_auto_per_class_json(tmp_path):
     assert len(report["settled_at"]) == len(report["decided_at"]) == len(x)
     assert (tmp_path / "r.png").stat().st_size > 0
     assert_refused(cli(*args, "--steps", "soon"), "--steps: must be an integer >= 1 or auto, got 'soon'")
-    assert_refused(cli(*args, "--max-steps", "9"), "--max-steps 9 bounds steps='auto' only")
+    assert_refused(cli(*args, "--max-steps", "9"), "--max-steps 9 bounds --steps auto only")
     assert_refused(cli(*args, "--steps", "auto", "--backend", "qann"), "--steps auto is for backends that run time")
     assert_refused(cli(*args, "--per-class"), "--per-class needs labels")
 
