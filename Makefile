@@ -1,6 +1,12 @@
 # Two commands do all the set-up: `make test` and `make demo` each build .venv on first
 # use. Lava needs Python 3.10; set PYTHON=/path/to/python3.10 to choose one yourself.
 
+# Python keeps its bytecode caches (__pycache__/, ignored by git) for everything run here, even where the machine
+# sets PYTHONDONTWRITEBYTECODE: Lava's compiler executes every module beside each Process's own from its file for
+# every runtime it builds, and without caches it compiled qffs_lava's ProcessModel modules again each time (about
+# a second a runtime), as every fresh Python compiled the whole package.
+unexport PYTHONDONTWRITEBYTECODE
+
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
