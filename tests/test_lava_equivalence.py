@@ -35,6 +35,13 @@ def digits(start: int, stop: int):
     return load_dataset("digits", "test")[0][start:stop]
 
 
+def until_settled(network, x) -> int:
+    """The synchronous step by which every sample of x has settled (the torch simulator; latency.py): a run of
+    that many steps ends at the QANN, in far fewer steps than the bound settle_steps gives (8 against 44 for the
+    residual graph below)."""
+    return TorchNetwork(network).simulate(x, settle_steps(network), "sync", until_settled=True).steps
+
+
 # The networks: (network, inputs, T), each built once for the module ------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -58,20 +65,22 @@ def digits_lenet_float(digits_lenet_float_net):
 
 @pytest.fixture(scope="module")
 def strided_conv():
-    """Conv, max pool, a strided grouped conv, a padded max pool (stride 1), flatten, dense."""
+    """Conv, max pool, a strided grouped conv, a padded max pool (stride 1), flatten, dense; run until settled."""
     rng = np.random.default_rng(11)
     network = random_network(rng, "conv")
-    return network, random_inputs(rng, network, 20), 14
+    x = random_inputs(rng, network, 20)
+    return network, x, until_settled(network, x)
 
 
 @pytest.fixture(scope="module")
 def residual_graph():
     """A random graph of eight layers: shortcuts, fan-out, pools in branches, layers of several synapses; run
-    until it has settled."""
+    until settled."""
     rng = np.random.default_rng(11)
     network = random_graph(rng, layers_wanted=8)
     assert not network.is_chain()
-    return network, random_inputs(rng, network, 20), settle_steps(network, "sync")
+    x = random_inputs(rng, network, 20)
+    return network, x, until_settled(network, x)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +136,10 @@ CASES = [
     Case("digits_lenet_float", "lava-float", 4, 20, 1),
     Case("strided_conv", "lava", 4, 12, 2),  # chunks of 12 and 8 samples: groups of 4
     Case("strided_conv", "lava-float", 4, 12, 2),
-    Case("residual_graph", "lava", 1, 2, 2, samples=4),  # T + D = 50 steps a sample: 4 samples, in 2 chunks
+    Case("residual_graph", "lava", 1, 2, 2, samples=4),  # T + D = 14 steps a sample: 4 samples, in 2 chunks
     Case("residual_graph", "lava", 3, 3, 2, samples=5),  # chunks of 3 and 2 samples: a group of 3, then of 2
-    Case("residual_graph", "lava-float", 3, 3, 2, samples=5),
+    # make test-slow: the floating_pt models are checked on the chains above, the graph's wiring on fixed_pt
+    pytest.param(Case("residual_graph", "lava-float", 3, 3, 2, samples=5), marks=pytest.mark.slow),
     Case("digits_resnet8", "lava", None, 20, 1),
     # The version 1 files on the lava backend (their lava-float runs: the same ProcessModels, in the cases above)
     Case("v1_digits_mlp", "lava", None, 20, 1, record_spikes=False),
@@ -164,12 +174,14 @@ def test_lava_equals_torch_pipelined(request, case, own_tmpdir):
     assert expected.costs.sops.sum() > 0 and expected.costs.positive[1:].sum() > 0
     # which samples spiked at each step, read by the workers from every layer's recording: the settle steps
     assert torch.equal(got.active, expected.active)
+    settled = settling(got.active, quiet_from(network, "pipelined"), network.pipeline_depth).settled_at
     if case.record_spikes:
-        settled = settling(got.active, quiet_from(network, "pipelined"), network.pipeline_depth).settled_at
         last = last_spike_by_reading(got.spikes, len(x))
         assert settled.tolist() == [max(0, t - network.pipeline_depth) if t < got.steps else NOT_SETTLED
                                     for t in last]
-    if steps >= settle_steps(network):
+    if case.network in ("strided_conv", "residual_graph"):
+        assert NOT_SETTLED not in settled.tolist()  # run until settled (until_settled)
+    if NOT_SETTLED not in settled.tolist():
         assert torch.equal(got.output_counts[-1], qann_forward(network, x))  # settled at the QANN
 
 
