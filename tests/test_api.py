@@ -252,7 +252,7 @@ def test_stats_on_lava_with_two_workers_in_a_process_that_trained_first(tmp_path
 import torch
 import qffs_lava as qffs
 from qffs_lava.backends import simulate
-qffs.train("digits", "lenet", out="{tmp_path}/m.pt", progress=False, float_epochs=1,
+qffs.train("digits", "mlp", out="{tmp_path}/m.pt", progress=False, float_epochs=1,
            qat_epochs=1, hardware_epochs=0)
 network = qffs.export("{tmp_path}/m.pt", "{tmp_path}/m.h5")
 images, _ = qffs.load_dataset("digits", "test")

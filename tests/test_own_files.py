@@ -290,7 +290,10 @@ def full_disk(tmp_path):
 
 
 def run_on_full_disk(limit, command, *args):
-    """The command as a user runs it (its console script's main, in a process of its own), under the limit."""
+    """The command as a user runs it (its console script's main): on a full file system in this process; under a
+    file-size limit in a process of its own, which the limit then holds alone."""
+    if limit is None:
+        return cli(command, *args)
     module, main = {"qffs-train": ("qffs_lava.cli", "train_main"), "qffs-export": ("qffs_export.cli", "export_main"),
                     "qffs-run": ("qffs_lava.cli", "run_main")}[command]
     code = (f"import resource, signal, sys; limit = {limit!r}\n"
