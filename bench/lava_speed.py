@@ -46,7 +46,8 @@ def workers_figures(network, x, steps: int, workers: int) -> dict:
 
 
 def stock_network(network, source_port):
-    """lava-nc Dense/Conv into LIF per neuron layer, a 2x2 stride-2 depthwise Conv per max pool."""
+    """lava-nc Dense/Conv into LIF per neuron layer (a read-out's LIF never fires), a 2x2 stride-2 depthwise Conv
+    per max pool."""
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
@@ -58,10 +59,11 @@ def stock_network(network, source_port):
         def input(self, index, layer):
             return source_port, whc_order(layer.shape)
 
-        def neuron(self, index, layer, sources):
+        def neuron(self, index, layer, sources, vth=None):
             shape = network.shapes[index]
             channel = (slice(None),) if len(shape) == 1 else (None, None, slice(None))
-            lif = LIF(shape=lava_shape(shape), du=4095, dv=0, vth=int(layer.neurons.threshold.max()),
+            vth = int(layer.neurons.threshold.max()) if vth is None else vth
+            lif = LIF(shape=lava_shape(shape), du=4095, dv=0, vth=vth,
                       bias_mant=np.broadcast_to(layer.bias[channel], lava_shape(shape)).copy(), bias_exp=0)
             for synapse, source, (port, flat_order) in zip(layer.synapses, layer.inputs, sources):
                 if isinstance(synapse, DenseSynapse):
@@ -74,6 +76,10 @@ def stock_network(network, source_port):
                 port.connect(process.s_in)
                 process.a_out.connect(lif.a_in)
             return lif.s_out, whc_order(shape)
+
+        def readout(self, index, layer, sources):
+            """A read-out output: a LIF whose threshold (the largest fixed_pt LIF takes) it does not reach."""
+            return self.neuron(index, layer, sources, vth=2**17 - 1)
 
         def maxpool(self, index, layer, source):
             port, _ = source

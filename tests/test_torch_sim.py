@@ -138,8 +138,8 @@ def test_cli_bad_input_exits_2(digits_net, digits_model_file, tmp_path):
         ([str(digits_net), "--dataset", "digits", "--backend", "spinnaker"], "invalid choice: 'spinnaker'"),
         ([str(digits_net), "--dataset", "digits", "--backend", "loihi2"],
          "needs lava-loihi (Intel's Loihi 2 extension of Lava, for INRC members) and a Loihi 2 system, which this "
-         "machine does not have; and Loihi 2 ProcessModels (microcode) for the QFFS neuron and the event max pool, "
-         "which do not exist yet"),
+         "machine does not have; and Loihi 2 ProcessModels (microcode) for the QFFS neuron, the read-out and the "
+         "event max pool, which do not exist yet"),
     ]
     for args, message in cases:
         result = cli("qffs-run", *args, "--quiet")  # in this process: test_cli_writes_json_and_plot starts one

@@ -117,16 +117,17 @@ class Loihi2Backend(LavaBackend):
     packages = ("lava-loihi",)
 
     def missing(self):
-        """lava-loihi where it is not installed, and (always, today) the chip models: the QFFS neuron and the event
-        max pool have CPU ProcessModels only."""
+        """lava-loihi where it is not installed, and (always, today) the chip models: the QFFS neuron, the read-out
+        and the event max pool have CPU ProcessModels only."""
         from qffs_lava.backends.lava.adapter import loihi_installed
 
         missing = [] if loihi_installed() else [
             "lava-loihi (Intel's Loihi 2 extension of Lava, for INRC members) and a Loihi 2 system, which this "
             "machine does not have"]
-        return missing + ["Loihi 2 ProcessModels (microcode) for the QFFS neuron and the event max pool, which do "
-                          "not exist yet: both have CPU models only (docs/lava.md), so installing lava-loihi is not "
-                          "enough. The lava backend runs the same network bit-accurately on the CPU"]
+        return missing + ["Loihi 2 ProcessModels (microcode) for the QFFS neuron, the read-out and the event max "
+                          "pool, which do not exist yet: they have CPU models only (docs/lava.md), so installing "
+                          "lava-loihi is not enough. The lava backend runs the same network bit-accurately on the "
+                          "CPU"]
 
     def lava_batch(self, network, samples: int, options: RunOptions) -> int:
         """1: Loihi 2 runs the per-sample network."""
