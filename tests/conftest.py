@@ -164,7 +164,7 @@ def digits_model_file(tmp_path_factory) -> Path:
     from qffs_lava.ann.train import train
 
     path = tmp_path_factory.mktemp("models") / "digits.pt"
-    train("digits", "mlp", out=path, progress=False, float_epochs=10, qat_epochs=10)
+    train("digits", "mlp", out=path, progress=False, float_epochs=10, qat_epochs=10, hardware_epochs=1)
     return path
 
 
@@ -220,7 +220,6 @@ def digits_resnet_net(tmp_path_factory) -> Path:
     from qffs_lava.ann.train import train
 
     folder = tmp_path_factory.mktemp("resnet")
-    train("digits", "resnet8", out=folder / "r.pt", progress=False, float_epochs=1,
-          qat_epochs=1)
+    train("digits", "resnet8", out=folder / "r.pt", progress=False, float_epochs=1, qat_epochs=1, hardware_epochs=1)
     export(folder / "r.pt", folder / "r.h5")
     return folder / "r.h5"

@@ -50,9 +50,9 @@ def press_ctrl_c_during_a_lava_run(net, moment, workers):
 
 
 @pytest.mark.parametrize("moment, workers", [
-    (moment, workers) if (moment, workers) in {("starting", 1), ("running", 2), ("stopping", 1)}
-    else pytest.param(moment, workers, marks=pytest.mark.slow)  # make test: each moment once
-    for moment in MOMENTS for workers in (1, 2)])
+    (moment, workers) if (moment, workers) in {("starting", 1), ("stopping", 1)}
+    else pytest.param(moment, workers, marks=pytest.mark.slow)  # make test: the first fork and a runtime's exit;
+    for moment in MOMENTS for workers in (1, 2)])  # mid-run in 2 workers: test_keyboard_interrupt_inside_a_run
 def test_ctrl_c_in_a_terminal_ends_a_lava_run_cleanly(digits_net, moment, workers, own_tmpdir):
     press_ctrl_c_during_a_lava_run(digits_net, moment, workers)
 

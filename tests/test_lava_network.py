@@ -1,8 +1,6 @@
 """QffsNetwork, the net.h5 as one Lava Process: in a user's own graph, in the example, and in parallel workers."""
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +69,12 @@ def test_the_example_gives_the_pipelined_output_spikes_on_a_residual_network(res
     assert_example_equals_pipelined(path, np.asarray(x))
 
 
-def test_the_example_runs_from_the_command_line(digits_net):
-    run = subprocess.run([sys.executable, str(EXAMPLE), str(digits_net), "--samples", "4", "--steps", "6"],
-                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
-    assert run.returncode == 0, run.stderr
-    assert "QffsNeuron" in run.stdout and "accuracy" in run.stdout
+def test_the_examples_command_line_prints_the_network_and_its_accuracy(digits_net, capsys, data_dir):
+    """Its main(), as `python examples/lava_network.py NET --samples 4 --steps 6` calls it (in this process: the
+    Lava run in a fresh Python is what qffs-run's command tests do)."""
+    example().main([str(digits_net), "--samples", "4", "--steps", "6", "--data-dir", str(data_dir)])
+    out = capsys.readouterr().out
+    assert "QffsNeuron" in out and "accuracy" in out and "on 4 digits test images, 6 steps each" in out
 
 
 def test_a_user_graph_with_its_own_source_sink_and_probe(digits_lenet_net):
