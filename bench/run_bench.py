@@ -60,9 +60,10 @@ def run(command: str, cwd: Path = RUNS) -> dict:
     return {"command": command, "seconds": seconds, "stdout": result.stdout}
 
 
-def model_figures(name: str, dataset: str, arch: str) -> dict:
-    """Train (unless runs/bench/NAME.pt exists) and export; the accuracies the two commands measured."""
-    train = f"qffs-train --dataset {dataset} --arch {arch} --out {name}.pt --threads 2 --quiet"
+def model_figures(name: str, dataset: str, arch: str, options: str = "") -> dict:
+    """Train (unless runs/bench/NAME.pt exists; `options` added to the README's command) and export; the
+    accuracies the two commands measured."""
+    train = f"qffs-train --dataset {dataset} --arch {arch} --out {name}.pt --threads 2 --quiet{options}"
     figures = {"dataset": dataset, "arch": arch, "train_command": train}
     if not (RUNS / f"{name}.pt").exists():
         run(train)
