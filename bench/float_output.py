@@ -8,8 +8,10 @@ time against --steps 16), and the float-output network on the Lava backend (its 
 runs the 3-bit one) against the torch run's predictions. Writes bench/float_output.json, bench/float_output.png
 (accuracy against t, and the settle and decision steps' histograms) and the README's bench:float-output block.
 About 90 minutes on a 2-core CPU with both float-output networks to train; 15 once they are trained.
+`--networks NAME ...` measures those only and keeps the others' figures.
 """
 
+import argparse
 import datetime
 import json
 import multiprocessing
@@ -64,12 +66,16 @@ def network_figures(name: str, dataset: str, arch: str, lava_samples: int) -> di
     return figures
 
 
-def measure() -> dict:
+def measure(names, previous: dict) -> dict:
+    """The named networks measured now; the others' figures kept from `previous` (bench/float_output.json)."""
     results = {"date": datetime.date.today().isoformat(),
                "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, torch {torch.__version__}",
-               "networks": {}}
-    for name, (dataset, arch, _, lava_samples) in NETWORKS.items():
+               "networks": {name: figures for name, figures in previous.get("networks", {}).items()
+                            if name in NETWORKS and name not in names}}
+    for name in names:
+        dataset, arch, _, lava_samples = NETWORKS[name]
         results["networks"][name] = network_figures(name, dataset, arch, lava_samples)
+    results["networks"] = {name: results["networks"][name] for name in NETWORKS if name in results["networks"]}
     return results
 
 
@@ -131,11 +137,16 @@ def plot(results: dict) -> None:
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS),
+                        help="measure these only, keeping the others' figures from bench/float_output.json")
+    args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     if not (RUNS / "data").exists():
         (RUNS / "data").symlink_to(ROOT / "data")
-    results = measure()
-    write_json(ROOT / "bench" / "float_output.json", results)
+    saved = ROOT / "bench" / "float_output.json"
+    results = measure(args.networks, json.loads(saved.read_text()) if saved.exists() else {})
+    write_json(saved, results)
     plot(results)
     README.write_text(replace_block(README.read_text(), "float-output", readme_block(results)))
     print(readme_block(results))
