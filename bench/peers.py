@@ -57,25 +57,23 @@ BATCH, LR, SEED = 64, 1e-3, 0
 # The float network --------------------------------------------------------------------------------------
 
 
-def train_float(pool: str, train_x, train_y, epochs: int, log: Callable[[str], None]) -> nn.Sequential:
-    """The float LeNet, trained in plain PyTorch: AdamW, cosine schedule, cross-entropy."""
-    torch.manual_seed(SEED)
+def train_float(model: nn.Module, label: str, train_x, train_y, epochs: int, log: Callable[[str], None]) -> nn.Module:
+    """`model` trained in plain PyTorch: AdamW, cosine schedule, cross-entropy, seed SEED."""
     generator = torch.Generator().manual_seed(SEED)
-    model = lenet(10, 1, pool)
     batches = (len(train_x) + BATCH - 1) // BATCH
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
-        for start in tqdm(range(0, len(train_x), BATCH), desc=f"float {pool} epoch {epoch}", leave=False):
+        for start in tqdm(range(0, len(train_x), BATCH), desc=f"{label} epoch {epoch}", leave=False, disable=None):
             index = order[start:start + BATCH]
             loss = F.cross_entropy(model(train_x[index]), train_y[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-        log(f"float LeNet ({pool} pooling) epoch {epoch}/{epochs}, last loss {loss.item():.4f}")
+        log(f"{label} epoch {epoch}/{epochs}, last loss {loss.item():.4f}")
     return model.eval()
 
 
@@ -200,30 +198,44 @@ def input_sops(x: torch.Tensor, fan_out: torch.Tensor) -> float:
 # The peers ------------------------------------------------------------------------------------------------
 
 
-def spikingjelly(ann: nn.Sequential, calibration: torch.Tensor):
+def ann2snn(ann: nn.Module, calibration: torch.Tensor) -> nn.Module:
     """SpikingJelly's ann2snn with mode "99.9%": each ReLU becomes scaler -> IF neuron (threshold 1, reset by
     subtraction) -> scaler, scaled by the 99.9th percentile of its activation on the calibration images."""
-    from spikingjelly.activation_based import ann2snn, functional, neuron
+    from spikingjelly.activation_based import ann2snn as converter
 
     loader = [(calibration[i:i + 1000], None) for i in range(0, len(calibration), 1000)]
     with torch.no_grad():
-        snn = ann2snn.Converter(dataloader=loader, mode="99.9%")(copy.deepcopy(ann).eval()).eval()
-    neurons = [m for m in snn.modules() if isinstance(m, neuron.IFNode)]
-    pools = [m for m in snn.modules() if isinstance(m, nn.MaxPool2d)]
-    relus = [i for i, m in enumerate(ann) if isinstance(m, nn.ReLU)]
-    pool_at = [i for i, m in enumerate(ann) if isinstance(m, nn.MaxPool2d)]
-    modules = {**dict(zip(relus, neurons)), **dict(zip(pool_at, pools))}
+        return converter.Converter(dataloader=loader, mode="99.9%")(copy.deepcopy(ann).eval()).eval()
 
-    def simulate(x: torch.Tensor, tap: Tap) -> torch.Tensor:
+
+def stepwise(snn: nn.Module) -> Callable:
+    """simulate(x, tap): a SpikingJelly network from its reset state, one step per call for tap.steps steps (the
+    tap told each step): the outputs, (T, batch, classes)."""
+    from spikingjelly.activation_based import functional
+
+    def simulate(x: torch.Tensor, tap) -> torch.Tensor:
         functional.reset_net(snn)
         outputs = []
         with torch.no_grad():
             for t in range(tap.steps):
                 tap.t = t
                 outputs.append(snn(x))
-        return torch.stack(outputs)  # (T, batch, classes)
+        return torch.stack(outputs)
 
-    return Converted(modules, simulate, time_in_batch=False, binary=True)
+    return simulate
+
+
+def spikingjelly(ann: nn.Sequential, calibration: torch.Tensor):
+    """The LeNet through ann2snn, its IF neurons and max pools tapped by the ANN index they replace."""
+    from spikingjelly.activation_based import neuron
+
+    snn = ann2snn(ann, calibration)
+    neurons = [m for m in snn.modules() if isinstance(m, neuron.IFNode)]
+    pools = [m for m in snn.modules() if isinstance(m, nn.MaxPool2d)]
+    relus = [i for i, m in enumerate(ann) if isinstance(m, nn.ReLU)]
+    pool_at = [i for i, m in enumerate(ann) if isinstance(m, nn.MaxPool2d)]
+    modules = {**dict(zip(relus, neurons)), **dict(zip(pool_at, pools))}
+    return Converted(modules, stepwise(snn), time_in_batch=False, binary=True)
 
 
 class _TimeMaxPool(nn.Module):
@@ -272,7 +284,7 @@ def run_peer(name: str, build, ann: nn.Sequential, test_x, test_y, batch: int, l
     tap = Tap(converted, fan_outs, PEER_STEPS)
     correct, input_events = np.zeros(PEER_STEPS), 0.0
     try:
-        for start in tqdm(range(0, len(test_x), batch), desc=name, leave=False):
+        for start in tqdm(range(0, len(test_x), batch), desc=name, leave=False, disable=None):
             x, y = test_x[start:start + batch], test_y[start:start + batch]
             outputs = converted.simulate(x, tap).cumsum(0)
             correct += outputs.argmax(2).eq(y).sum(1).numpy()
@@ -350,7 +362,9 @@ def measure(samples: Optional[int], float_epochs: int, qat_epochs: int, pools: L
                "samples": len(test_x), "float_epochs": float_epochs, "qat_epochs": qat_epochs, "pools": {}}
     for pool in pools:
         started = time.perf_counter()
-        ann = train_float(pool, train_x, train_y, float_epochs, log)
+        torch.manual_seed(SEED)
+        ann = train_float(lenet(10, 1, pool), f"float LeNet ({pool} pooling)", train_x, train_y, float_epochs,
+                          log)
         state_dict = RUNS / f"float_{pool}.pt"
         torch.save(ann.state_dict(), state_dict)
         folded = fold_batchnorm(ann)
