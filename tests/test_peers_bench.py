@@ -1,5 +1,5 @@
 """bench/peers.py's own measuring code, without the peers installed: batchnorm folding, the peers' fan-outs,
-the spike and SOP tap, the targets, and a peer that fails."""
+the spike and SOP tap, the targets, and a peer that fails; make paper's SOP tap on the residual network."""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import peers  # noqa: E402
-from peer_models import lenet  # noqa: E402
+from paper_peers import SynapseTap  # noqa: E402
+from peer_models import lenet, resnet8  # noqa: E402
 
 
 def _trained_looking(pool: str) -> nn.Sequential:
@@ -86,6 +87,53 @@ def test_the_tap_counts_spikes_and_sops_per_step():
     tap.remove()
     assert tap.spikes.tolist() == [3, 1, 1]
     assert tap.sops.tolist() == [2 + 3, 1, 2]
+
+
+class _Fires(nn.Module):
+    """A stand-in neuron: `value` wherever its input is not negative (every neuron sends at every step)."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.where(x >= 0, torch.full_like(x, self.value), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("binary, value", [(True, 0.37), (False, 2.0)])
+def test_the_residual_tap_counts_every_connection_of_every_spike(binary, value):
+    """Every neuron of the ResNet-8 sending: each conv's SOPs are all its connections (less padding) times the
+    spikes per neuron, and the pool's every spike reaches all 10 outputs of the linear; the image's pixels are
+    one event each, whatever their value."""
+    torch.manual_seed(0)
+    model = resnet8(10, 1).eval()
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(module, name, _Fires(value))
+            if isinstance(child, nn.BatchNorm2d):  # every current at least 0: every neuron sends
+                child.running_mean.fill_(-100)
+    tap = SynapseTap(model, steps=2, time_in_batch=False, binary=binary)
+    x = torch.rand(3, 1, 16, 16) + 0.1  # no zero pixel
+    with torch.no_grad():
+        model(x)
+        tap.t = 1
+        model(torch.zeros_like(x))  # no pixel: the first conv gets no event
+    tap.remove()
+    spikes = 1 if binary else value
+    shapes = {}
+    hooks = [m.register_forward_pre_hook(lambda m, inputs: shapes.update({m: inputs[0].shape[1:]}))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    connections = {conv: float(F.conv2d(torch.ones(1, *shape), torch.ones_like(conv.weight), None, conv.stride,
+                                        conv.padding).sum()) for conv, shape in shapes.items()}
+    first, *hidden = connections.values()
+    pooled = 128 * 2 * 2 * 10  # the last block's 128 x 2 x 2 neurons into the pool, each reaching 10 outputs
+    assert tap.sops[0] == pytest.approx(3 * (first + spikes * (sum(hidden) + pooled)))
+    assert tap.sops[1] == pytest.approx(3 * spikes * (sum(hidden) + pooled))
 
 
 def test_targets_and_table_from_measured_curves():
