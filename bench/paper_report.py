@@ -1,0 +1,421 @@
+"""`make paper`'s report: bench/paper.json's figures as tables, plots and plain words, beside the paper's numbers.
+
+report(results, folder) writes folder/paper_bits.png, paper_peers.png, paper_direct.png and returns the text of
+docs/paper.md; readme_block(results) the README's bench:paper block. The paper's numbers are quoted from its text
+(Li, Ma, Furber 2022; ImageNet and CIFAR-10, ResNet-50 and VGG-16), labelled as the paper's.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from run_bench import duration, pct
+
+SHOWN_STEPS = (1, 2, 4, 8)
+PEER_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+TITLES = {("mnist", "lenet"): "MNIST LeNet", ("fashionmnist", "resnet8"): "Fashion-MNIST ResNet-8",
+          ("digits", "lenet"): "digits LeNet (--check)", ("digits", "resnet8"): "digits ResNet-8 (--check)"}
+#: sweep -> (title, what varies, the paper's figure and what its text says)
+SWEEP_TEXT = {
+    "hidden": ("hidden layers' bits, 3-bit output", "hidden_bits",
+               "The paper's Figure 9(B) (VGG-16, ImageNet, float output) varies the hidden layers' bits; its text "
+               "gives no numbers for it. Its Figure 6 (ResNet-50, ImageNet, all layers): \"higher activation "
+               "precision ... will offer higher accuracy in the SNNs, while the number of time steps required by the "
+               "SNNs is extended\"; 2 bits need \"about 7 time steps to reach the highest accuracy\"."),
+    "output": ("output layer's bits, 2-bit hidden", "out_bits",
+               "The paper's Figure 8 (ResNet-50, ImageNet, 2-bit hidden): \"higher precision in the output layer "
+               "brings higher accuracy but longer latency\"; a 3-bit output is 1.49 points more accurate than a 2-bit "
+               "one for one more time step, and needs half the steps of a 4-bit one. Its Figure 7: a full-precision "
+               "output improves accuracy and latency (72.91% in 5 time steps with 2-bit hidden layers)."),
+    "float": ("full-precision and 3-bit outputs", "hidden_bits",
+              "The paper's Figure 7 (ResNet-50, ImageNet): a full-precision output layer \"obviously improves the "
+              "inference accuracy and latency\"; 2-bit hidden layers reach 72.91% in 5 time steps, 3-bit ones 74.36% "
+              "in 10. With a 3-bit output (its Table 3) the 2-bit ResNet-50 reaches 70.18% in 8 time steps."),
+    "all": ("every layer's bits", "hidden_bits",
+            "The paper's Figure 9(A) (VGG-16, ImageNet) varies every layer's bits, as its Figure 6 (ResNet-50) does: "
+            "accuracy rises and latency grows with the bits (its text gives the trend, not the numbers)."),
+}
+
+
+def title(run: Dict) -> str:
+    return TITLES.get((run["dataset"], run["arch"]), f"{run['dataset']} {run['arch']}")
+
+
+def bits(run: Dict) -> str:
+    out = "float" if run["out_bits"] == "float" else f"{run['out_bits']}-bit"
+    return f"{run['hidden_bits']}-bit hidden, {out} output"
+
+
+def at(accuracy_by_step: List[float], t: int) -> float:
+    """Accuracy at step t of a run until settled: its last value once every sample has settled."""
+    return accuracy_by_step[min(t, len(accuracy_by_step)) - 1]
+
+
+def seed_zero(runs: List[Dict]) -> List[Dict]:
+    return [r for r in runs if r["seed"] == min(x["seed"] for x in runs)]
+
+
+def sweep_runs(runs: List[Dict], network, points) -> List[Dict]:
+    """The seed-0 runs of a network at the sweep's (hidden, output) points, in the sweep's order."""
+    found = {(r["hidden_bits"], r["out_bits"]): r for r in seed_zero(runs)
+             if (r["dataset"], r["arch"]) == network}
+    return [found[p] for p in points if p in found]
+
+
+# Tables -------------------------------------------------------------------------------------------------------
+
+
+def bits_table(runs: List[Dict]) -> str:
+    steps = " / ".join(str(t) for t in SHOWN_STEPS)
+    lines = [f"| bits | float ANN | QANN | SNN at t = {steps} | SNN settled | settled: mean / p99 | decided: mean / "
+             "p99 | SOPs per sample | without noise handling, t = 16 (against the QANN) |", "|---" * 9 + "|"]
+    for r in runs:
+        off = r["noise_off"]["accuracy_by_step"][-1]
+        lines.append(
+            f"| {bits(r)} | {pct(r['float_accuracy'])} | {pct(r['qann_accuracy'])} | "
+            + " / ".join(pct(at(r["accuracy_by_step"], t)) for t in SHOWN_STEPS)
+            + f" | {pct(r['accuracy_by_step'][-1])} (t = {r['steps']}) | {r['settled_mean']:.2f} / {r['settled_p99']} "
+            f"| {r['decided_mean']:.2f} / {r['decided_p99']} | {r['sops_per_sample'] / 1e3:,.0f} k | {pct(off)} "
+            f"({100 * (off - r['qann_accuracy']):+.2f}) |")
+    return "\n".join(lines)
+
+
+def spread(values: List[float], scale: float = 100, digits: int = 2) -> str:
+    """mean, and min-max, of values (scaled: 100 for percentages)."""
+    v = [scale * x for x in values]
+    return f"{statistics.mean(v):.{digits}f} ({min(v):.{digits}f}-{max(v):.{digits}f})"
+
+
+def seeds_table(runs: List[Dict]) -> str:
+    groups: Dict[tuple, List[Dict]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["arch"], r["hidden_bits"], r["out_bits"]), []).append(r)
+    lines = ["| network | bits | seeds | float ANN | QANN | SNN at t = 4 | SNN settled | settled mean (steps) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, group in groups.items():
+        if len(group) < 2:
+            continue
+        lines.append(f"| {title(group[0])} | {bits(group[0])} | {', '.join(str(r['seed']) for r in group)} | "
+                     f"{spread([r['float_accuracy'] for r in group])} | "
+                     f"{spread([r['qann_accuracy'] for r in group])} | "
+                     f"{spread([at(r['accuracy_by_step'], 4) for r in group])} | "
+                     f"{spread([r['accuracy_by_step'][-1] for r in group])} | "
+                     f"{spread([r['settled_mean'] for r in group], 1)} |")
+    return "\n".join(lines)
+
+
+def within(accuracy_by_step: List[float], target: float, points: float) -> Optional[int]:
+    """The first T from which the accuracy stays within `points` of target at every later T measured."""
+    first = None
+    for t, a in enumerate(accuracy_by_step, start=1):
+        if a >= target - points / 100:
+            first = first or t
+        else:
+            first = None
+    return first
+
+
+def peers_table(peers: List[Dict]) -> str:
+    lines = ["| converter | " + " | ".join(f"T = {t}" for t in PEER_STEPS)
+             + " | T within 1 point of the float ANN | SOPs per sample there |", "|---" * (len(PEER_STEPS) + 3) + "|"]
+    for p in peers:
+        if "error" in p:
+            lines.append(f"| {p['converter']} | {p['error']} |" + " |" * (len(PEER_STEPS) + 1))
+            continue
+        acc = p["accuracy_by_step"]
+        t = within(acc, p["float_accuracy"], 1.0)
+        cells = [pct(at(acc, s)) if s <= len(acc) or p["converter"] == "QFFS" else "-" for s in PEER_STEPS]
+        sops = f"{at(p['sops_by_step'], t) / 1e6:.2f} M" if t else "-"
+        lines.append(f"| {p['converter']} | " + " | ".join(cells) + f" | {t or f'not by {len(acc)}'} | {sops} |")
+    return "\n".join(lines)
+
+
+def qffs_lenet(runs: List[Dict]) -> List[Dict]:
+    return [r for r in runs if (r["arch"], r["hidden_bits"], r["out_bits"]) == ("lenet", 2, 3)]
+
+
+def direct_table(direct: Dict, runs: List[Dict]) -> str:
+    qffs = qffs_lenet(runs)
+    trained = [r for r in qffs if r.get("train_peak_memory_mib")]
+    steps = direct["steps"]
+    lines = ["| method | accuracy at t = " + str(steps) + " | accuracy settled (mean settle step) | SOPs per sample "
+             "at t = " + str(steps) + " / settled | training time | peak memory of the training command |",
+             "|---|---|---|---|---|---|"]
+    lines.append(f"| direct training (SpikingJelly IF neurons, surrogate gradients, T = {steps}, {direct['epochs']} "
+                 f"epochs) | {pct(direct['accuracy_by_step'][-1])} | - | "
+                 f"{direct['sops_by_step'][-1] / 1e3:,.0f} k / - | "
+                 f"{duration(direct['train_seconds'])} | {direct['peak_memory_mib']:,.0f} MiB |")
+    memory = f"{statistics.mean(r['train_peak_memory_mib'] for r in trained):,.0f} MiB" if trained else "-"
+    lines.append(
+        f"| QFFS (2-bit hidden, 3-bit output; seeds {', '.join(str(r['seed']) for r in qffs)}: mean) | "
+        f"{spread([at(r['accuracy_by_step'], steps) for r in qffs])} | "
+        f"{spread([r['accuracy_by_step'][-1] for r in qffs])} ({statistics.mean(r['settled_mean'] for r in qffs):.2f}) "
+        f"| {statistics.mean(at(r['sops_by_step'], steps) for r in qffs) / 1e3:,.0f} k / "
+        f"{statistics.mean(r['sops_per_sample'] for r in qffs) / 1e3:,.0f} k | "
+        f"{duration(statistics.mean(r['train_seconds'] for r in qffs))} | {memory} |")
+    return "\n".join(lines)
+
+
+# Words --------------------------------------------------------------------------------------------------------
+
+
+def trend(runs: List[Dict]) -> str:
+    """How QANN accuracy, the SNN at t = 4 and the mean settle step move along a sweep, in words."""
+    arrow = " -> ".join
+    return (f"Along the sweep ({arrow(short(r) for r in runs)}, hidden/output bits) the QANN goes "
+            f"{arrow(pct(r['qann_accuracy']) for r in runs)}, the SNN at t = 4 "
+            f"{arrow(pct(at(r['accuracy_by_step'], 4)) for r in runs)} and the mean settle step "
+            f"{arrow(format(r['settled_mean'], '.2f') for r in runs)}.")
+
+
+def short(run: Dict) -> str:
+    return f"{run['hidden_bits']}/{run['out_bits']}"
+
+
+#: QANN differences smaller than this (points) are within what seeds alone move (the seeds table measures it).
+SEED_NOISE = 0.3
+
+
+def shape(runs: List[Dict], key: str) -> str:
+    """Whether the sweep's integer bits have the paper's shape (accuracy up and latency longer with more bits), and
+    why not where they do not; a float output against the integer ones (the paper's Figure 7)."""
+    ints = [r for r in runs if r["out_bits"] != "float"]
+    said = []
+    if len(ints) > 1:
+        gain = 100 * (ints[-1]["qann_accuracy"] - ints[0]["qann_accuracy"])
+        longer = ints[-1]["settled_mean"] > ints[0]["settled_mean"]
+        if gain > SEED_NOISE and longer:
+            said.append("This is the paper's shape: more bits, more accuracy and a longer latency.")
+        elif longer:
+            said.append(f"Latency grows as in the paper, but accuracy does not rise by more than seeds alone move it "
+                        f"({gain:+.2f} points): {title(ints[0])} leaves little for more bits to add (the "
+                        f"{ints[0][key]}-bit network's QANN already has {pct(ints[0]['qann_accuracy'])}), where the "
+                        "paper's ImageNet networks gain points with every bit.")
+        else:
+            said.append(f"Not the paper's shape: the latency does not grow ({gain:+.2f} points of QANN accuracy).")
+        said.append("A b-bit layer takes its input and bias over 2^b - 1 steps and sends at most 2^b - 1 spikes, so "
+                    "each bit roughly doubles the steps it needs.")
+    floats = [r for r in runs if r["out_bits"] == "float"]
+    for f in floats:
+        same = [r for r in ints if r["hidden_bits"] == f["hidden_bits"]]
+        if same:
+            q = same[-1]
+            better = f["qann_accuracy"] > q["qann_accuracy"] and f["settled_mean"] < q["settled_mean"]
+            said.append(f"The float output against the {q['out_bits']}-bit one ({f['hidden_bits']}-bit hidden): QANN "
+                        f"{pct(f['qann_accuracy'])} against {pct(q['qann_accuracy'])}, settled at "
+                        f"{f['settled_mean']:.2f} against {q['settled_mean']:.2f} steps on average: "
+                        + ("more accurate and sooner, as in the paper's Figure 7." if better else
+                           "not both more accurate and sooner, unlike the paper's Figure 7.")
+                        + " A read-out sends no spikes, so the network settles when its last hidden layer does.")
+    if len(floats) > 1:
+        a, b = floats[0], floats[-1]
+        said.append(f"With float outputs, {b['hidden_bits']}-bit hidden layers against {a['hidden_bits']}-bit: "
+                    f"{100 * (b['qann_accuracy'] - a['qann_accuracy']):+.2f} points and "
+                    f"{b['settled_mean'] / a['settled_mean']:.1f} times the mean settle step (the paper's Figure 7: "
+                    "+1.45 points and twice the steps, 72.91% in 5 against 74.36% in 10).")
+    return " ".join(said)
+
+
+def noise_words(runs: List[Dict]) -> str:
+    gaps = [(r, r["noise_off"]["accuracy_by_step"][-1] - r["qann_accuracy"]) for r in runs]
+    worst = min(gaps, key=lambda g: g[1])
+    return (f"Without negative spikes and the count bound (the paper's Figure 3 question) the SNN at t = 16 is "
+            f"{', '.join(f'{100 * g:+.2f}' for _, g in gaps)} points from its QANN; the largest loss is "
+            f"{bits(worst[0])}'s. With them every configuration's settled SNN equals its QANN to "
+            f"{max(abs(r['accuracy_by_step'][-1] - r['qann_accuracy']) for r in runs) * 100:.2f} points.")
+
+
+# Plots --------------------------------------------------------------------------------------------------------
+
+
+def plot_bits(results: Dict, sweeps: Dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(network, name, points) for network, named in sweeps.items() for name, points in named.items()]
+    fig, axes = plt.subplots(3, len(panels), figsize=(4.2 * len(panels), 10.5), constrained_layout=True,
+                             squeeze=False)
+    for column, (network, name, points) in enumerate(panels):
+        runs = sweep_runs(results["runs"], network, points)
+        top, middle, bottom = axes[0][column], axes[1][column], axes[2][column]
+        steps = max(16, max(len(r["accuracy_by_step"]) for r in runs)) if runs else 16
+        for r in runs:
+            line, = top.plot(range(1, steps + 1), [100 * at(r["accuracy_by_step"], t) for t in range(1, steps + 1)],
+                             marker="o", markersize=2, label=bits(r))
+            top.plot(range(1, 17), [100 * a for a in r["noise_off"]["accuracy_by_step"]], linestyle=":",
+                     color=line.get_color())
+            middle.scatter(r["settled_mean"], 100 * r["accuracy_by_step"][-1], color=line.get_color())
+            middle.annotate(short(r), (r["settled_mean"], 100 * r["accuracy_by_step"][-1]),
+                            fontsize=8, xytext=(3, 3), textcoords="offset points")
+        x = range(len(runs))
+        bottom.bar([i - 0.2 for i in x], [100 * r["qann_accuracy"] for r in runs], 0.4, label="QANN")
+        bottom.bar([i + 0.2 for i in x], [100 * r["noise_off"]["accuracy_by_step"][-1] for r in runs], 0.4,
+                   label="SNN without noise handling, t = 16")
+        bottom.set_xticks(list(x), [short(r) for r in runs])
+        low = min([100 * r["noise_off"]["accuracy_by_step"][-1] for r in runs] + [90]) if runs else 0
+        bottom.set_ylim(max(0, low - 5), 100)
+        top.set(title=f"{TITLES.get(network, network)}:\n{SWEEP_TEXT[name][0]}", xlabel="time step t (synchronous)",
+                ylabel="accuracy (%)")
+        top.set_ylim(max(0, min(top.get_ylim()[0], 90)), 100)
+        middle.set(xlabel="mean settle step", ylabel="settled SNN accuracy (%)", title="accuracy against latency")
+        bottom.set(xlabel="hidden / output bits", ylabel="accuracy (%)", title="the noise handling (Figure 3)")
+        top.legend(fontsize=7, title="dotted: without noise handling", title_fontsize=7)
+        bottom.legend(fontsize=7)
+        for ax in (top, middle, bottom):
+            ax.grid(alpha=0.3)
+    fig.suptitle("Bit precision: QFFS SNN accuracy and latency (torch simulator, full test splits, seed 0)")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_peers(peers: List[Dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for p in peers:
+        if "accuracy_by_step" not in p:
+            continue
+        steps = range(1, len(p["accuracy_by_step"]) + 1)
+        left.plot(steps, [100 * (p["float_accuracy"] - a) for a in p["accuracy_by_step"]], label=p["converter"])
+        right.plot(steps, p["sops_by_step"], label=p["converter"])
+    left.set(xscale="log", yscale="symlog", xlabel="time steps T", ylabel="float ANN accuracy minus SNN's (points)",
+             title="conversion loss against latency (the paper's Figure 5)")
+    right.set(xscale="log", yscale="log", xlabel="time steps T", ylabel="SOPs per sample (cumulative)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Converters on one float {title(peers[0])} ({peers[0].get('samples', '?')} test images)")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_direct(direct: Dict, runs: List[Dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    ax.plot(range(1, direct["steps"] + 1), [100 * a for a in direct["accuracy_by_step"]], marker="s",
+            label=f"direct training (T = {direct['steps']})")
+    for r in runs:
+        if r["arch"] == "lenet" and r["hidden_bits"] == 2 and r["out_bits"] in (3, "float"):
+            steps = range(1, max(len(r["accuracy_by_step"]), 8) + 1)
+            ax.plot(steps, [100 * at(r["accuracy_by_step"], t) for t in steps], alpha=0.7, marker="o", markersize=2,
+                    label=f"QFFS {bits(r)}, seed {r['seed']}")
+    ax.set(xlabel="time step t", ylabel="accuracy (%)", title=f"{title(direct)}: direct training against QFFS "
+           "(the paper's Figure 1)")
+    ax.set_ylim(max(0, min(ax.get_ylim()[0], 90)), 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# The document -------------------------------------------------------------------------------------------------
+
+
+NOT_YET = "Not measured yet: make paper has not reached it (a second make paper continues where this one stopped)."
+
+
+def report(results: Dict, sweeps: Dict, folder: Path, images: str) -> str:
+    """docs/paper.md's text; writes its plots into `folder` (named in the text as `images`/NAME). Parts make paper
+    has not finished yet (results["expected"] configurations, "peers" empty, "direct" None) are said to be so."""
+    runs, peers, direct = results["runs"], results["peers"], results["direct"]
+    done = f"{len(runs)} of {results['expected']} configurations"
+    parts = [f"Measured {results['date']} by `{results['command']}` ({results['machine']}; commands of one thread, "
+             f"two at a time; {done}{'' if len(runs) == results['expected'] else ' so far'}). Every accuracy is on "
+             "the whole test split unless said. The paper's numbers are quoted from its text and labelled so; it "
+             "measured ResNet-50 and VGG-16 on ImageNet and CIFAR-10, which this machine cannot train, so its numbers "
+             "are the shape to compare with, not a target."]
+    parts.append("## 1. Bit precision (the paper's Figures 6, 8, 9 and 3)\n\nEach configuration: `qffs-train` "
+                 "with `--act-bits` and `--out-bits` (the dataset's schedule, seed 0), `qffs-export`, `qffs-run "
+                 "--steps auto --stats` (every sample until it settles; docs/latency.md) and `qffs-run --steps 16 "
+                 "--ablate negative-spikes --ablate count-bound` (the occasional noise not handled). \"Settled\": the "
+                 "accuracy once every sample has settled, at the T the run reached.")
+    if runs:
+        plot_bits(results, sweeps, folder / "paper_bits.png")
+        parts[-1] += f"\n\n![bit precision]({images}/paper_bits.png)"
+    for network, named in sweeps.items():
+        for name, points in named.items():
+            heading, key, paper = SWEEP_TEXT[name]
+            found = sweep_runs(runs, network, points)
+            ours = (f"{bits_table(found)}\n\n**Ours.** {trend(found)} {shape(found, key)} {noise_words(found)}"
+                    if found else NOT_YET)
+            missing = len(points) - len(found)
+            if found and missing:
+                ours += f" ({missing} of its {len(points)} configurations not measured yet.)"
+            parts.append(f"### {TITLES.get(network, network)}: {heading}\n\n{ours}\n\n**The paper.** {paper}")
+    parts.append("### Seeds\n\nThe same command with `--seed 1` and `--seed 2`: the mean and, in brackets, the "
+                 "smallest and largest over the seeds. A difference between two configurations smaller than "
+                 f"these ranges is not one this run can tell.\n\n{seeds_table(runs)}")
+    parts.append("## 2. Other converters on the residual network (the paper's Figure 5)\n\n" + (
+        peers_section(peers, folder, images) if peers else NOT_YET)
+        + "\n\n**The paper.** \"Our proposed quantization framework for fast SNNs only needs 13 time steps ... to "
+        "reach lossless accuracy, while other methods need at least 500 time steps\" (ResNet-50 on ImageNet).")
+    parts.append("## 3. Direct training (the paper's Figure 1)\n\n" + (
+        direct_section(direct, runs, folder, images) if direct else NOT_YET)
+        + "\n\n**The paper.** QFFS \"pushes the latency, when using ANN-to-SNN conversion, to a level similar to "
+        "that using direct training\" with \"about 2.5% higher accuracy than the best accuracy achieved by direct "
+        "training\", and conversion has \"lower memory budget and shorter training time\" (its Figure 1, "
+        "CIFAR-10 and ImageNet).")
+    parts.append(f"`bench/paper.json` holds every figure: `runs` (one per configuration and seed), `peers` (one per "
+                 f"converter) and `direct`. The commands took {duration(command_seconds(results))} in all (their wall "
+                 "times summed; two ran at a time, and make bench's reused models count with their training time).")
+    return "\n\n".join(parts) + "\n"
+
+
+def peers_section(peers: List[Dict], folder: Path, images: str) -> str:
+    plot_peers(peers, folder / "paper_peers.png")
+    return (f"One float ResNet-8 (bench/peer_models.py, plain PyTorch, {pct(peers[0]['float_accuracy'])} on these "
+            "images), converted by SpikingJelly's ann2snn (mode 99.9%) and by sinabs' from_model and run with the "
+            "image as analog input at every step; QFFS from the same float weights (`qffs-train --arch "
+            "bench/peer_models.py:resnet8 --init`), run with `--steps auto`. The first "
+            f"{peers[0].get('samples', '?')} test images (the peers' 128-step runs over the whole split would take "
+            f"hours here).\n\n{peers_table(peers)}\n\n![converters]({images}/paper_peers.png)")
+
+
+def direct_section(direct: Dict, runs: List[Dict], folder: Path, images: str) -> str:
+    plot_direct(direct, runs, folder / "paper_direct.png")
+    qffs = direct_table(direct, runs) if qffs_lenet(runs) else NOT_YET + " (QFFS's LeNet runs)"
+    return (f"The {title(direct)} trained directly as an SNN (bench/direct.py): SpikingJelly's IF neurons with the "
+            f"arctan surrogate gradient in place of the ReLUs of the same LeNet, T = {direct['steps']}, as many epochs "
+            "as QFFS's three phases have in all, the same optimizer; against QFFS's seeded runs of the same "
+            "architecture. Peak memory: the training command's largest resident set (QFFS: the runs make paper "
+            f"trained itself).\n\n{qffs}\n\n![direct training]({images}/paper_direct.png)")
+
+
+def command_seconds(results: Dict) -> float:
+    """Every command's wall time, summed: trainings, exports and runs of the configurations, the peers, direct."""
+    runs = sum(sum(v for k, v in r["seconds"].items() if k != "measured") for r in results["runs"])
+    return runs + results["peers_seconds"] + (results["direct"] or {}).get("seconds", 0)
+
+
+def readme_block(results: Dict, sweeps: Dict) -> str:
+    """The README's summary: the headline of each part measured so far, and where the rest is."""
+    said = [f"Measured {results['date']} by `{results['command']}` ({results['machine']}; "
+            f"{duration(command_seconds(results))} of commands): {len(results['runs'])} of {results['expected']} "
+            "trained configurations" + ("" if len(results["runs"]) == results["expected"] else " so far") + "."]
+    lenet = sweep_runs(results["runs"], next(iter(sweeps)), next(iter(sweeps.values()))["hidden"])
+    if lenet:
+        said.append(f"{title(lenet[0])} with a 3-bit output, hidden bits "
+                    f"{', '.join(str(r['hidden_bits']) for r in lenet)}: a settled SNN of "
+                    f"{', '.join(pct(r['accuracy_by_step'][-1]) for r in lenet)}, settled on average at step "
+                    f"{', '.join(format(r['settled_mean'], '.2f') for r in lenet)}.")
+    converters = [p for p in results["peers"] if "accuracy_by_step" in p]
+    if converters:
+        said.append(f"One float {title(converters[0])} converted: " + "; ".join(
+            f"{p['converter']} {pct(at(p['accuracy_by_step'], 8))} at T = 8" for p in converters) + ".")
+    if results["direct"]:
+        direct = results["direct"]
+        said.append(f"The {title(direct)} trained directly as an SNN (T = {direct['steps']}): "
+                    f"{pct(direct['accuracy_by_step'][-1])}.")
+    said.append("Every table and plot, beside the paper's numbers: [docs/paper.md](docs/paper.md).")
+    return " ".join(said)
