@@ -4,7 +4,7 @@
    configuration of SWEEPS is trained with qffs-train (the README's command with --act-bits, --out-bits and
    --seed), exported and run on the torch backend over its whole test split with `--steps auto --stats`
    (accuracy at every t until every sample has settled, each sample's settle and decision steps, SOPs), and
-   again with negative spikes and the count bound left out (`--ablate`, 16 steps).
+   again with negative spikes and the count bound left out (`--ablate`, as many steps, 16 at least).
 2. Other converters on the residual network (Figure 5): bench/peers.py's SpikingJelly and sinabs conversions
    of one float ResNet-8, and QFFS from the same float weights.
 3. Direct training (Figure 1): bench/direct.py's LeNet trained as an SNN with surrogate gradients.
@@ -47,7 +47,7 @@ from qffs_lava.reports import write_json
 
 BIN = Path(sys.executable).parent
 NOISE_HANDLING = ("negative-spikes", "count-bound")
-NOISE_OFF_STEPS = 16
+NOISE_OFF_STEPS = 16  # at least; as many as the QFFS run took to settle
 Bits = Union[int, str]
 
 
@@ -215,6 +215,18 @@ def train(config: Config, folder: Path, settings: Settings, log) -> Dict:
             "train_threads": content["train"]["threads"]}
 
 
+def commands(config: Config, folder: Path):
+    """(the file it writes, the command) after training, in order: the export, the run until every sample has
+    settled, and the run without the noise handling for as many steps (16 at least), which may never settle."""
+    yield "model.h5", "qffs-export model.pt model.h5 --threads 1"
+    yield "qffs.json", (f"qffs-run model.h5 --dataset {config.dataset} --steps auto --stats --threads 1 "
+                        "--json qffs.json --quiet")
+    steps = max(NOISE_OFF_STEPS, json.loads((folder / "qffs.json").read_text())["steps"])
+    yield "noise_off.json", (f"qffs-run model.h5 --dataset {config.dataset} --steps {steps} "
+                             + "".join(f"--ablate {a} " for a in NOISE_HANDLING) + "--threads 1 --json noise_off.json "
+                             "--quiet")
+
+
 def measure(config: Config, settings: Settings, log) -> Optional[Dict]:
     """Train, export and run one configuration (each step skipped where its file is there): its result. log None:
     only read the result if it is done (else None)."""
@@ -226,13 +238,7 @@ def measure(config: Config, settings: Settings, log) -> Optional[Dict]:
     started = time.perf_counter()
     result = {**asdict(config), **train(config, folder, settings, log)}
     steps = {}
-    for out, command in (
-            ("model.h5", "qffs-export model.pt model.h5 --threads 1"),
-            ("qffs.json", f"qffs-run model.h5 --dataset {config.dataset} --steps auto --stats --threads 1 "
-                          "--json qffs.json --quiet"),
-            ("noise_off.json", f"qffs-run model.h5 --dataset {config.dataset} --steps {NOISE_OFF_STEPS} "
-                               + "".join(f"--ablate {a} " for a in NOISE_HANDLING)
-                               + "--threads 1 --json noise_off.json --quiet")):
+    for out, command in commands(config, folder):
         if not (folder / out).exists():
             steps[out] = run(command, folder, log)
     qffs = json.loads((folder / "qffs.json").read_text())
@@ -244,15 +250,14 @@ def measure(config: Config, settings: Settings, log) -> Optional[Dict]:
         settled_mean=settled["mean"], settled_p99=settled["p99"], settled_max=settled["max"],
         decided_mean=decided["mean"], decided_p99=decided["p99"], decided_max=decided["max"],
         sops_per_sample=qffs["costs"]["total"]["sops"][-1], sops_by_step=qffs["costs"]["total"]["sops"],
-        noise_off={"accuracy_by_step": off["accuracy_by_step"], "qann_accuracy": off["qann_accuracy"],
-                   "settled": sum(s is not None for s in off["settled_at"]),
-                   "sops_by_step": off.get("costs", {}).get("total", {}).get("sops")},
+        noise_off={"accuracy_by_step": off["accuracy_by_step"], "steps": off["steps"],
+                   "settled": sum(s is not None for s in off["settled_at"])},
         seconds={"train": result["train_seconds"], **{out: step["seconds"] for out, step in steps.items()},
                  "measured": time.perf_counter() - started})
     write_json(done, result)
     log(f"{config.name}: QANN {100 * result['qann_accuracy']:.2f}%, SNN at t = 4 "
         f"{100 * result['accuracy_by_step'][min(3, len(result['accuracy_by_step']) - 1)]:.2f}%, settled mean "
-        f"{result['settled_mean']:.2f} (p99 {result['settled_p99']}), without the noise handling at t = 16 "
+        f"{result['settled_mean']:.2f} (p99 {result['settled_p99']}), without the noise handling at T = {off['steps']} "
         f"{100 * off['accuracy_by_step'][-1]:.2f}%")
     return result
 
