@@ -311,7 +311,7 @@ def plot_direct(direct: Dict, runs: List[Dict], path: Path) -> None:
             steps = range(1, max(len(r["accuracy_by_step"]), 8) + 1)
             ax.plot(steps, [100 * at(r["accuracy_by_step"], t) for t in steps], alpha=0.7, marker="o", markersize=2,
                     label=f"QFFS {bits(r)}, seed {r['seed']}")
-    ax.set(xlabel="time step t", ylabel="accuracy (%)", title=f"{title(direct)}: direct training against QFFS "
+    ax.set(xlabel="time step t", ylabel="accuracy (%)", title=f"{title(direct)}: direct training against QFFS\n"
            "(the paper's Figure 1)")
     ax.set_ylim(max(0, min(ax.get_ylim()[0], 90)), 100)
     ax.grid(alpha=0.3)
