@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: test test-fast test-slow demo bench ablation peers paper data venv clean
+.PHONY: test test-lava-half test-other-half test-serial test-fast test-slow demo bench ablation peers paper data venv clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,26 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
-# Everything but the slow end-to-end runs (CI runs this, with HYPOTHESIS_PROFILE=ci for the full example counts).
+# Everything but the slow end-to-end runs (CI runs this, with HYPOTHESIS_PROFILE=ci for the full example counts),
+# in two halves at once, each a pytest of its own whose report is printed when it ends: the Lava runs and stop
+# paths (LAVA_TESTS), and the rest, each with one PyTorch thread. One pytest uses about 1.2 cores on average; two
+# keep 2 cores busy, and every test holds with another suite beside it (as on a shared machine).
+# `make test-serial` runs them in one pytest.
+LAVA_TESTS := tests/test_lava_equivalence.py tests/test_stop_signals.py tests/test_hardening.py \
+	tests/test_lava_network.py tests/test_api.py tests/test_latency.py tests/test_costs.py tests/test_readout.py \
+	tests/test_lava.py tests/test_compat.py tests/test_fuzz_netfile.py tests/test_graph.py tests/test_torch_sim.py
+
 test: data
+	@echo "make test: two halves at once (the Lava runs and stop paths; the rest), each reported when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-lava-half test-other-half
+
+test-lava-half:
+	QFFS_TEST_THREADS=1 $(VPY) -m pytest -m "not slow" $(LAVA_TESTS)
+
+test-other-half:
+	QFFS_TEST_THREADS=1 $(VPY) -m pytest -m "not slow" $(addprefix --ignore=,$(LAVA_TESTS))
+
+test-serial: data
 	$(VPY) -m pytest -m "not slow"
 
 # The quick loop: no Lava runtime, no training run or command in a fresh Python, nothing slow (under a minute).
