@@ -379,7 +379,8 @@ def peers_section(peers: List[Dict], folder: Path, images: str) -> str:
     return (f"One float ResNet-8 (bench/peer_models.py, plain PyTorch, {pct(peers[0]['float_accuracy'])} on these "
             "images), converted by SpikingJelly's ann2snn (mode 99.9%) and by sinabs' from_model and run with the "
             "image as analog input at every step; QFFS from the same float weights (`qffs-train --arch "
-            "bench/peer_models.py:resnet8 --init`), run with `--steps auto`. The first "
+            "bench/peer_models.py:resnet8 --init float.pt --float-epochs 0`: the LSQ and hardware-exact epochs of "
+            "qffs-train's schedule for a user's own model on the dataset), run with `--steps auto`. The first "
             f"{peers[0].get('samples', '?')} test images (the peers' 128-step runs over the whole split would take "
             f"hours here).\n\n{peers_table(peers)}\n\n![converters]({images}/paper_peers.png)")
 
