@@ -15,6 +15,7 @@ a checkpoint after every epoch (OUT/direct.checkpoint.pt) lets an interrupted ru
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -115,6 +116,7 @@ def main():
     parser.add_argument("--samples", type=int, default=None, help="only the first N test images")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # make paper's stop, as a Ctrl-C
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,10 @@ def configs(settings: Settings) -> List[Config]:
 
 class Commands:
     """The commands running now, and whether make paper is stopping: once it is, no command starts, and each
-    that runs has had one SIGINT from make paper (a lock makes the two one step, so none slips between them). The
-    commands run in sessions of their own, so that a Ctrl-C reaches them once, through make paper."""
+    that runs has had one SIGTERM from make paper (a lock makes the two one step, so none slips between them). The
+    commands run in sessions of their own, so that a Ctrl-C reaches them once, through make paper; SIGTERM, which
+    every command takes as its stop, because a make paper started in the background of a script ignores SIGINT,
+    and so would the Python commands it starts."""
 
     lock = threading.Lock()
     running: set = set()
@@ -132,7 +134,7 @@ class Commands:
         with cls.lock:
             cls.stopping = True
             for process in cls.running:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
 
 
 def run(command: str, cwd: Path, log) -> Dict:
@@ -309,7 +311,7 @@ def direct(settings: Settings, log) -> Optional[Dict]:
 
 def measure_all(settings: Settings, jobs: int, log) -> Dict:
     """Direct training, the peers and every configuration, `jobs` at a time (each a command of one thread). On
-    Ctrl-C (which the commands get too) nothing more starts; the next make paper continues."""
+    Ctrl-C or SIGTERM nothing more starts and every running command is stopped; the next make paper continues."""
     todo = configs(settings)
     log(f"{len(todo)} configurations, {sum((settings.runs / c.name / 'result.json').exists() for c in todo)} "
         f"done before; {jobs} commands at a time")

@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -166,7 +167,8 @@ def qffs(folder: Path, dataset: str, samples: Optional[int], log) -> Dict:
             write_json(folder / "qffs_seconds.json", timing)
     report = json.loads((folder / "qffs_run.json").read_text())
     return {"accuracy_by_step": report["accuracy_by_step"], "sops_by_step": report["costs"]["total"]["sops"],
-            "qann_accuracy": report["qann_accuracy"], "samples": report["samples"], "steps": report["steps"],
+            "qann_accuracy": report["qann_accuracy"], "equal_from_step": report["equal_from_step"],
+            "samples": report["samples"], "steps": report["steps"],
             "commands": [command for _, command in commands], "seconds": timing}
 
 
@@ -178,6 +180,7 @@ def main():
     parser.add_argument("--samples", type=int, default=None, help="only the first N test images")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # make paper's stop, as a Ctrl-C
     torch.set_num_threads(args.threads)
     results = measure(Path(args.out).resolve(), args.dataset, args.float_epochs, args.samples,
                       lambda text: print(text, flush=True))

@@ -178,6 +178,8 @@ def pct(value: float) -> str:
 
 def duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
     return f"{minutes} min {rest} s" if minutes else f"{seconds:.0f} s"
 
 
