@@ -221,12 +221,14 @@ def shape(runs: List[Dict], key: str) -> str:
 
 
 def noise_words(runs: List[Dict]) -> str:
+    """The SNN without negative spikes and the count bound against its QANN (Figure 3), and with them."""
     gaps = [(r, r["noise_off"]["accuracy_by_step"][-1] - r["qann_accuracy"]) for r in runs]
     worst = min(gaps, key=lambda g: g[1])
+    largest = f"the largest loss is {bits(worst[0])}'s." if worst[1] < 0 else "none is below it."
+    exact = max(abs(r["accuracy_by_step"][-1] - r["qann_accuracy"]) for r in runs)
     return (f"Without negative spikes and the count bound (the paper's Figure 3 question) the SNN at the same T is "
-            f"{', '.join(f'{100 * g:+.2f}' for _, g in gaps)} points from its QANN; the largest loss is "
-            f"{bits(worst[0])}'s. With them every configuration's settled SNN equals its QANN to "
-            f"{max(abs(r['accuracy_by_step'][-1] - r['qann_accuracy']) for r in runs) * 100:.2f} points.")
+            f"{', '.join(f'{100 * g:+.2f}' for _, g in gaps)} points from its QANN; {largest} With them every "
+            f"configuration's settled SNN equals its QANN to {100 * exact:.2f} points.")
 
 
 # Plots --------------------------------------------------------------------------------------------------------
@@ -351,8 +353,8 @@ def report(results: Dict, sweeps: Dict, folder: Path, images: str) -> str:
         for name, points in named.items():
             heading, key, paper = SWEEP_TEXT[name]
             found = sweep_runs(runs, network, points)
-            ours = (f"{bits_table(found)}\n\n**Ours.** {trend(found)} {shape(found, key)} {noise_words(found)}"
-                    if found else NOT_YET)
+            words = " ".join(w for w in (trend(found), shape(found, key), noise_words(found)) if w) if found else ""
+            ours = f"{bits_table(found)}\n\n**Ours.** {words}" if found else NOT_YET
             missing = len(points) - len(found)
             if found and missing:
                 ours += f" ({missing} of its {len(points)} configurations not measured yet.)"
