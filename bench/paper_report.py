@@ -156,7 +156,7 @@ def direct_table(direct: Dict, runs: List[Dict]) -> str:
         f"{spread([r['accuracy_by_step'][-1] for r in qffs])} ({statistics.mean(r['settled_mean'] for r in qffs):.2f}) "
         f"| {statistics.mean(at(r['sops_by_step'], steps) for r in qffs) / 1e3:,.0f} k / "
         f"{statistics.mean(r['sops_per_sample'] for r in qffs) / 1e3:,.0f} k | "
-        f"{duration(statistics.mean(r['train_seconds'] for r in qffs))} | {memory} |")
+        f"{duration(statistics.mean(r['train_seconds'] for r in trained)) if trained else '-'} | {memory} |")
     return "\n".join(lines)
 
 
@@ -422,8 +422,10 @@ def direct_section(direct: Dict, runs: List[Dict], folder: Path, images: str) ->
     return (f"The {title(direct)} trained directly as an SNN (bench/direct.py): SpikingJelly's IF neurons with the "
             f"arctan surrogate gradient in place of the ReLUs of the same LeNet, T = {direct['steps']}, as many epochs "
             "as QFFS's three phases have in all, the same optimizer; against QFFS's seeded runs of the same "
-            "architecture. Peak memory: the training command's largest resident set (QFFS: the runs make paper "
-            f"trained itself).\n\n{qffs}\n\n![direct training]({images}/paper_direct.png)")
+            "architecture. Training time and peak memory (the training command's largest resident set): of the runs "
+            "make paper trained itself, one thread each beside another command, as direct training ran (make "
+            f"bench's reused models trained under other loads).\n\n{qffs}\n\n"
+            f"![direct training]({images}/paper_direct.png)")
 
 
 def command_seconds(results: Dict) -> float:
