@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
-from paper_report import readme_block, report
+from paper_report import at, readme_block, report
 from run_bench import README, ROOT, RUNS as BENCH_RUNS, replace_block
 
 from qffs_lava.ann.checkpoint import checkpoint_path, phase_seconds, read_metrics
@@ -258,7 +258,7 @@ def measure(config: Config, settings: Settings, log) -> Optional[Dict]:
                  "measured": time.perf_counter() - started})
     write_json(done, result)
     log(f"{config.name}: QANN {100 * result['qann_accuracy']:.2f}%, SNN at t = 4 "
-        f"{100 * result['accuracy_by_step'][min(3, len(result['accuracy_by_step']) - 1)]:.2f}%, settled mean "
+        f"{100 * at(result['accuracy_by_step'], 4):.2f}%, settled mean "
         f"{result['settled_mean']:.2f} (p99 {result['settled_p99']}), without the noise handling at T = {off['steps']} "
         f"{100 * off['accuracy_by_step'][-1]:.2f}%")
     return result
@@ -276,12 +276,13 @@ def peers(settings: Settings, log) -> Dict:
     """The converters on the float ResNet-8 (bench/paper_peers.py, one thread), in runs/paper/peers_resnet8/: one
     entry per converter, and the command's wall time (command.json, written last, marks it done). log None: only
     read what is done (no entries where it is not)."""
-    folder = workspace(settings.runs / "peers_resnet8")
+    folder = settings.runs / "peers_resnet8"
     dataset = settings.dataset or "fashionmnist"
     done = folder / "command.json"
     if not done.exists():
         if log is None:
             return {"peers": [], "peers_seconds": 0}
+        workspace(folder)
         options = "".join(f" --{name} {value}" for name, value in (("float-epochs", settings.float_epochs),
                                                                     ("samples", settings.peer_samples)) if value)
         write_json(done, run(f"python {ROOT / 'bench' / 'paper_peers.py'} --dataset {dataset} --out .{options}",
@@ -297,12 +298,13 @@ def direct(settings: Settings, log) -> Optional[Dict]:
     """The LeNet trained directly as an SNN (bench/direct.py, one thread), in runs/paper/direct_lenet/: its
     figures, with the command's wall time and peak memory (command.json, written last, marks it done). log None:
     only read it if it is done (else None)."""
-    folder = workspace(settings.runs / "direct_lenet")
+    folder = settings.runs / "direct_lenet"
     dataset = settings.dataset or "mnist"
     done = folder / "command.json"
     if not done.exists():
         if log is None:
             return None
+        workspace(folder)
         epochs = f" --epochs {settings.direct_epochs}" if settings.direct_epochs else ""
         command = f"python {ROOT / 'bench' / 'direct.py'} --dataset {dataset} --out .{epochs} --threads 1"
         write_json(done, run(command, folder, log))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
+from peers import steps_within
 from run_bench import duration, pct
 
 SHOWN_STEPS = (1, 2, 4, 8)
@@ -106,17 +107,6 @@ def seeds_table(runs: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def within(accuracy_by_step: List[float], target: float, points: float) -> Optional[int]:
-    """The first T from which the accuracy stays within `points` of target at every later T measured."""
-    first = None
-    for t, a in enumerate(accuracy_by_step, start=1):
-        if a >= target - points / 100:
-            first = first or t
-        else:
-            first = None
-    return first
-
-
 def peers_table(peers: List[Dict]) -> str:
     lines = ["| converter | " + " | ".join(f"T = {t}" for t in PEER_STEPS)
              + " | T within 1 point of the float ANN | SOPs per sample there |", "|---" * (len(PEER_STEPS) + 3) + "|"]
@@ -125,7 +115,7 @@ def peers_table(peers: List[Dict]) -> str:
             lines.append(f"| {p['converter']} | {p['error']} |" + " |" * (len(PEER_STEPS) + 1))
             continue
         acc = p["accuracy_by_step"]
-        t = within(acc, p["float_accuracy"], 1.0)
+        t = steps_within(acc, p["float_accuracy"], 1.0)
         cells = [pct(at(acc, s)) if s <= len(acc) or p["converter"] == "QFFS" else "-" for s in PEER_STEPS]
         sops = f"{at(p['sops_by_step'], t) / 1e6:.2f} M" if t else "-"
         lines.append(f"| {p['converter']} | " + " | ".join(cells) + f" | {t or f'not by {len(acc)}'} | {sops} |")
@@ -409,7 +399,7 @@ def qffs_words(peers: List[Dict]) -> str:
 def peer_words(peer: Dict) -> str:
     if "accuracy_by_step" not in peer:
         return f"{peer['converter']} failed ({peer['error']})"
-    t = within(peer["accuracy_by_step"], peer["float_accuracy"], 1.0)
+    t = steps_within(peer["accuracy_by_step"], peer["float_accuracy"], 1.0)
     if t is None:
         return f"{peer['converter']} not within 1 point by T = {len(peer['accuracy_by_step'])}"
     return (f"{peer['converter']} within 1 point of the float network from T = {t}, with "
