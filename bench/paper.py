@@ -354,6 +354,8 @@ def main():
                         help="run nothing: write the report from what make paper has finished so far, saying what "
                              "it has not")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs: at least 1 command at a time, got {args.jobs}")
     settings = CHECK if args.check else FULL
     if args.runs:
         settings = replace(settings, runs=args.runs.resolve())
