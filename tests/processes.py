@@ -53,8 +53,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+#: The /dev/shm names Lava's runtime makes, through Python's multiprocessing: SharedMemory segments (psm_...) and
+#: named semaphores (sem.mp-...). Only these are counted: other programs on the machine make and leave their own
+#: (a loky semaphore made by the machine's own tooling appeared in /dev/shm during a CI run and failed a test).
+OUR_PREFIXES = ("psm_", "sem.mp-")
+
+
 def shared_memory_segments():
-    return set(os.listdir("/dev/shm"))
+    """The /dev/shm entries now that a Lava run (multiprocessing) could have made."""
+    return {name for name in os.listdir("/dev/shm") if name.startswith(OUR_PREFIXES)}
 
 
 def segments_in_use() -> set:
