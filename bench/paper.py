@@ -369,9 +369,9 @@ def main():
             print(f"make paper stopped; what it finished is kept in {settings.runs}/, and make paper again continues "
                   "from there", file=sys.stderr)
             return 130
-    options = [a for a in sys.argv[1:] if a != "--report-only"]
+    options = " ".join(["--check"] * args.check + ([f"--runs {args.runs}"] if args.runs else []))  # what it measures
     results = {"date": datetime.date.today().isoformat(),
-               "command": "make paper" + (f' PAPER_ARGS="{" ".join(options)}"' if options else ""),
+               "command": "make paper" + (f' PAPER_ARGS="{options}"' if options else ""),
                "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, torch {torch.__version__}",
                "expected": len(configs(settings)), **finished(settings), "seconds": time.perf_counter() - started}
     sweeps = {(settings.dataset or dataset, arch): named for (dataset, arch), named in SWEEPS.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from peers import steps_within
 from run_bench import duration, pct
@@ -166,27 +166,40 @@ def short(run: Dict) -> str:
     return f"{run['hidden_bits']}/{run['out_bits']}"
 
 
-#: QANN differences smaller than this (points) are within what seeds alone move (the seeds table measures it).
-SEED_NOISE = 0.3
+def seed_range(runs: List[Dict], network) -> Optional[float]:
+    """The widest spread (largest minus smallest, in points) of QANN accuracy over the seeds of one of the network's
+    configurations: how far seeds alone move it. None until some configuration has two seeds measured."""
+    groups: Dict[tuple, List[float]] = {}
+    for r in runs:
+        if (r["dataset"], r["arch"]) == network:
+            groups.setdefault((r["hidden_bits"], r["out_bits"]), []).append(r["qann_accuracy"])
+    ranges = [100 * (max(v) - min(v)) for v in groups.values() if len(v) > 1]
+    return max(ranges) if ranges else None
 
 
-def shape(runs: List[Dict], key: str) -> str:
+def shape(runs: List[Dict], key: str, noise: Optional[float]) -> str:
     """Whether the sweep's integer bits have the paper's shape (accuracy up and latency longer with more bits), and
-    why not where they do not; a float output against the integer ones (the paper's Figure 7)."""
+    why not where they do not, with `noise` the seeds' spread (seed_range); a float output against the integer ones
+    (the paper's Figure 7)."""
     ints = [r for r in runs if r["out_bits"] != "float"]
     said = []
     if len(ints) > 1:
         gain = 100 * (ints[-1]["qann_accuracy"] - ints[0]["qann_accuracy"])
         longer = ints[-1]["settled_mean"] > ints[0]["settled_mean"]
-        if gain > SEED_NOISE and longer:
-            said.append("This is the paper's shape: more bits, more accuracy and a longer latency.")
-        elif longer:
-            said.append(f"Latency grows as in the paper, but accuracy does not rise by more than seeds alone move it "
-                        f"({gain:+.2f} points): {title(ints[0])} leaves little for more bits to add (the "
-                        f"{ints[0][key]}-bit network's QANN already has {pct(ints[0]['qann_accuracy'])}), where the "
-                        "paper's ImageNet networks gain points with every bit.")
-        else:
+        if not longer:
             said.append(f"Not the paper's shape: the latency does not grow ({gain:+.2f} points of QANN accuracy).")
+        elif noise is None:
+            said.append(f"Latency grows as in the paper; QANN accuracy moves {gain:+.2f} points from the first to the "
+                        "last, and whether that is more than seeds alone move it is not measured yet.")
+        elif gain > noise:
+            said.append(f"This is the paper's shape: more bits, more accuracy ({gain:+.2f} points, more than the "
+                        f"{noise:.2f} seeds alone move it) and a longer latency.")
+        else:
+            said.append(f"Latency grows as in the paper, but accuracy does not rise by more than seeds alone move it "
+                        f"({gain:+.2f} points, against a spread of {noise:.2f} over seeds): {title(ints[0])} leaves "
+                        f"little for more bits to add (the {ints[0][key]}-bit network's QANN already has "
+                        f"{pct(ints[0]['qann_accuracy'])}), where the paper's ImageNet networks gain points with "
+                        "every bit.")
         said.append("A b-bit layer takes its input and bias over 2^b - 1 steps and sends at most 2^b - 1 spikes, so "
                     "each bit roughly doubles the steps it needs.")
     floats = [r for r in runs if r["out_bits"] == "float"]
@@ -194,12 +207,16 @@ def shape(runs: List[Dict], key: str) -> str:
         same = [r for r in ints if r["hidden_bits"] == f["hidden_bits"]]
         if same:
             q = same[-1]
-            better = f["qann_accuracy"] > q["qann_accuracy"] and f["settled_mean"] < q["settled_mean"]
+            gain, sooner = 100 * (f["qann_accuracy"] - q["qann_accuracy"]), f["settled_mean"] < q["settled_mean"]
+            within = noise is not None and abs(gain) <= noise
+            accuracy = (f"as accurate ({gain:+.2f} points, within the {noise:.2f} seeds alone move it)" if within
+                        else f"{'more' if gain > 0 else 'less'} accurate ({gain:+.2f} points)")
             said.append(f"The float output against the {q['out_bits']}-bit one ({f['hidden_bits']}-bit hidden): QANN "
                         f"{pct(f['qann_accuracy'])} against {pct(q['qann_accuracy'])}, settled at "
-                        f"{f['settled_mean']:.2f} against {q['settled_mean']:.2f} steps on average: "
-                        + ("more accurate and sooner, as in the paper's Figure 7." if better else
-                           "not both more accurate and sooner, unlike the paper's Figure 7.")
+                        f"{f['settled_mean']:.2f} against {q['settled_mean']:.2f} steps on average: {accuracy} and "
+                        + ("sooner" if sooner else "not sooner")
+                        + (", as in the paper's Figure 7." if gain > 0 and not within and sooner
+                           else "; the paper's Figure 7 found it both more accurate and sooner.")
                         + " A read-out sends no spikes, so the network settles when its last hidden layer does.")
     if len(floats) > 1:
         a, b = floats[0], floats[-1]
@@ -258,8 +275,11 @@ def plot_bits(results: Dict, sweeps: Dict, path: Path) -> None:
         top.set_ylim(max(0, min(top.get_ylim()[0], 90)), 100)
         middle.set(xlabel="mean settle step", ylabel="settled SNN accuracy (%)", title="accuracy against latency")
         bottom.set(xlabel="hidden / output bits", ylabel="accuracy (%)", title="the noise handling (Figure 3)")
-        top.legend(fontsize=7, title="dotted: without noise handling", title_fontsize=7)
-        bottom.legend(fontsize=7)
+        if runs:
+            top.legend(fontsize=7, title="dotted: without noise handling", title_fontsize=7)
+            bottom.legend(fontsize=7)
+        else:
+            top.text(0.5, 0.5, "not measured yet", transform=top.transAxes, ha="center")
         for ax in (top, middle, bottom):
             ax.grid(alpha=0.3)
     fig.suptitle("Bit precision: QFFS SNN accuracy and latency (torch simulator, full test splits, seed 0)")
@@ -343,7 +363,8 @@ def report(results: Dict, sweeps: Dict, folder: Path, images: str) -> str:
         for name, points in named.items():
             heading, key, paper = SWEEP_TEXT[name]
             found = sweep_runs(runs, network, points)
-            words = " ".join(w for w in (trend(found), shape(found, key), noise_words(found)) if w) if found else ""
+            words = (" ".join(w for w in (trend(found), shape(found, key, seed_range(runs, network)),
+                                        noise_words(found)) if w) if found else "")
             ours = f"{bits_table(found)}\n\n**Ours.** {words}" if found else NOT_YET
             missing = len(points) - len(found)
             if found and missing:
