@@ -11,15 +11,18 @@
 
 Resumable: each configuration keeps its folder under runs/paper/ (its model file, net.h5, run reports and
 result.json, written last); a configuration with its result.json is not run again, and an interrupted
-training continues from its checkpoint (`qffs-train --resume`). Writes bench/paper.json, bench/paper_*.png,
-docs/paper.md and the README's bench:paper block. `--check` runs the whole path on the digits dataset with
-one epoch per phase, into runs/paper-check/ (nothing in bench/, docs/ or the README), in minutes.
+training continues from its checkpoint (`qffs-train --resume`). Each finished part is also written into
+bench/paper.json at once, and a part recorded there is taken as done, so a clone of the repository continues
+where the committed file stops (`--again` measures everything on this machine). Writes bench/paper.json,
+bench/paper_*.png, docs/paper.md and the README's bench:paper block. `--check` runs the whole path on the digits
+dataset with one epoch per phase, into runs/paper-check/ (nothing in bench/, docs/ or the README), in minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import multiprocessing
 import os
@@ -34,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from paper_report import at, readme_block, report
@@ -94,11 +97,25 @@ class Settings:
     float_epochs: Optional[int]  # the peers' float ResNet-8 (None: qffs-train's float epochs)
     direct_epochs: Optional[int]  # direct training (None: qffs-train's float + LSQ + hardware-exact epochs)
     peer_samples: Optional[int]  # the peers' test images (None: the whole split)
+    record: Path  # paper.json: every finished part, written as each finishes
+    take_recorded: bool  # a part `record` holds (from an earlier make paper, or a commit) is done
 
 
-FULL = Settings(ROOT / "runs" / "paper", "", None, SEEDS, True, None, None, 1000)
+FULL = Settings(ROOT / "runs" / "paper", "", None, SEEDS, True, None, None, 1000, ROOT / "bench" / "paper.json", True)
 CHECK = Settings(ROOT / "runs" / "paper-check", " --float-epochs 1 --qat-epochs 1 --hardware-epochs 1", "digits",
-                 (0, 1), False, 1, 1, 100)
+                 (0, 1), False, 1, 1, 100, ROOT / "runs" / "paper-check" / "paper.json", False)
+
+
+@functools.lru_cache(maxsize=None)
+def recorded(settings: Settings) -> Dict:
+    """The parts `settings.record` held when make paper started (runs by configuration name, "peers", "direct"), where
+    they count as done; else none."""
+    if not (settings.take_recorded and settings.record.exists()):
+        return {"runs": {}, "peers": [], "direct": None, "since": None}
+    held = json.loads(settings.record.read_text())
+    return {"runs": {Config(**{f: r[f] for f in Config.__dataclass_fields__}).name: r for r in held.get("runs", [])},
+            "peers": held.get("peers", []), "peers_seconds": held.get("peers_seconds", 0),
+            "direct": held.get("direct"), "since": held["date"].split(" to ")[0]}
 
 
 def configs(settings: Settings) -> List[Config]:
@@ -230,12 +247,14 @@ def commands(config: Config, folder: Path):
 
 
 def measure(config: Config, settings: Settings, log) -> Optional[Dict]:
-    """Train, export and run one configuration (each step skipped where its file is there): its result. log None:
-    only read the result if it is done (else None)."""
+    """Train, export and run one configuration (each step skipped where its file is there; nothing where its result
+    is there or recorded): its result. log None: only read the result if it is done (else None)."""
     folder = settings.runs / config.name
     done = folder / "result.json"
-    if done.exists() or log is None:
-        return json.loads(done.read_text()) if done.exists() else None
+    if done.exists():
+        return json.loads(done.read_text())
+    if config.name in recorded(settings)["runs"] or log is None:
+        return recorded(settings)["runs"].get(config.name)
     workspace(folder)
     started = time.perf_counter()
     result = {**asdict(config), **train(config, folder, settings, log)}
@@ -280,8 +299,8 @@ def peers(settings: Settings, log) -> Dict:
     dataset = settings.dataset or "fashionmnist"
     done = folder / "command.json"
     if not done.exists():
-        if log is None:
-            return {"peers": [], "peers_seconds": 0}
+        if recorded(settings)["peers"] or log is None:
+            return {"peers": recorded(settings)["peers"], "peers_seconds": recorded(settings).get("peers_seconds", 0)}
         workspace(folder)
         options = "".join(f" --{name} {value}" for name, value in (("float-epochs", settings.float_epochs),
                                                                     ("samples", settings.peer_samples)) if value)
@@ -302,8 +321,8 @@ def direct(settings: Settings, log) -> Optional[Dict]:
     dataset = settings.dataset or "mnist"
     done = folder / "command.json"
     if not done.exists():
-        if log is None:
-            return None
+        if recorded(settings)["direct"] or log is None:
+            return recorded(settings)["direct"]
         workspace(folder)
         epochs = f" --epochs {settings.direct_epochs}" if settings.direct_epochs else ""
         command = f"python {ROOT / 'bench' / 'direct.py'} --dataset {dataset} --out .{epochs} --threads 1"
@@ -311,16 +330,23 @@ def direct(settings: Settings, log) -> Optional[Dict]:
     return {**json.loads((folder / "direct.json").read_text()), **json.loads(done.read_text())}
 
 
-def measure_all(settings: Settings, jobs: int, log) -> Dict:
-    """Direct training, the peers and every configuration, `jobs` at a time (each a command of one thread). On
-    Ctrl-C or SIGTERM nothing more starts and every running command is stopped; the next make paper continues."""
+def measure_all(settings: Settings, jobs: int, log, recording: Callable[[], None]) -> Dict:
+    """Direct training, the peers and every configuration, `jobs` at a time (each a command of one thread),
+    `recording` what is finished after each part. On Ctrl-C or SIGTERM nothing more starts and every running
+    command is stopped; the next make paper continues."""
     todo = configs(settings)
-    log(f"{len(todo)} configurations, {sum((settings.runs / c.name / 'result.json').exists() for c in todo)} "
-        f"done before; {jobs} commands at a time")
+    log(f"{len(todo)} configurations, {sum(measure(c, settings, None) is not None for c in todo)} done before "
+        f"(in {os.path.relpath(settings.runs)}/ or {os.path.relpath(settings.record)}); {jobs} commands at a time")
     pool = ThreadPoolExecutor(jobs)
+
+    def then_record(part, *args):
+        value = part(*args)
+        recording()
+        return value
+
     try:
-        direct_run, peer_runs = pool.submit(direct, settings, log), pool.submit(peers, settings, log)
-        runs = [pool.submit(measure, c, settings, log) for c in todo]
+        direct_run, peer_runs = (pool.submit(then_record, part, settings, log) for part in (direct, peers))
+        runs = [pool.submit(then_record, measure, c, settings, log) for c in todo]
         return {"runs": [r.result() for r in runs], **peer_runs.result(), "direct": direct_run.result()}
     except BaseException:
         Commands.stop()
@@ -333,6 +359,18 @@ def finished(settings: Settings) -> Dict:
     """What make paper has finished so far, read from its folders; nothing is run."""
     runs = [measure(c, settings, None) for c in configs(settings)]
     return {"runs": [r for r in runs if r], **peers(settings, None), "direct": direct(settings, None)}
+
+
+def record(settings: Settings, command: str, lock=threading.Lock()) -> Dict:
+    """paper.json's contents, from what is finished now, written to `settings.record` (one thread at a time)."""
+    with lock:
+        today = datetime.date.today().isoformat()
+        since = recorded(settings)["since"] or today
+        results = {"date": today if since == today else f"{since} to {today}", "command": command,
+                   "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, torch {torch.__version__}",
+                   "expected": len(configs(settings)), **finished(settings)}
+        write_json(settings.record, results)
+    return results
 
 
 def say(text: str, lock=threading.Lock()) -> None:
@@ -350,6 +388,9 @@ def main():
     parser.add_argument("--runs", type=Path, default=None,
                         help="the folder the configurations keep their files in (default: runs/paper/, with --check "
                              "runs/paper-check/); with --check, the report is written there too")
+    parser.add_argument("--again", action="store_true",
+                        help="measure on this machine the parts bench/paper.json already records (by default a part "
+                             "it records, from an earlier make paper or a commit, is done)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the report from what make paper has finished so far, saying what "
                              "it has not")
@@ -358,29 +399,26 @@ def main():
         parser.error(f"--jobs: at least 1 command at a time, got {args.jobs}")
     settings = CHECK if args.check else FULL
     if args.runs:
-        settings = replace(settings, runs=args.runs.resolve())
+        settings = replace(settings, runs=args.runs.resolve(),
+                           record=args.runs.resolve() / "paper.json" if args.check else settings.record)
+    settings = replace(settings, take_recorded=settings.take_recorded and not args.again)
     settings.runs.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill and schedulers stop it as Ctrl-C does
-    started = time.perf_counter()
+    options = " ".join(["--check"] * args.check + ([f"--runs {args.runs}"] if args.runs else []))  # what it measures
+    command = "make paper" + (f' PAPER_ARGS="{options}"' if options else "")
     if not args.report_only:
         try:
-            measure_all(settings, args.jobs, say)
+            measure_all(settings, args.jobs, say, functools.partial(record, settings, command))
         except (KeyboardInterrupt, Stopped):
-            print(f"make paper stopped; what it finished is kept in {settings.runs}/, and make paper again continues "
-                  "from there", file=sys.stderr)
+            print(f"make paper stopped; what it finished is kept in {settings.runs}/ and "
+                  f"{os.path.relpath(settings.record)}, and make paper again continues from there", file=sys.stderr)
             return 130
-    options = " ".join(["--check"] * args.check + ([f"--runs {args.runs}"] if args.runs else []))  # what it measures
-    results = {"date": datetime.date.today().isoformat(),
-               "command": "make paper" + (f' PAPER_ARGS="{options}"' if options else ""),
-               "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores, torch {torch.__version__}",
-               "expected": len(configs(settings)), **finished(settings), "seconds": time.perf_counter() - started}
+    results = record(settings, command)
     sweeps = {(settings.dataset or dataset, arch): named for (dataset, arch), named in SWEEPS.items()}
     if args.check:
-        write_json(settings.runs / "paper.json", results)
         (settings.runs / "paper.md").write_text(report(results, sweeps, settings.runs, "."))
         print(f"a check: wrote {settings.runs}/paper.json, paper.md and its plots only")
         return 0
-    write_json(ROOT / "bench" / "paper.json", results)
     (ROOT / "docs" / "paper.md").write_text(DOC_HEAD + report(results, sweeps, ROOT / "bench", "../bench"))
     README.write_text(replace_block(README.read_text(), "paper", readme_block(results, sweeps)))
     print(readme_block(results, sweeps))
@@ -391,7 +429,8 @@ def main():
 DOC_HEAD = """# The paper's experiments, run on the data we have
 
 `make paper` (bench/paper.py) trains, exports and runs every configuration below, resumably (each keeps its
-folder under runs/paper/; a second `make paper` continues where the first stopped), and writes this page,
+folder under runs/paper/ and is recorded in bench/paper.json as it finishes; a second `make paper`, or one in a
+clone, continues where the first stopped, and `PAPER_ARGS=--again` measures everything anew), and writes this page,
 bench/paper.json and the plots beside them. `make paper PAPER_ARGS=--check` runs the same path on the digits
 dataset with one epoch per phase in minutes (`make test-slow` runs it).
 
