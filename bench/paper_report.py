@@ -83,10 +83,11 @@ def bits_table(runs: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def spread(values: List[float], scale: float = 100, digits: int = 2) -> str:
-    """mean, and min-max, of values (scaled: 100 for percentages)."""
+def spread(values: List[float], scale: float = 100, unit: str = "%") -> str:
+    """The mean, and min-max where there are several, of values (scaled: 100 for percentages)."""
     v = [scale * x for x in values]
-    return f"{statistics.mean(v):.{digits}f} ({min(v):.{digits}f}-{max(v):.{digits}f})"
+    mean = f"{statistics.mean(v):.2f}{unit}"
+    return mean if len(v) == 1 else f"{mean} ({min(v):.2f}-{max(v):.2f}{unit})"
 
 
 def seeds_table(runs: List[Dict]) -> str:
@@ -95,16 +96,14 @@ def seeds_table(runs: List[Dict]) -> str:
         groups.setdefault((r["dataset"], r["arch"], r["hidden_bits"], r["out_bits"]), []).append(r)
     lines = ["| network | bits | seeds | float ANN | QANN | SNN at t = 4 | SNN settled | settled mean (steps) |",
              "|---|---|---|---|---|---|---|---|"]
-    for key, group in groups.items():
-        if len(group) < 2:
-            continue
+    for group in (g for g in groups.values() if len(g) > 1):
         lines.append(f"| {title(group[0])} | {bits(group[0])} | {', '.join(str(r['seed']) for r in group)} | "
                      f"{spread([r['float_accuracy'] for r in group])} | "
                      f"{spread([r['qann_accuracy'] for r in group])} | "
                      f"{spread([at(r['accuracy_by_step'], 4) for r in group])} | "
                      f"{spread([r['accuracy_by_step'][-1] for r in group])} | "
-                     f"{spread([r['settled_mean'] for r in group], 1)} |")
-    return "\n".join(lines)
+                     f"{spread([r['settled_mean'] for r in group], 1, '')} |")
+    return "\n".join(lines) if len(lines) > 2 else NOT_YET
 
 
 def peers_table(peers: List[Dict]) -> str:
@@ -140,8 +139,9 @@ def direct_table(direct: Dict, runs: List[Dict]) -> str:
     if not qffs:
         return "\n".join(lines + ["| QFFS (2-bit hidden, 3-bit output) | " + NOT_YET + " | | | | |"])
     memory = f"{statistics.mean(r['train_peak_memory_mib'] for r in trained):,.0f} MiB" if trained else "-"
+    seeds = ", ".join(str(r["seed"]) for r in qffs)
     lines.append(
-        f"| QFFS (2-bit hidden, 3-bit output; seeds {', '.join(str(r['seed']) for r in qffs)}: mean) | "
+        f"| QFFS (2-bit hidden, 3-bit output; {f'seeds {seeds}: mean' if len(qffs) > 1 else f'seed {seeds}'}) | "
         f"{spread([at(r['accuracy_by_step'], steps) for r in qffs])} | "
         f"{spread([r['accuracy_by_step'][-1] for r in qffs])} ({statistics.mean(r['settled_mean'] for r in qffs):.2f}) "
         f"| {statistics.mean(at(r['sops_by_step'], steps) for r in qffs) / 1e3:,.0f} k / "
