@@ -85,7 +85,7 @@ peers: data
 
 # The paper's experiments on the data we have (bench/paper.py): bit-precision sweeps of the MNIST LeNet and the
 # Fashion-MNIST ResNet-8 with and without the noise handling, 3 seeds of the default configurations, SpikingJelly and
-# sinabs on a float ResNet-8, and a LeNet trained directly as an SNN: bench/paper.json, bench/paper_*.png,
+# sinabs on a float ResNet-8, the LeNet and the ResNet-8 trained directly as SNNs: bench/paper.json, paper_*.png,
 # docs/paper.md and the README's bench:paper block. Hours on 2 cores; resumable (runs/paper/ keeps each part, and
 # bench/paper.json records each as it finishes and counts it done, also in a clone: run it again after a stop;
 # PAPER_ARGS=--again measures every part anew). The whole path on digits in minutes: make paper PAPER_ARGS=--check

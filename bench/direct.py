@@ -1,15 +1,16 @@
-"""Direct training, the paper's Figure 1 baseline: the LeNet trained as an SNN with surrogate gradients.
+"""Direct training, the paper's Figure 1 baseline: a network trained as an SNN with surrogate gradients.
 
-    python bench/direct.py --dataset mnist --out runs/paper/direct [--steps 4] [--epochs N] [--samples N]
+    python bench/direct.py --dataset mnist --arch lenet --out runs/paper/direct [--steps 4] [--epochs N] [--samples N]
 
-SpikingJelly's IF neurons (threshold 1, reset by subtraction, the arctan surrogate gradient) in place of the
-ReLUs of bench/peer_models.py's max-pooling LeNet (qffs-train's lenet), the image as analog input at each of T
-steps, the mean of the last layer's outputs over T as the logits, cross-entropy; AdamW 1e-3 with a cosine
-schedule, batch 64, on the training split less the tenth qffs-train holds out, for as many epochs as
-qffs-train's schedule has in all (float + LSQ + hardware-exact). Then the test split step by step: accuracy
-at t = 1..T from the summed outputs, SOPs per sample (bench/paper_peers.SynapseTap: spikes into every conv and
-linear times their fan-outs, the analog input one event per nonzero pixel per step). Writes OUT/direct.json;
-a checkpoint after every epoch (OUT/direct.checkpoint.pt) lets an interrupted run continue.
+SpikingJelly's IF neurons (threshold 1, reset by subtraction, the arctan surrogate gradient) in place of every
+ReLU of bench/peer_models.py's network (lenet: qffs-train's max-pooling lenet; resnet8: qffs-train's resnet8,
+the residual sum into the block's second neuron), the image as analog input at each of T steps, the mean of the
+last layer's outputs over T as the logits, cross-entropy; AdamW 1e-3 with a cosine schedule, batch 64, on the
+training split less the tenth qffs-train holds out, for as many epochs as qffs-train's schedule for the dataset
+and network has in all (float + LSQ + hardware-exact). Then the test split step by step: accuracy at t = 1..T
+from the summed outputs, SOPs per sample (bench/paper_peers.SynapseTap: spikes into every conv and linear times
+their fan-outs, the analog input one event per nonzero pixel per step). Writes OUT/direct.json; a checkpoint
+after every epoch (OUT/direct.checkpoint.pt) lets an interrupted run continue.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from paper_peers import SynapseTap
-from peer_models import lenet
+from peer_models import lenet, resnet8
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 from tqdm import tqdm
@@ -36,11 +37,18 @@ from qffs_lava.reports import write_json
 BATCH, LR, SEED = 64, 1e-3, 0
 
 
-def spiking_lenet(classes: int, channels: int, side: int) -> nn.Module:
-    """The max-pooling LeNet with an IF neuron (surrogate gradient) in place of each ReLU."""
-    layers = [neuron.IFNode(surrogate_function=surrogate.ATan(), detach_reset=True) if isinstance(m, nn.ReLU)
-              else m for m in lenet(classes, channels, "max", side)]
-    return nn.Sequential(*layers)
+NETWORKS = {"lenet": lambda classes, channels, side: lenet(classes, channels, "max", side),
+            "resnet8": lambda classes, channels, side: resnet8(classes, channels)}
+
+
+def spiking(model: nn.Module) -> nn.Module:
+    """`model` with an IF neuron (surrogate gradient) in place of each ReLU module, in place."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(model, name, neuron.IFNode(surrogate_function=surrogate.ATan(), detach_reset=True))
+        else:
+            spiking(child)
+    return model
 
 
 def forward(model: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -108,11 +116,12 @@ def evaluate(model, test_x, test_y, steps: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--arch", default="lenet", choices=sorted(NETWORKS))
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", required=True, help="the folder for direct.json and the checkpoint")
     parser.add_argument("--steps", type=int, default=4, help="T, in training and test (default 4)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="default: qffs-train's epochs for the dataset's lenet, float + LSQ + hardware-exact")
+                        help="default: qffs-train's epochs for the dataset and arch, float + LSQ + hardware-exact")
     parser.add_argument("--samples", type=int, default=None, help="only the first N test images")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -120,18 +129,18 @@ def main():
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    epochs = args.epochs or sum(schedule_for(args.dataset, "lenet")[:3])
+    epochs = args.epochs or sum(schedule_for(args.dataset, args.arch)[:3])
     (train_x, train_y), _ = split_validation(*load_dataset(args.dataset, "train", args.data_dir), 0.1)
     test_x, test_y = load_dataset(args.dataset, "test", args.data_dir)
     if args.samples:
         test_x, test_y = test_x[:args.samples], test_y[:args.samples]
     torch.manual_seed(SEED)
-    model = spiking_lenet(int(train_y.max()) + 1, train_x.shape[1], train_x.shape[-1])
+    model = spiking(NETWORKS[args.arch](int(train_y.max()) + 1, train_x.shape[1], train_x.shape[-1]))
     seconds = train(model, train_x, train_y, args.steps, epochs, out, lambda text: print(text, flush=True))
-    result = {"dataset": args.dataset, "arch": "lenet", "steps": args.steps, "epochs": epochs,
+    result = {"dataset": args.dataset, "arch": args.arch, "steps": args.steps, "epochs": epochs,
               "train_seconds": seconds, **evaluate(model, test_x, test_y, args.steps)}
     write_json(out / "direct.json", result)
-    print(f"directly trained LeNet (T = {args.steps}, {epochs} epochs, {seconds:.0f} s): accuracy at t = 1..T "
+    print(f"directly trained {args.arch} (T = {args.steps}, {epochs} epochs, {seconds:.0f} s): accuracy at t = 1..T "
           + " / ".join(f"{100 * a:.2f}%" for a in result["accuracy_by_step"])
           + f", {result['sops_by_step'][-1]:,.0f} SOPs per sample")
 

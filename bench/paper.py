@@ -7,7 +7,7 @@
    again with negative spikes and the count bound left out (`--ablate`, as many steps, 16 at least).
 2. Other converters on the residual network (Figure 5): bench/peers.py's SpikingJelly and sinabs conversions
    of one float ResNet-8, and QFFS from the same float weights.
-3. Direct training (Figure 1): bench/direct.py's LeNet trained as an SNN with surrogate gradients.
+3. Direct training (Figure 1): bench/direct.py's LeNet and ResNet-8 trained as SNNs with surrogate gradients.
 
 Resumable: each configuration keeps its folder under runs/paper/ (its model file, net.h5, run reports and
 result.json, written last); a configuration with its result.json is not run again, and an interrupted
@@ -108,14 +108,15 @@ CHECK = Settings(ROOT / "runs" / "paper-check", " --float-epochs 1 --qat-epochs 
 
 @functools.lru_cache(maxsize=None)
 def recorded(settings: Settings) -> Dict:
-    """The parts `settings.record` held when make paper started (runs by configuration name, "peers", "direct"), where
-    they count as done; else none."""
+    """The parts `settings.record` held when make paper started (runs by configuration name, "peers", "direct" by
+    network), where they count as done; else none."""
     if not (settings.take_recorded and settings.record.exists()):
-        return {"runs": {}, "peers": [], "direct": None, "since": None}
+        return {"runs": {}, "peers": [], "direct": {}, "since": None}
     held = json.loads(settings.record.read_text())
     return {"runs": {Config(**{f: r[f] for f in Config.__dataclass_fields__}).name: r for r in held.get("runs", [])},
             "peers": held.get("peers", []), "peers_seconds": held.get("peers_seconds", 0),
-            "direct": held.get("direct"), "since": held["date"].split(" to ")[0]}
+            "direct": {(d["dataset"], d["arch"]): d for d in held.get("direct", [])},
+            "since": held["date"].split(" to ")[0]}
 
 
 def configs(settings: Settings) -> List[Config]:
@@ -313,21 +314,27 @@ def peers(settings: Settings, log) -> Dict:
             "peers_seconds": json.loads(done.read_text())["seconds"]}
 
 
-def direct(settings: Settings, log) -> Optional[Dict]:
-    """The LeNet trained directly as an SNN (bench/direct.py, one thread), in runs/paper/direct_lenet/: its
-    figures, with the command's wall time and peak memory (command.json, written last, marks it done). log None:
-    only read it if it is done (else None)."""
-    folder = settings.runs / "direct_lenet"
-    dataset = settings.dataset or "mnist"
+def direct(settings: Settings, network: tuple, log) -> Optional[Dict]:
+    """One network of SWEEPS trained directly as an SNN (bench/direct.py, one thread), in runs/paper/direct_ARCH/:
+    its figures, with the command's wall time and peak memory (command.json, written last, marks it done). log
+    None: only read it if it is done (else None)."""
+    dataset, arch = settings.dataset or network[0], network[1]
+    folder = settings.runs / f"direct_{arch}"
     done = folder / "command.json"
     if not done.exists():
-        if recorded(settings)["direct"] or log is None:
-            return recorded(settings)["direct"]
+        if (dataset, arch) in recorded(settings)["direct"] or log is None:
+            return recorded(settings)["direct"].get((dataset, arch))
         workspace(folder)
         epochs = f" --epochs {settings.direct_epochs}" if settings.direct_epochs else ""
-        command = f"python {ROOT / 'bench' / 'direct.py'} --dataset {dataset} --out .{epochs} --threads 1"
+        command = (f"python {ROOT / 'bench' / 'direct.py'} --dataset {dataset} --arch {arch} --out .{epochs} "
+                   "--threads 1")
         write_json(done, run(command, folder, log))
     return {**json.loads((folder / "direct.json").read_text()), **json.loads(done.read_text())}
+
+
+def directs(settings: Settings) -> List[Dict]:
+    """Every network's direct training that is done."""
+    return [d for d in (direct(settings, network, None) for network in SWEEPS) if d]
 
 
 def measure_all(settings: Settings, jobs: int, log, recording: Callable[[], None]) -> Dict:
@@ -345,9 +352,11 @@ def measure_all(settings: Settings, jobs: int, log, recording: Callable[[], None
         return value
 
     try:
-        direct_run, peer_runs = (pool.submit(then_record, part, settings, log) for part in (direct, peers))
+        direct_runs = [pool.submit(then_record, direct, settings, network, log) for network in SWEEPS]
+        peer_runs = pool.submit(then_record, peers, settings, log)
         runs = [pool.submit(then_record, measure, c, settings, log) for c in todo]
-        return {"runs": [r.result() for r in runs], **peer_runs.result(), "direct": direct_run.result()}
+        return {"runs": [r.result() for r in runs], **peer_runs.result(),
+                "direct": [d for d in (r.result() for r in direct_runs) if d]}
     except BaseException:
         Commands.stop()
         raise
@@ -358,7 +367,7 @@ def measure_all(settings: Settings, jobs: int, log, recording: Callable[[], None
 def finished(settings: Settings) -> Dict:
     """What make paper has finished so far, read from its folders; nothing is run."""
     runs = [measure(c, settings, None) for c in configs(settings)]
-    return {"runs": [r for r in runs if r], **peers(settings, None), "direct": direct(settings, None)}
+    return {"runs": [r for r in runs if r], **peers(settings, None), "direct": directs(settings)}
 
 
 def record(settings: Settings, command: str, lock=threading.Lock()) -> Dict:

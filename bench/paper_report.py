@@ -16,6 +16,8 @@ from run_bench import duration, pct
 
 SHOWN_STEPS = (1, 2, 4, 8)
 PEER_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+#: points below the QANN that the paper's Figure 3 would call far (its losses are tens of points)
+FAR_BELOW = 1.0
 TITLES = {("mnist", "lenet"): "MNIST LeNet", ("fashionmnist", "resnet8"): "Fashion-MNIST ResNet-8",
           ("digits", "lenet"): "digits LeNet (--check)", ("digits", "resnet8"): "digits ResNet-8 (--check)"}
 #: sweep -> (title, what varies, the paper's figure and what its text says)
@@ -117,36 +119,53 @@ def peers_table(peers: List[Dict]) -> str:
         t = steps_within(acc, p["float_accuracy"], 1.0)
         cells = [pct(at(acc, s)) if s <= len(acc) or p["converter"] == "QFFS" else "-" for s in PEER_STEPS]
         sops = f"{at(p['sops_by_step'], t) / 1e6:.2f} M" if t else "-"
-        lines.append(f"| {p['converter']} | " + " | ".join(cells) + f" | {t or f'not by {len(acc)}'} | {sops} |")
+        never = (f"never: settled at {pct(acc[-1])} by T = {len(acc)}" if p["converter"] == "QFFS"
+                 else f"not by T = {len(acc)}")
+        lines.append(f"| {p['converter']} | " + " | ".join(cells) + f" | {t or never} | {sops} |")
     return "\n".join(lines)
 
 
-def qffs_lenet(runs: List[Dict]) -> List[Dict]:
-    return [r for r in runs if (r["arch"], r["hidden_bits"], r["out_bits"]) == ("lenet", 2, 3)]
+def qffs_reference(runs: List[Dict], direct: Dict) -> List[Dict]:
+    """QFFS's seeded 2-bit hidden, 3-bit output runs of the network `direct` trained."""
+    return [r for r in runs if (r["dataset"], r["arch"], r["hidden_bits"], r["out_bits"])
+            == (direct["dataset"], direct["arch"], 2, 3)]
 
 
-def direct_table(direct: Dict, runs: List[Dict]) -> str:
-    qffs = qffs_lenet(runs)
-    trained = [r for r in qffs if r.get("train_peak_memory_mib")]
-    steps = direct["steps"]
-    lines = ["| method | accuracy at t = " + str(steps) + " | accuracy settled (mean settle step) | SOPs per sample "
-             "at t = " + str(steps) + " / settled | training time | peak memory of the training command |",
-             "|---|---|---|---|---|---|"]
-    lines.append(f"| direct training (SpikingJelly IF neurons, surrogate gradients, T = {steps}, {direct['epochs']} "
-                 f"epochs) | {pct(direct['accuracy_by_step'][-1])} | - | "
-                 f"{direct['sops_by_step'][-1] / 1e3:,.0f} k / - | "
-                 f"{duration(direct['train_seconds'])} | {direct['peak_memory_mib']:,.0f} MiB |")
-    if not qffs:
-        return "\n".join(lines + ["| QFFS (2-bit hidden, 3-bit output) | " + NOT_YET + " | | | | |"])
-    memory = f"{statistics.mean(r['train_peak_memory_mib'] for r in trained):,.0f} MiB" if trained else "-"
-    seeds = ", ".join(str(r["seed"]) for r in qffs)
-    lines.append(
-        f"| QFFS (2-bit hidden, 3-bit output; {f'seeds {seeds}: mean' if len(qffs) > 1 else f'seed {seeds}'}) | "
-        f"{spread([at(r['accuracy_by_step'], steps) for r in qffs])} | "
-        f"{spread([r['accuracy_by_step'][-1] for r in qffs])} ({statistics.mean(r['settled_mean'] for r in qffs):.2f}) "
-        f"| {statistics.mean(at(r['sops_by_step'], steps) for r in qffs) / 1e3:,.0f} k / "
-        f"{statistics.mean(r['sops_per_sample'] for r in qffs) / 1e3:,.0f} k | "
-        f"{duration(statistics.mean(r['train_seconds'] for r in trained)) if trained else '-'} | {memory} |")
+def trained_here(runs: List[Dict]) -> List[Dict]:
+    """The runs make paper trained itself (one thread beside another command, as direct training ran)."""
+    return [r for r in runs if r.get("train_peak_memory_mib")]
+
+
+def reused(runs: List[Dict]) -> List[Dict]:
+    """The runs whose model make paper took from make bench (trained there, under other loads)."""
+    return [r for r in runs if not r.get("train_peak_memory_mib")]
+
+
+def direct_table(directs: List[Dict], runs: List[Dict]) -> str:
+    steps = directs[0]["steps"]
+    lines = [f"| network | method | accuracy at t = {steps} | accuracy settled (mean settle step) | SOPs per sample "
+             f"at t = {steps} / settled | training time | peak memory of the training command |",
+             "|---|---|---|---|---|---|---|"]
+    for direct in directs:
+        lines.append(f"| {title(direct)} | direct training (SpikingJelly IF neurons, surrogate gradients, "
+                     f"T = {direct['steps']}, {direct['epochs']} epochs, one seed) | "
+                     f"{pct(direct['accuracy_by_step'][-1])} | - | {direct['sops_by_step'][-1] / 1e3:,.0f} k / - | "
+                     f"{duration(direct['train_seconds'])} | {direct['peak_memory_mib']:,.0f} MiB |")
+        qffs = qffs_reference(runs, direct)
+        if not qffs:
+            lines.append(f"| {title(direct)} | QFFS (2-bit hidden, 3-bit output) | {NOT_YET} | | | | |")
+            continue
+        trained, seeds = trained_here(qffs), ", ".join(str(r["seed"]) for r in qffs)
+        time = duration(statistics.mean(r["train_seconds"] for r in trained)) if trained else "-"
+        memory = f"{statistics.mean(r['train_peak_memory_mib'] for r in trained):,.0f} MiB" if trained else "-"
+        lines.append(
+            f"| {title(direct)} | QFFS (2-bit hidden, 3-bit output; "
+            f"{f'seeds {seeds}: mean' if len(qffs) > 1 else f'seed {seeds}'}) | "
+            f"{spread([at(r['accuracy_by_step'], steps) for r in qffs])} | "
+            f"{spread([r['accuracy_by_step'][-1] for r in qffs])} "
+            f"({statistics.mean(r['settled_mean'] for r in qffs):.2f}) | "
+            f"{statistics.mean(at(r['sops_by_step'], steps) for r in qffs) / 1e3:,.0f} k / "
+            f"{statistics.mean(r['sops_per_sample'] for r in qffs) / 1e3:,.0f} k | {time} | {memory} |")
     return "\n".join(lines)
 
 
@@ -186,20 +205,39 @@ def shape(runs: List[Dict], key: str, noise: Optional[float]) -> str:
     if len(ints) > 1:
         gain = 100 * (ints[-1]["qann_accuracy"] - ints[0]["qann_accuracy"])
         longer = ints[-1]["settled_mean"] > ints[0]["settled_mean"]
+        steps = [(f"{short(a)} -> {short(b)}", 100 * (b["qann_accuracy"] - a["qann_accuracy"]))
+                 for a, b in zip(ints, ints[1:])]
         if not longer:
             said.append(f"Not the paper's shape: the latency does not grow ({gain:+.2f} points of QANN accuracy).")
         elif noise is None:
             said.append(f"Latency grows as in the paper; QANN accuracy moves {gain:+.2f} points from the first to the "
                         "last, and whether that is more than seeds alone move it is not measured yet.")
-        elif gain > noise:
-            said.append(f"This is the paper's shape: more bits, more accuracy ({gain:+.2f} points, more than the "
-                        f"{noise:.2f} seeds alone move it) and a longer latency.")
         else:
-            said.append(f"Latency grows as in the paper, but accuracy does not rise by more than seeds alone move it "
-                        f"({gain:+.2f} points, against a spread of {noise:.2f} over seeds): {title(ints[0])} leaves "
-                        f"little for more bits to add (the {ints[0][key]}-bit network's QANN already has "
-                        f"{pct(ints[0]['qann_accuracy'])}), where the paper's ImageNet networks gain points with "
-                        "every bit.")
+            real = [(name, g) for name, g in steps if abs(g) > noise]
+            step_words = (f"Step by step the QANN moves {', '.join(f'{name} {g:+.2f}' for name, g in steps)} points "
+                          f"and seeds alone move it up to {noise:.2f}, so "
+                          + ("no single step is a difference this run can tell" if not real else
+                             "every step is one this run can tell" if len(real) == len(steps) else
+                             f"only {', '.join(name for name, _ in real)} "
+                             f"{'is a difference' if len(real) == 1 else 'are differences'} this run can tell") + ".")
+            if gain > noise and all(g > 0 for _, g in real):
+                last = ints[len(steps) - steps[::-1].index(real[-1])] if real else None
+                flat = (f" Beyond {short(last)} the accuracy is flat within the seeds' spread here, where the paper's "
+                        f"ImageNet networks gain with every bit: the {short(last)} QANN is already "
+                        f"{100 * (last['float_accuracy'] - last['qann_accuracy']):.2f} points from the float ANN's "
+                        f"{pct(last['float_accuracy'])}, which leaves more bits little to recover."
+                        if real and real[-1] != steps[-1] else "")
+                said.append(f"This is the paper's shape: more bits, more accuracy ({gain:+.2f} points from the first "
+                            f"to the last, more than the {noise:.2f} seeds alone move it) and a longer latency. "
+                            + step_words + flat)
+            elif any(g < 0 for _, g in real):
+                said.append(f"Not the paper's shape: more bits lose accuracy somewhere along the sweep. {step_words}")
+            else:
+                said.append(f"Latency grows as in the paper, but accuracy does not rise by more than seeds alone move "
+                            f"it ({gain:+.2f} points, against a spread of {noise:.2f} over seeds): {title(ints[0])} "
+                            f"leaves little for more bits to add (the {ints[0][key]}-bit network's QANN already has "
+                            f"{pct(ints[0]['qann_accuracy'])}), where the paper's ImageNet networks gain points with "
+                            f"every bit. {step_words}")
         said.append("A b-bit layer takes its input and bias over 2^b - 1 steps and sends at most 2^b - 1 spikes, so "
                     "each bit roughly doubles the steps it needs.")
     floats = [r for r in runs if r["out_bits"] == "float"]
@@ -233,9 +271,15 @@ def noise_words(runs: List[Dict]) -> str:
     worst = min(gaps, key=lambda g: g[1])
     largest = f"the largest loss is {bits(worst[0])}'s." if worst[1] < 0 else "none is below it."
     exact = max(abs(r["accuracy_by_step"][-1] - r["qann_accuracy"]) for r in runs)
+    far = -100 * worst[1] > FAR_BELOW
+    paper = (f"{'As in' if far else 'Unlike'} the paper's Figure 3 (VGG-16 on ImageNet, where the SNN without them is "
+             "far below its QANN at every precision above 1 bit), " + (
+                 f"this network loses up to {-100 * worst[1]:.2f} points without them." if far else
+                 f"this network loses at most {-100 * worst[1]:.2f} points without them: the occasional noise costs it "
+                 "little accuracy." if worst[1] < 0 else "this network loses nothing without them."))
     return (f"Without negative spikes and the count bound (the paper's Figure 3 question) the SNN at the same T is "
-            f"{', '.join(f'{100 * g:+.2f}' for _, g in gaps)} points from its QANN; {largest} With them every "
-            f"configuration's settled SNN equals its QANN to {100 * exact:.2f} points.")
+            f"{', '.join(f'{100 * g:+.2f}' for _, g in gaps)} points from its QANN; {largest} {paper} With them "
+            f"every configuration's settled SNN equals its QANN to {100 * exact:.2f} points.")
 
 
 # Plots --------------------------------------------------------------------------------------------------------
@@ -277,7 +321,7 @@ def plot_bits(results: Dict, sweeps: Dict, path: Path) -> None:
         bottom.set(xlabel="hidden / output bits", ylabel="accuracy (%)", title="the noise handling (Figure 3)")
         if runs:
             top.legend(fontsize=7, title="dotted: without noise handling", title_fontsize=7)
-            bottom.legend(fontsize=7)
+            bottom.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         else:
             top.text(0.5, 0.5, "not measured yet", transform=top.transAxes, ha="center")
         for ax in (top, middle, bottom):
@@ -311,25 +355,28 @@ def plot_peers(peers: List[Dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_direct(direct: Dict, runs: List[Dict], path: Path) -> None:
+def plot_direct(directs: List[Dict], runs: List[Dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
-    ax.plot(range(1, direct["steps"] + 1), [100 * a for a in direct["accuracy_by_step"]], marker="s",
-            label=f"direct training (T = {direct['steps']})")
-    for r in runs:
-        if r["arch"] == "lenet" and r["hidden_bits"] == 2 and r["out_bits"] in (3, "float"):
-            steps = range(1, max(len(r["accuracy_by_step"]), 8) + 1)
-            ax.plot(steps, [100 * at(r["accuracy_by_step"], t) for t in steps], alpha=0.7, marker="o", markersize=2,
-                    label=f"QFFS {bits(r)}, seed {r['seed']}")
-    ax.set(xlabel="time step t", ylabel="accuracy (%)", title=f"{title(direct)}: direct training against QFFS\n"
-           "(the paper's Figure 1)")
-    ax.set_ylim(max(0, min(ax.get_ylim()[0], 90)), 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(directs), figsize=(6.5 * len(directs), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, direct in zip(axes[0], directs):
+        ax.plot(range(1, direct["steps"] + 1), [100 * a for a in direct["accuracy_by_step"]], marker="s",
+                label=f"direct training (T = {direct['steps']})")
+        for r in runs:
+            if (r["dataset"], r["arch"], r["hidden_bits"]) == (direct["dataset"], direct["arch"], 2) \
+                    and r["out_bits"] in (3, "float"):
+                steps = range(1, max(len(r["accuracy_by_step"]), 8) + 1)
+                ax.plot(steps, [100 * at(r["accuracy_by_step"], t) for t in steps], alpha=0.7, marker="o",
+                        markersize=2, label=f"QFFS {bits(r)}, seed {r['seed']}")
+        ax.set(xlabel="time step t", ylabel="accuracy (%)", title=f"{title(direct)}: direct training against QFFS")
+        ax.set_ylim(max(0, min(ax.get_ylim()[0], 90)), 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Direct training against conversion (the paper's Figure 1)")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -342,8 +389,8 @@ NOT_YET = "Not measured yet: make paper has not reached it (a second make paper 
 
 def report(results: Dict, sweeps: Dict, folder: Path, images: str) -> str:
     """docs/paper.md's text; writes its plots into `folder` (named in the text as `images`/NAME). Parts make paper
-    has not finished yet (results["expected"] configurations, "peers" empty, "direct" None) are said to be so."""
-    runs, peers, direct = results["runs"], results["peers"], results["direct"]
+    has not finished yet (results["expected"] configurations, "peers" or "direct" empty) are said to be so."""
+    runs, peers, directs = results["runs"], results["peers"], results["direct"]
     done = f"{len(runs)} of {results['expected']} configurations"
     parts = [f"Measured {results['date']} by `{results['command']}` ({results['machine']}; commands of one thread, "
              f"two at a time; {done}{'' if len(runs) == results['expected'] else ' so far'}). Every accuracy is on "
@@ -378,14 +425,15 @@ def report(results: Dict, sweeps: Dict, folder: Path, images: str) -> str:
         + "\n\n**The paper.** \"Our proposed quantization framework for fast SNNs only needs 13 time steps ... to "
         "reach lossless accuracy, while other methods need at least 500 time steps\" (ResNet-50 on ImageNet).")
     parts.append("## 3. Direct training (the paper's Figure 1)\n\n" + (
-        direct_section(direct, runs, folder, images) if direct else NOT_YET)
+        direct_section(directs, runs, folder, images) if directs else NOT_YET)
         + "\n\n**The paper.** QFFS \"pushes the latency, when using ANN-to-SNN conversion, to a level similar to "
         "that using direct training\" with \"about 2.5% higher accuracy than the best accuracy achieved by direct "
         "training\", and conversion has \"lower memory budget and shorter training time\" (its Figure 1, "
         "CIFAR-10 and ImageNet).")
     parts.append(f"`bench/paper.json` holds every figure: `runs` (one per configuration and seed), `peers` (one per "
-                 f"converter) and `direct`. The commands took {duration(command_seconds(results))} in all (their wall "
-                 "times summed; two ran at a time, and make bench's reused models count with their training time).")
+                 f"converter) and `direct` (one per network). The commands took "
+                 f"{duration(command_seconds(results))} in all (their wall times summed; two ran at a time"
+                 + (", and make bench's reused models count with their training time" if reused(runs) else "") + ").")
     return "\n\n".join(parts) + "\n"
 
 
@@ -427,22 +475,60 @@ def peer_words(peer: Dict) -> str:
             f"{at(peer['sops_by_step'], t) / 1e6:.2f} M SOPs per sample by then")
 
 
-def direct_section(direct: Dict, runs: List[Dict], folder: Path, images: str) -> str:
-    plot_direct(direct, runs, folder / "paper_direct.png")
-    qffs = direct_table(direct, runs)
-    return (f"The {title(direct)} trained directly as an SNN (bench/direct.py): SpikingJelly's IF neurons with the "
-            f"arctan surrogate gradient in place of the ReLUs of the same LeNet, T = {direct['steps']}, as many epochs "
-            "as QFFS's three phases have in all, the same optimizer; against QFFS's seeded runs of the same "
-            "architecture. Training time and peak memory (the training command's largest resident set): of the runs "
-            "make paper trained itself, one thread each beside another command, as direct training ran (make "
-            f"bench's reused models trained under other loads).\n\n{qffs}\n\n"
+def direct_section(directs: List[Dict], runs: List[Dict], folder: Path, images: str) -> str:
+    plot_direct(directs, runs, folder / "paper_direct.png")
+    names = " and the ".join(title(d) for d in directs)
+    return (f"The {names} trained directly as {'SNNs' if len(directs) > 1 else 'an SNN'} (bench/direct.py): "
+            "SpikingJelly's IF neurons with the arctan surrogate gradient in place of every ReLU of the same network, "
+            f"T = {directs[0]['steps']}, as many epochs as QFFS's three phases have in all for that network, the same "
+            "optimizer; against QFFS's seeded runs of the same architecture. Training time and peak memory (the "
+            "training command's largest resident set): of the runs make paper trained itself, one thread each beside "
+            "another command; direct training likewise, or alone where make paper had nothing else left to run (which "
+            "can only favour it)"
+            + (" (make bench's reused models trained under other loads)" if reused(runs) else "")
+            + f".\n\n{direct_table(directs, runs)}"
+            f"\n\n{' '.join(direct_words(d, runs) for d in directs)}\n\n"
             f"![direct training]({images}/paper_direct.png)")
+
+
+def direct_words(direct: Dict, runs: List[Dict]) -> str:
+    """QFFS at the directly trained network's T and settled, against it: accuracy, SOPs, training time, memory."""
+    qffs, steps = qffs_reference(runs, direct), direct["steps"]
+    if not qffs:
+        return ""
+    mean = statistics.mean
+    theirs = direct["accuracy_by_step"][-1]
+    settled = mean(r["accuracy_by_step"][-1] for r in qffs)
+    seeds = [at(r["accuracy_by_step"], steps) for r in qffs]
+    low, high = min(seeds), max(seeds)
+    ours, where = mean(seeds), ("within the seeds' range" if low <= theirs <= high
+             else f"{'below' if theirs < low else 'above'} every seed's")
+    said = [f"{title(direct)}: at t = {steps} direct training has {pct(theirs)}, QFFS {pct(ours)} on average "
+            f"({100 * (ours - theirs):+.2f} points; the directly trained network is {where}); settled, QFFS has "
+            f"{pct(settled)} ({100 * (settled - theirs):+.2f}) at {mean(r['settled_mean'] for r in qffs):.2f} steps on "
+            f"average, with {mean(r['sops_per_sample'] for r in qffs) / direct['sops_by_step'][-1]:.2f} times the "
+            f"SOPs direct training spends in its {steps} steps."]
+    floats = [r for r in runs if (r["dataset"], r["arch"], r["hidden_bits"], r["out_bits"])
+              == (direct["dataset"], direct["arch"], 2, "float")]
+    if floats:
+        said.append(f"With a float output (2-bit hidden) QFFS has "
+                    f"{pct(mean(at(r['accuracy_by_step'], steps) for r in floats))} at t = {steps} and "
+                    f"{pct(mean(r['accuracy_by_step'][-1] for r in floats))} settled at "
+                    f"{mean(r['settled_mean'] for r in floats):.2f} steps on average (seeds "
+                    f"{', '.join(str(r['seed']) for r in floats)}).")
+    trained = trained_here(qffs)
+    if trained:
+        said.append(f"QFFS trained in {mean(r['train_seconds'] for r in trained) / direct['train_seconds']:.2f} "
+                    f"times direct training's time with "
+                    f"{mean(r['train_peak_memory_mib'] for r in trained) / direct['peak_memory_mib']:.2f} times its "
+                    "peak memory.")
+    return " ".join(said)
 
 
 def command_seconds(results: Dict) -> float:
     """Every command's wall time, summed: trainings, exports and runs of the configurations, the peers, direct."""
     runs = sum(sum(v for k, v in r["seconds"].items() if k != "measured") for r in results["runs"])
-    return runs + results["peers_seconds"] + (results["direct"] or {}).get("seconds", 0)
+    return runs + results["peers_seconds"] + sum(d["seconds"] for d in results["direct"])
 
 
 def readme_block(results: Dict, sweeps: Dict) -> str:
@@ -461,8 +547,7 @@ def readme_block(results: Dict, sweeps: Dict) -> str:
         said.append(f"One float {title(converters[0])} converted: " + "; ".join(
             f"{p['converter']} {pct(at(p['accuracy_by_step'], 8))} at T = 8" for p in converters) + ".")
     if results["direct"]:
-        direct = results["direct"]
-        said.append(f"The {title(direct)} trained directly as an SNN (T = {direct['steps']}): "
-                    f"{pct(direct['accuracy_by_step'][-1])}.")
+        said.append(f"Trained directly as SNNs (T = {results['direct'][0]['steps']}): " + "; ".join(
+            f"the {title(d)} {pct(d['accuracy_by_step'][-1])}" for d in results["direct"]) + ".")
     said.append("Every table and plot, beside the paper's numbers: [docs/paper.md](docs/paper.md).")
     return " ".join(said)
