@@ -444,8 +444,9 @@ def _run_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=dataset_name, metavar="DATASET",
                         help=f"evaluate on a dataset split: {', '.join(DATASETS)}, or folder:PATH, an image folder "
-                             "(its val/ is the test split), read a batch at a time at the network's input size, "
-                             "evaluation-transformed as the network was trained (its meta's augment)")
+                             "(its val/ is the test split), read a batch at a time at the network's input size "
+                             "and channels (grey or RGB), evaluation-transformed as the network was trained (its "
+                             "meta's augment; none for a network trained on a built-in dataset)")
     source.add_argument("--inputs", help=".npy array of dataset values (floats in [0,1] for images), (N, *shape)")
     parser.add_argument("--labels", help=".npy array of N integer labels for --inputs")
     data = defaults_of(load_dataset)

@@ -9,6 +9,7 @@ qffs-run shows as its flag.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from qffs_lava.ann.datasets import dataset_info, is_folder, load_dataset, open_split
-from qffs_lava.ann.folders import EARLIER_AUGMENTATION, check_classes
+from qffs_lava.ann.folders import CHANNEL_MODES, EARLIER_AUGMENTATION, check_classes
 from qffs_lava.errors import ParameterError, QffsError
 from qffs_lava.fileio import kind_of_file
 from qffs_lava.ir.network import Network
@@ -65,8 +66,9 @@ def load_inputs(network: Network, source: Source, labels=None, split: str = "tes
     network.
 
     source: a dataset name (its `split`, from `data_dir`, fetched where `download`), "folder:PATH" (the folder's
-            split read a batch at a time at the network's input size, evaluation-transformed as the network was
-            trained; its classes must be the network's), a .npy file, or an array or Dataset as it is
+            split read a batch at a time at the network's input size and channels (grey or RGB),
+            evaluation-transformed as the network was trained; its classes must be the network's), a .npy file, or
+            an array or Dataset as it is
     labels: with a .npy file or an array: class indices, a .npy file of them, or None
     """
     named = isinstance(source, str) and not is_file_source(source)
@@ -75,7 +77,9 @@ def load_inputs(network: Network, source: Source, labels=None, split: str = "tes
     if is_file_source(source):
         x, description = read_npy(source, "inputs"), str(source)
     elif named and is_folder(source):
-        info = dataset_info(source, network.input.shape[-1], network.meta.get("augment", EARLIER_AUGMENTATION))
+        info = dataset_info(source, network.input.shape[-1], folder_augmentation(network))
+        if network.input.shape[0] in CHANNEL_MODES:  # grey images for a grey network, RGB for an RGB one
+            info = replace(info, input_shape=(network.input.shape[0], *info.input_shape[1:]))
         check_classes(info, network.meta.get("classes"), "the network")
         folder = "val" if split == "test" else "train"
         x, description = open_split(info, split), f"{info.path} {split} split ({folder}/)"
@@ -97,6 +101,15 @@ def load_inputs(network: Network, source: Source, labels=None, split: str = "tes
         else:
             x, labels = x[:samples], labels[:samples] if labels is not None else None
     return Inputs(x, labels, description)
+
+
+def folder_augmentation(network: Network) -> str:
+    """The augmentation whose evaluation transform an image folder gets for this network: the one it recorded;
+    EARLIER_AUGMENTATION for one trained on a folder before that was recorded; else none (a network trained on a
+    built-in dataset, or a user's own: the images at its side as they are, not zoomed in by a centre crop)."""
+    if "augment" in network.meta:
+        return network.meta["augment"]
+    return EARLIER_AUGMENTATION if is_folder(str(network.meta.get("dataset", ""))) else "none"
 
 
 def check_inputs(network: Network, x) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Datasets: digits split, MNIST through torchvision's layout, and missing-data errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -101,3 +103,25 @@ def test_without_apt_the_fetch_says_what_else_works(tmp_path, monkeypatch):
     with pytest.raises(QffsError, match="apt-get and dpkg are not here; install the Debian package "
                                         r"\(dataset-fashion-mnist\), put torchvision's four files into"):
         datasets.fetch_fashionmnist_from_debian(tmp_path / "data")
+
+
+def test_a_folder_of_grey_images_reaches_a_grey_network_as_the_dataset_itself(mnist_dir, tmp_path):
+    """MNIST test images written as grey PNGs into an image folder reach the MNIST LeNet (trained on MNIST itself,
+    so one channel and no recorded augmentation) as exactly the dataset's tensors: read grey, at their own size,
+    not RGB and not zoomed by ImageNet's centre crop."""
+    from PIL import Image
+
+    import qffs_lava as qffs
+    from qffs_lava.inputs import load_inputs
+
+    images, labels = load_dataset("mnist", "test", mnist_dir)
+    order = sorted(range(100), key=lambda i: (int(labels[i]), i))  # the folder's order: by class, then name
+    for i in order:
+        for split in ("train", "val"):
+            (tmp_path / split / str(int(labels[i]))).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((images[i, 0] * 255).round().byte().numpy()).save(tmp_path / "val" / str(int(labels[i]))
+                                                                         / f"{i:03d}.png")
+    network = qffs.read_net(Path(__file__).parent / "data" / "v1" / "v1_mnist_lenet.h5")
+    read = load_inputs(network, f"folder:{tmp_path}").x
+    x, y = zip(*(read[j] for j in range(len(read))))
+    assert torch.equal(torch.stack(x), images[order]) and list(y) == labels[order].tolist()

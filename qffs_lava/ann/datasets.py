@@ -154,7 +154,8 @@ def open_split(info: DatasetInfo, split: str, data_dir: str | Path = "data", dow
     if split not in SPLITS:
         raise ParameterError(f"{{}}: unknown split {split!r} (choose from {', '.join(SPLITS)})", "split")
     if info.path:
-        return ImageFolderSplit(info.path, split, list(info.classes), info.input_shape[1], training, info.augment)
+        return ImageFolderSplit(info.path, split, list(info.classes), info.input_shape[1], training, info.augment,
+                                channels=info.input_shape[0])
     return Tensors(*load_dataset(info.name, split, data_dir, download))
 
 

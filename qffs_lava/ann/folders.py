@@ -5,8 +5,9 @@
 
 Classes are the sub-folder names, sorted; train and val must have the same ones, and every
 class needs images in both. Images are read with PIL as RGB, so a sample is float32 (3, S, S)
-in [0, 1] with S the input size, multiples of 1/255 like the built-in 8-bit datasets. S is,
-where not given, the images' own side where they share one, else their median short side, at
+in [0, 1] with S the input size, multiples of 1/255 like the built-in 8-bit datasets (a run of
+a network that takes one channel, trained on a grey dataset such as MNIST, reads them as grey:
+(1, S, S)). S is, where not given, the images' own side where they share one, else their median short side, at
 most 224 (`ImageSizes`). The training transform is one of `AUGMENTATIONS`, which also decides
 the evaluation transform:
 
@@ -127,9 +128,13 @@ def read_image(path: str, read: Callable):
         raise FolderError(f"cannot read image {path}: {err}; delete or replace it") from None
 
 
-def open_image(path: str):
-    """The image at `path` as RGB (PIL)."""
-    return read_image(path, lambda image: image.convert("RGB"))
+#: PIL's mode for images read with 1 channel (grey) or 3 (RGB).
+CHANNEL_MODES = {1: "L", 3: "RGB"}
+
+
+def open_image(path: str, channels: int = 3):
+    """The image at `path` (PIL) in CHANNEL_MODES[channels]."""
+    return read_image(path, lambda image: image.convert(CHANNEL_MODES[channels]))
 
 
 @dataclass(frozen=True)
@@ -231,20 +236,21 @@ def describe_folder(path: str, classes: List[str], sizes: ImageSizes, held_out: 
 
 
 class ImageFolderSplit(Dataset):
-    """One split of an image folder: (image float32 (3, S, S) in [0, 1], class index), transformed for training or
-    evaluation as `augment` (one of AUGMENTATIONS) says."""
+    """One split of an image folder: (image float32 (channels, S, S) in [0, 1], class index; 3 channels: RGB, 1:
+    grey), transformed for training or evaluation as `augment` (one of AUGMENTATIONS) says."""
 
     def __init__(self, path: str | Path, split: str, classes: List[str], input_size: int, training: bool,
-                 augment: str, samples: Optional[List[Tuple[str, int]]] = None):
+                 augment: str, samples: Optional[List[Tuple[str, int]]] = None, channels: int = 3):
         self.root = Path(path) / FOLDER_SPLITS[split]
         self.classes, self.input_size, self.training, self.augment = list(classes), input_size, training, augment
+        self.channels = channels
         self.samples = samples if samples is not None else self._scan()
         self.transform = folder_transform(augment, input_size, training)
 
     def with_training(self, training: bool) -> "ImageFolderSplit":
         """The same files, transformed for training (True) or for evaluation."""
         return ImageFolderSplit(self.root.parent, "train" if self.root.name == "train" else "test", self.classes,
-                                self.input_size, training, self.augment, self.samples)
+                                self.input_size, training, self.augment, self.samples, self.channels)
 
     def _scan(self) -> List[Tuple[str, int]]:
         found = classes_of(self.root)
@@ -259,4 +265,4 @@ class ImageFolderSplit(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(open_image(path)), label
+        return self.transform(open_image(path, self.channels)), label
