@@ -18,6 +18,7 @@ from processes import alive, descendants_of
 
 #: When to press Ctrl-C during a Lava run.
 MOMENTS = ("starting", "running", "stopping")
+RUNNING_FOR = 0.5
 
 
 @dataclass
@@ -45,7 +46,7 @@ def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float
     """Run argv in a new terminal and press Ctrl-C at `moment` (see MOMENTS).
 
     starting: as soon as the command forks its first process (Lava is starting);
-    running:  once five or more descendant processes have run for a second;
+    running:  once five or more descendant processes have run for RUNNING_FOR seconds;
     stopping: as soon as one of five or more descendants has exited (a runtime is stopping).
     """
     if moment not in MOMENTS:
@@ -68,6 +69,9 @@ def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float
         while True:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{moment}: the moment never came; output:\n" + b"".join(chunks).decode())
+            if os.waitpid(pid, os.WNOHANG)[0]:  # a fast machine: give the command more to do
+                raise AssertionError(f"{moment}: the command ended before the moment came; output:\n"
+                                     + b"".join(chunks).decode())
             now = descendants_of(pid)
             workers.update(now)
             most = max(most, len(now))
@@ -75,7 +79,7 @@ def ctrl_c_in_a_terminal(argv: List[str], moment: str, env: dict, timeout: float
                 break
             if moment == "running":
                 running_since = (running_since or time.monotonic()) if len(now) >= 5 else None
-                if running_since and time.monotonic() - running_since > 1:
+                if running_since and time.monotonic() - running_since > RUNNING_FOR:
                     break
             if moment == "stopping" and most >= 5 and len(now) < most:
                 break

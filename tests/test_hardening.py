@@ -31,12 +31,13 @@ from qffs_lava.ir.network import Network
 
 def press_ctrl_c_during_a_lava_run(net, moment, workers):
     """Ctrl-C in a terminal running `qffs-run --backend lava` (3 runtimes of 100 samples of the per-sample
-    network, one after the other or in 2 worker processes; T = 6, a few seconds a runtime): one line, exit code
-    130 within a few seconds, and no process, shared memory or temporary file left."""
+    network, one after the other or in 2 worker processes; T = 12, two seconds a runtime on a fast 2-core machine,
+    so that the running moment comes inside one): one line, exit code 130 within a few seconds, and no process,
+    shared memory or temporary file left."""
     before = Snapshot()
     qffs_run = str(Path(sys.executable).parent / "qffs-run")
     run = ctrl_c_in_a_terminal([qffs_run, str(net), "--dataset", "digits", "--samples", "300", "--backend",
-                                "lava", "--lava-batch", "1", "--steps", "6", "--quiet", "--workers", str(workers)],
+                                "lava", "--lava-batch", "1", "--steps", "12", "--quiet", "--workers", str(workers)],
                                moment,
                                dict(os.environ))
     lines = [line.strip() for line in run.output.replace("^C", "").splitlines() if line.strip()]
