@@ -356,7 +356,7 @@ def measure_all(settings: Settings, jobs: int, log, recording: Callable[[], None
         peer_runs = pool.submit(then_record, peers, settings, log)
         runs = [pool.submit(then_record, measure, c, settings, log) for c in todo]
         return {"runs": [r.result() for r in runs], **peer_runs.result(),
-                "direct": [d for d in (r.result() for r in direct_runs) if d]}
+                "direct": [r.result() for r in direct_runs]}
     except BaseException:
         Commands.stop()
         raise

@@ -7,8 +7,8 @@ Classes are the sub-folder names, sorted; train and val must have the same ones,
 class needs images in both. Images are read with PIL as RGB, so a sample is float32 (3, S, S)
 in [0, 1] with S the input size, multiples of 1/255 like the built-in 8-bit datasets (a run of
 a network that takes one channel, trained on a grey dataset such as MNIST, reads them as grey:
-(1, S, S)). S is, where not given, the images' own side where they share one, else their median short side, at
-most 224 (`ImageSizes`). The training transform is one of `AUGMENTATIONS`, which also decides
+(1, S, S)). S is, where not given, the images' own side where they share one, else their
+median short side, at most 224 (`ImageSizes`). The training transform is one of `AUGMENTATIONS`, which also decides
 the evaluation transform:
 
 - none: each image resized so that its short side is S, then its centre S x S (nothing at all
